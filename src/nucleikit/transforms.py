@@ -1,0 +1,87 @@
+"""Array transforms shared by training and inference (pure NumPy/SciPy).
+
+Resolution changes follow the pixel-centre convention of PROTOCOL.md: pixel
+``i`` covers ``[i - 0.5, i + 0.5)``, so scaling an image by ``s`` maps a
+coordinate ``v`` to ``(v + 0.5) * s - 0.5``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.transform import resize
+
+__all__ = ["scale_factor", "resample", "scale_points", "standardise", "channel_stats"]
+
+#: Resolutions closer than this (relative) are treated as equal: resampling a
+#: 0.499 um/px image to 0.5 um/px would blur it for a 0.2% size change.
+MPP_TOLERANCE = 0.02
+
+
+def scale_factor(mpp_from: float | None, mpp_to: float | None) -> float:
+    """Factor by which an image at ``mpp_from`` um/px must be resized to reach ``mpp_to``.
+
+    Returns 1.0 when either resolution is unknown or they agree within
+    :data:`MPP_TOLERANCE`.
+    """
+    if mpp_from is None or mpp_to is None:
+        return 1.0
+    if mpp_from <= 0 or mpp_to <= 0:
+        raise ValueError(f"resolutions must be positive, got {mpp_from} and {mpp_to}")
+    s = mpp_from / mpp_to
+    return 1.0 if abs(s - 1.0) <= MPP_TOLERANCE else s
+
+
+def resample(image: np.ndarray, factor: float, *, order: int = 1) -> np.ndarray:
+    """Resize an (H, W[, C]) image by ``factor`` (anti-aliased when shrinking).
+
+    The output has ``round(H * factor)`` x ``round(W * factor)`` pixels (at
+    least 1) and the input's dtype for floats.
+    """
+    if factor == 1.0:
+        return image
+    h, w = image.shape[:2]
+    out_shape = (max(1, int(round(h * factor))), max(1, int(round(w * factor)))) + image.shape[2:]
+    out = resize(
+        image,
+        out_shape,
+        order=order,
+        mode="reflect",
+        anti_aliasing=factor < 1.0,
+        preserve_range=True,
+    )
+    return out.astype(image.dtype if image.dtype.kind == "f" else np.float32, copy=False)
+
+
+def scale_points(points: np.ndarray, factor: float) -> np.ndarray:
+    """Map (N, 2) (x, y) pixel-centre coordinates through a resize by ``factor``."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if factor == 1.0:
+        return pts.copy()
+    return (pts + 0.5) * factor - 0.5
+
+
+def channel_stats(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over (H, W, C) float images."""
+    if not images:
+        raise ValueError("no images to compute channel statistics from")
+    c = images[0].shape[-1]
+    total = np.zeros(c)
+    total_sq = np.zeros(c)
+    count = 0
+    for im in images:
+        flat = im.reshape(-1, c).astype(np.float64)
+        total += flat.sum(0)
+        total_sq += (flat**2).sum(0)
+        count += flat.shape[0]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def standardise(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(H, W, C) float image minus per-channel ``mean``, divided by ``std`` (float32)."""
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    if image.shape[-1] != mean.shape[0]:
+        raise ValueError(f"image has {image.shape[-1]} channels, statistics have {mean.shape[0]}")
+    return (image.astype(np.float32, copy=False) - mean) / std

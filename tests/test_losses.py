@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from nucleikit.errors import ConfigError
+from nucleikit.losses import get_loss, mse, weighted_mse
+
+
+def test_weighted_mse_hand_computed():
+    # target mean ybar = 0.25; weights = y + lam*ybar.
+    y = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    o = torch.tensor([[[[0.5, 0.5], [0.0, 1.0]]]])
+    lam = 2.0
+    w = y + lam * 0.25  # [[1.5, 0.5], [0.5, 0.5]]
+    expected = 0.5 * float((w * (o - y) ** 2).mean())  # 0.5 * (1.5*0.25 + 0.5*0.25 + 0 + 0.5*1)/4
+    assert expected == pytest.approx(0.5 * (0.375 + 0.125 + 0.5) / 4)
+    assert float(weighted_mse(o, y, lam=lam)) == pytest.approx(expected)
+
+
+def test_weighted_mse_lambda_zero_ignores_background():
+    y = torch.tensor([[[[1.0, 0.0]]]])
+    o = torch.tensor([[[[1.0, 0.9]]]])
+    assert float(weighted_mse(o, y, lam=0.0)) == 0.0
+    assert float(weighted_mse(o, y, lam=5.0)) > 0.0
+
+
+def test_mse_and_registry():
+    y = torch.zeros(1, 1, 2, 2)
+    o = torch.ones(1, 1, 2, 2)
+    assert float(mse(o, y)) == 1.0
+    assert float(get_loss("weighted_mse", lam=0.0)(o, y)) == 0.0  # y = 0 everywhere: all weights 0
+    with pytest.raises(ConfigError):
+        get_loss("nope")
+    with pytest.raises(ValueError):
+        mse(o, torch.zeros(1, 1, 2, 3))

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from nucleikit.transforms import channel_stats, resample, scale_factor, scale_points, standardise
+
+
+def test_scale_factor_rules():
+    assert scale_factor(0.25, 0.5) == pytest.approx(0.5)
+    assert scale_factor(None, 0.5) == 1.0
+    assert scale_factor(0.499, 0.5) == 1.0  # within tolerance: no resampling
+    with pytest.raises(ValueError):
+        scale_factor(-1.0, 0.5)
+
+
+def test_scale_points_pixel_centre_convention():
+    # Pixel 0 of a 2x-downsampled image covers source pixels 0 and 1: centre 0.5.
+    assert np.allclose(scale_points([(0.5, 1.5)], 0.5), [(0.0, 0.5)])
+    xy = np.array([[3.2, 7.9]])
+    assert np.allclose(scale_points(scale_points(xy, 0.4), 1 / 0.4), xy)
+
+
+def test_resample_shape_and_mean():
+    img = np.random.default_rng(0).random((40, 30, 3)).astype(np.float32)
+    out = resample(img, 0.5)
+    assert out.shape == (20, 15, 3) and out.dtype == np.float32
+    assert out.mean() == pytest.approx(img.mean(), abs=0.01)
+    assert resample(img, 1.0) is img
+
+
+def test_channel_stats_and_standardise():
+    a = np.zeros((2, 2, 3), np.float32)
+    b = np.ones((2, 2, 3), np.float32)
+    mean, std = channel_stats([a, b])
+    assert np.allclose(mean, 0.5) and np.allclose(std, 0.5)
+    z = standardise(b, mean, std)
+    assert np.allclose(z, 1.0)
+    with pytest.raises(ValueError):
+        standardise(np.zeros((2, 2, 1), np.float32), mean, std)
