@@ -1,0 +1,552 @@
+"""The one tiling engine: images and whole slides are cut into tiles here, and nowhere else.
+
+A network is a free function ``forward((B, C, h, w) float32) -> (B, K, h, w)``; it knows
+nothing about tiles (as Cellpose's ``run_net``). The image is cut into a grid of **cores** that
+partition it exactly; each core is read with a **halo** of context on every side (its **read
+window**, as StarDist's ``big.py`` blocks), the network runs on the read window, and only the
+core of its output is kept. Every pixel of the output is therefore written by exactly one
+tile, and no blending is needed.
+
+Tiled equals untiled, exactly
+-----------------------------
+The output of a tile at a core pixel equals the untiled output there when three things hold:
+
+1. **Same input.** Pixels outside the image are made up the same way in every window: padding
+   is a function of the *global* pixel position (reflection about the image border, see
+   :func:`read_window`), not of the window, so all windows are cut from one virtual,
+   infinitely padded image.
+2. **Enough context.** The halo is at least the network's receptive-field radius (measured by
+   :func:`measure_halo`), so no core pixel sees the window border, where the network's own zero
+   padding differs between windows.
+3. **Same lattice.** A network that downsamples by ``align`` (pooling, strided convolutions)
+   computes a core pixel from the pooling cell it falls in, and the cells are laid out from
+   the window origin. Outputs of two windows agree only if their origins are congruent modulo
+   ``align``. Core starts are multiples of the core size, itself a multiple of ``align``, so
+   every read window starts at ``core start - halo``: all origins lie on the lattice
+   ``-halo + align * Z``, the same lattice as the untiled pass (the single tile whose read
+   window starts at ``-halo``). This holds whatever the halo.
+
+The network also needs each window side to be a multiple of ``align`` (the skip connections
+of a U-Net must line up). The side is ``core + 2 * halo`` with the core a multiple of
+``align``, so ``2 * halo`` must be a multiple of ``align``: the halo is rounded **up** to a
+multiple of ``align / 2`` (of ``align`` when ``align`` is odd). Rounding up only adds context.
+
+The "untiled" pass is :func:`predict_tiled` with ``tile >= max(H, W)``: one tile whose core
+is the whole image (its side rounded up to ``align``).
+
+Ownership of objects
+--------------------
+An object (a detected centre) found on a tile's output belongs to the tile whose *core*
+contains its pixel (:meth:`Tile.owns`), so an object near a seam is kept exactly once.
+
+This module imports neither torch nor :mod:`nucleikit.io`; ``image`` may be any array-like
+with ``.shape`` and NumPy slicing (ndarray, memmap, zarr array of a slide level).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "PAD_MODES",
+    "Window",
+    "Tile",
+    "TileGrid",
+    "read_window",
+    "predict_tiles",
+    "predict_tiled",
+    "measure_halo",
+]
+
+#: Ways to make up pixels outside the image (see :func:`read_window`).
+PAD_MODES = ("reflect", "symmetric", "edge", "constant")
+
+Forward = Callable[[np.ndarray], Any]
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _as_int(value: Any, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open rectangle of image pixels, ``[y0, y1) x [x0, x1)``.
+
+    Coordinates are integer pixel indices of the full image (row ``y``, column ``x``); a window
+    may extend outside the image (negative starts, ends beyond the size).
+    """
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+    def __post_init__(self) -> None:
+        if self.y1 <= self.y0 or self.x1 <= self.x0:
+            raise ValueError(f"empty window {self}")
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return (self.height, self.width)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices; only meaningful for a window inside the image."""
+        return (slice(self.y0, self.y1), slice(self.x0, self.x1))
+
+    def inside(self, shape: tuple[int, ...]) -> bool:
+        """True if the window lies entirely within an image of ``shape`` (H, W, ...)."""
+        return self.y0 >= 0 and self.x0 >= 0 and self.y1 <= shape[0] and self.x1 <= shape[1]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a :class:`TileGrid`.
+
+    Attributes
+    ----------
+    index : int
+        Position in row-major order, ``0 .. len(grid) - 1``.
+    position : (int, int)
+        (row, column) of the tile in the grid.
+    read : Window
+        The pixels fed to the network: the core plus the halo (may extend outside the image).
+    core : Window
+        The pixels this tile writes; inside the image. Cores partition the image.
+    """
+
+    index: int
+    position: tuple[int, int]
+    read: Window
+    core: Window
+
+    @property
+    def core_in_read(self) -> tuple[slice, slice]:
+        """(rows, cols) slices selecting the core inside an array covering ``read``."""
+        r, c = self.read, self.core
+        return (slice(c.y0 - r.y0, c.y1 - r.y0), slice(c.x0 - r.x0, c.x1 - r.x0))
+
+    def owns(self, points: np.ndarray) -> np.ndarray:
+        """Which points belong to this tile (the ownership rule for objects across seams).
+
+        Parameters
+        ----------
+        points : (N, 2) array_like
+            (x, y) 0-based pixel-centre coordinates in the full image.
+
+        Returns
+        -------
+        (N,) bool
+            True where the pixel containing the point (``floor(coord + 0.5)``) is in the core.
+            Each point inside the image is owned by exactly one tile of a grid.
+        """
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        ix = np.floor(p[:, 0] + 0.5)
+        iy = np.floor(p[:, 1] + 0.5)
+        c = self.core
+        return (ix >= c.x0) & (ix < c.x1) & (iy >= c.y0) & (iy < c.y1)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Cores partitioning an (H, W) image, each read with the same halo.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (H, W) of the image in pixels; extra trailing entries (channels) are ignored.
+    tile : int or (int, int)
+        Requested core side (or (height, width)) in pixels. Rounded up to a multiple of
+        ``align`` and, per axis, capped at the image side rounded up to ``align`` (so a small
+        image is one tile, not a mostly padded 512 x 512 window).
+    halo : int
+        Requested context on each side, >= the receptive-field radius of the network.
+        Rounded up to a multiple of ``align / 2`` so that windows are multiples of ``align``.
+    align : int
+        Total downsampling factor of the network (16 for four 2x poolings).
+
+    Attributes
+    ----------
+    core_shape : (int, int)
+        Effective core (tile) size; a multiple of ``align``.
+    read_halo : int
+        Effective halo (the rounded ``halo``).
+    read_shape : (int, int)
+        Size of every read window: ``core_shape + 2 * read_halo``, a multiple of ``align``.
+    grid_shape : (int, int)
+        Number of tile rows and columns.
+
+    Notes
+    -----
+    Core ``(i, j)`` starts at ``(i * core_h, j * core_w)`` and is clipped to the image; its
+    read window is ``[start - halo, start + core + halo)`` on each axis and is never clipped,
+    so all read windows have the same size and all origins are congruent to ``-halo`` modulo
+    ``align`` (see the module docstring for why that makes tiled equal untiled).
+
+    Examples
+    --------
+    >>> grid = TileGrid((100, 40), tile=48, halo=8, align=16)
+    >>> grid.core_shape, grid.read_shape, grid.grid_shape
+    ((48, 48), (64, 64), (3, 1))
+    >>> [t.core for t in grid][-1]
+    Window(y0=96, x0=0, y1=100, x1=40)
+    """
+
+    shape: tuple[int, int]
+    _: KW_ONLY
+    tile: int | tuple[int, int]
+    halo: int
+    align: int = 16
+    core_shape: tuple[int, int] = field(init=False)
+    read_halo: int = field(init=False)
+    read_shape: tuple[int, int] = field(init=False)
+    grid_shape: tuple[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if len(self.shape) < 2:
+            raise ValueError(f"shape must be (H, W[, ...]), got {self.shape}")
+        h = _as_int(self.shape[0], "image height", minimum=1)
+        w = _as_int(self.shape[1], "image width", minimum=1)
+        align = _as_int(self.align, "align", minimum=1)
+        halo = _as_int(self.halo, "halo", minimum=0)
+        tiles = (self.tile, self.tile) if np.ndim(self.tile) == 0 else tuple(self.tile)
+        if len(tiles) != 2:
+            raise ValueError(f"tile must be an int or (height, width), got {self.tile!r}")
+        th, tw = (_as_int(t, "tile", minimum=1) for t in tiles)
+        core = (
+            min(_round_up(th, align), _round_up(h, align)),
+            min(_round_up(tw, align), _round_up(w, align)),
+        )
+        # 2 * halo must be a multiple of align so that core + 2 * halo is one.
+        halo = _round_up(halo, align // 2 if align % 2 == 0 else align)
+        set_ = object.__setattr__
+        set_(self, "shape", (h, w))
+        set_(self, "core_shape", core)
+        set_(self, "read_halo", halo)
+        set_(self, "read_shape", (core[0] + 2 * halo, core[1] + 2 * halo))
+        set_(self, "grid_shape", (-(-h // core[0]), -(-w // core[1])))
+
+    def __len__(self) -> int:
+        return self.grid_shape[0] * self.grid_shape[1]
+
+    def __getitem__(self, index: int) -> Tile:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"tile index {index} out of range for {n} tiles")
+        index %= n
+        i, j = divmod(index, self.grid_shape[1])
+        (h, w), (ch, cw), halo = self.shape, self.core_shape, self.read_halo
+        y0, x0 = i * ch, j * cw
+        return Tile(
+            index=index,
+            position=(i, j),
+            read=Window(y0 - halo, x0 - halo, y0 + ch + halo, x0 + cw + halo),
+            core=Window(y0, x0, min(y0 + ch, h), min(x0 + cw, w)),
+        )
+
+    def __iter__(self) -> Iterator[Tile]:
+        return (self[k] for k in range(len(self)))
+
+
+def _source_indices(start: int, stop: int, size: int, mode: str) -> np.ndarray:
+    """Image indices supplying positions ``start .. stop - 1`` of an axis of length ``size``.
+
+    Out-of-range positions map by the padding rule, applied to the global position so that
+    every window agrees; reflection is periodic, hence valid for pads of any length.
+    For ``"constant"`` out-of-range positions map to -1.
+    """
+    idx = np.arange(start, stop)
+    if mode == "reflect":  # ... 2 1 | 0 1 2 ... n-1 | n-2 ...  (edge not repeated)
+        if size == 1:
+            return np.zeros_like(idx)
+        period = 2 * (size - 1)
+        m = idx % period
+        return np.where(m < size, m, period - m)
+    if mode == "symmetric":  # ... 1 0 | 0 1 ... n-1 | n-1 n-2 ...  (edge repeated)
+        m = idx % (2 * size)
+        return np.where(m < size, m, 2 * size - 1 - m)
+    if mode == "edge":
+        return np.clip(idx, 0, size - 1)
+    return np.where((idx >= 0) & (idx < size), idx, -1)
+
+
+def read_window(image: Any, window: Window, *, pad_mode: str = "reflect") -> np.ndarray:
+    """Pixels of ``window``, made up outside the image by ``pad_mode``.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) array_like
+        Any array-like with ``.shape`` and NumPy basic slicing (only the bounding box of the
+        needed pixels is sliced, so a memmap or zarr array is read lazily).
+    window : Window
+        Half-open pixel window in image coordinates; may extend outside the image by any
+        amount (a 256-pixel window on a 20 x 20 image is fine).
+    pad_mode : {"reflect", "symmetric", "edge", "constant"}
+        ``"reflect"`` mirrors about the border pixel without repeating it (``numpy.pad``'s
+        ``"reflect"``), ``"symmetric"`` repeats it, ``"edge"`` repeats the border pixel,
+        ``"constant"`` fills with 0. Applied periodically, so pads longer than the image work.
+
+    Returns
+    -------
+    (h, w[, C]) ndarray
+        A new array with the image's dtype; ``(h, w) = window.shape``.
+    """
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    shape = tuple(image.shape)
+    if len(shape) < 2 or shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"image must be (H, W[, C]) with H, W >= 1, got shape {shape}")
+    if window.inside(shape):
+        return np.array(image[window.y0 : window.y1, window.x0 : window.x1])
+    iy = _source_indices(window.y0, window.y1, shape[0], pad_mode)
+    ix = _source_indices(window.x0, window.x1, shape[1], pad_mode)
+    valid_y, valid_x = iy >= 0, ix >= 0
+    if not valid_y.any() or not valid_x.any():  # constant mode, window entirely outside
+        return np.zeros(window.shape + shape[2:], dtype=np.asarray(image[:1, :1]).dtype)
+    # Read the bounding box of the needed pixels once, then gather within it.
+    ylo, yhi = int(iy[valid_y].min()), int(iy[valid_y].max()) + 1
+    xlo, xhi = int(ix[valid_x].min()), int(ix[valid_x].max()) + 1
+    block = np.asarray(image[ylo:yhi, xlo:xhi])
+    out = block[np.ix_(np.clip(iy - ylo, 0, None), np.clip(ix - xlo, 0, None))]
+    if pad_mode == "constant":
+        out[~valid_y] = 0
+        out[:, ~valid_x] = 0
+    return out
+
+
+def predict_tiles(
+    forward: Forward,
+    image: Any,
+    tiles: Iterable[Tile],
+    *,
+    batch_size: int = 4,
+    pad_mode: str = "reflect",
+) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Run ``forward`` on batches of read windows and yield each tile's core output.
+
+    The streaming form of :func:`predict_tiled`, for callers that do not hold the whole output
+    (whole slides) or run only some tiles (tissue only, resume).
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(x)`` with ``x`` a (B, C, h, w) float32 C-contiguous ndarray returns a
+        (B, K, h, w) array (anything ``numpy.asarray`` accepts).
+    image : (H, W, C) array_like
+        See :func:`read_window`.
+    tiles : iterable of Tile
+        Tiles whose read windows all have the same size (any subset of one :class:`TileGrid`).
+    batch_size : int
+        Tiles per ``forward`` call.
+    pad_mode : str
+        See :func:`read_window`.
+
+    Yields
+    ------
+    tile : Tile
+    core : (K, core_h, core_w) float32 ndarray
+        The output over ``tile.core``.
+    """
+    batch_size = _as_int(batch_size, "batch_size", minimum=1)
+    batch: list[Tile] = []
+    for tile in tiles:
+        batch.append(tile)
+        if len(batch) == batch_size:
+            yield from _run_batch(forward, image, batch, pad_mode)
+            batch = []
+    if batch:
+        yield from _run_batch(forward, image, batch, pad_mode)
+
+
+def _run_batch(
+    forward: Forward, image: Any, batch: list[Tile], pad_mode: str
+) -> Iterator[tuple[Tile, np.ndarray]]:
+    windows = [read_window(image, t.read, pad_mode=pad_mode) for t in batch]
+    x = np.ascontiguousarray(np.stack(windows).transpose(0, 3, 1, 2), dtype=np.float32)
+    y = np.asarray(forward(x))
+    if y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
+        raise ValueError(
+            f"forward must map (B, C, h, w) to (B, K, h, w); got input {x.shape} and output {y.shape}"
+        )
+    for tile, out in zip(batch, y):
+        rows, cols = tile.core_in_read
+        yield tile, np.asarray(out[:, rows, cols], dtype=np.float32)
+
+
+def predict_tiled(
+    forward: Forward,
+    image: Any,
+    *,
+    tile: int = 512,
+    halo: int = 64,
+    align: int = 16,
+    batch_size: int = 4,
+    pad_mode: str = "reflect",
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Dense network output for a whole image, computed tile by tile.
+
+    Parameters
+    ----------
+    forward : callable
+        ``(B, C, h, w) float32 ndarray -> (B, K, h, w)``; see :func:`predict_tiles`.
+    image : (H, W, C) array_like
+        Network input (already normalised), channels last.
+    tile : int
+        Core side in pixels (see :class:`TileGrid`); ``tile >= max(H, W)`` is the untiled pass.
+    halo : int
+        Context per side in pixels; at least the receptive-field radius (:func:`measure_halo`)
+        for the result to equal the untiled pass exactly.
+    align : int
+        Total downsampling factor of the network.
+    batch_size : int
+        Tiles per ``forward`` call. Memory is the output plus one batch.
+    pad_mode : str
+        How pixels outside the image are made up (see :func:`read_window`).
+    progress : callable or None
+        Called as ``progress(done, total)`` after each tile.
+
+    Returns
+    -------
+    (K, H, W) float32 ndarray
+        Each pixel written by the one tile whose core contains it.
+    """
+    shape = tuple(image.shape)
+    if len(shape) != 3 or shape[0] < 1 or shape[1] < 1 or shape[2] < 1:
+        raise ValueError(f"image must be (H, W, C) with H, W, C >= 1, got shape {shape}")
+    grid = TileGrid(shape[:2], tile=tile, halo=halo, align=align)
+    total = len(grid)
+    out: np.ndarray | None = None
+    for done, (t, core) in enumerate(
+        predict_tiles(forward, image, grid, batch_size=batch_size, pad_mode=pad_mode), start=1
+    ):
+        if out is None:
+            # Every pixel belongs to exactly one core, so no initialisation is needed.
+            out = np.empty((core.shape[0],) + shape[:2], dtype=np.float32)
+        elif core.shape[0] != out.shape[0]:
+            raise ValueError(f"forward returned {core.shape[0]} channels, earlier {out.shape[0]}")
+        out[(slice(None),) + t.core.slices] = core
+        if progress is not None:
+            progress(done, total)
+    assert out is not None  # a grid has at least one tile
+    return out
+
+
+def measure_halo(
+    forward: Forward,
+    *,
+    in_channels: int = 3,
+    size: int = 256,
+    tol: float = 1e-3,
+    align: int = 16,
+    multiple: int = 16,
+    batch_size: int = 4,
+    seed: int = 0,
+) -> int:
+    """Receptive-field radius of ``forward``, measured with an impulse.
+
+    A random input (seeded, uniform in [0, 1)) is run once as is and once with 1 added at a
+    single pixel (all channels). The radius is the largest Chebyshev distance from that pixel
+    to an output pixel whose change, the maximum over output channels, exceeds ``tol`` times
+    the largest change. Because a network that downsamples by ``align`` reaches further from
+    some positions in its pooling cells than from others, the impulse is tried at all
+    ``align`` phases (``align + 1`` forward passes in all) and the largest radius is kept.
+
+    Parameters
+    ----------
+    forward : callable
+        ``(B, C, size, size) float32 -> (B, K, size, size)``, deterministic (eval mode).
+    in_channels : int
+        C of the network input.
+    size : int
+        Side of the probe image; a multiple of ``align``, larger than twice the radius.
+    tol : float
+        Relative change below which an output pixel counts as unaffected.
+    align : int
+        Total downsampling factor of the network.
+    multiple : int
+        The radius is rounded up to a multiple of this (16 by default; 1 returns it as is).
+    batch_size : int
+        Probe images per ``forward`` call.
+    seed : int
+        Seed of the random base image.
+
+    Returns
+    -------
+    int
+        The radius in input pixels rounded up to ``multiple``; 0 for a pixel-wise network.
+
+    Warns
+    -----
+    UserWarning
+        When the affected region reaches the probe's border: the network has global context
+        (attention, global pooling, fully connected layers) or a receptive field wider than
+        ``size / 2``. The result is then about ``size / 2`` and tiled output cannot equal the
+        untiled pass exactly; use a larger ``size`` or tiles covering the whole image.
+    """
+    in_channels = _as_int(in_channels, "in_channels", minimum=1)
+    align = _as_int(align, "align", minimum=1)
+    multiple = _as_int(multiple, "multiple", minimum=1)
+    size = _as_int(size, "size", minimum=2 * align)
+    if size % align:
+        raise ValueError(f"size ({size}) must be a multiple of align ({align})")
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1), got {tol}")
+    centre = (size // 2) // align * align  # phase 0 of the pooling lattice
+    base = np.random.default_rng(seed).random((in_channels, size, size), dtype=np.float32)
+
+    def probe(phases: list[int]) -> np.ndarray:
+        x = np.repeat(base[None], len(phases), axis=0)
+        for b, p in enumerate(phases):
+            if p >= 0:
+                x[b, :, centre + p, centre + p] += 1.0
+        return np.asarray(forward(x), dtype=np.float64)
+
+    phases = [-1] + list(range(align))  # -1: the unperturbed reference
+    outputs = [probe(phases[k : k + batch_size]) for k in range(0, len(phases), batch_size)]
+    y = np.concatenate(outputs)
+    if y.ndim != 4 or y.shape[0] != len(phases) or y.shape[2:] != (size, size):
+        raise ValueError(f"forward must keep the spatial size {size} x {size}; got output {y.shape}")
+    radius, touched_border, changed = 0, False, False
+    for k, p in enumerate(phases[1:], start=1):
+        diff = np.abs(y[k] - y[0]).max(axis=0)
+        peak = diff.max()
+        if peak == 0:
+            continue
+        changed = True
+        ys, xs = np.nonzero(diff > tol * peak)
+        q = centre + p
+        radius = max(radius, int(np.abs(ys - q).max()), int(np.abs(xs - q).max()))
+        touched_border |= bool(ys.min() == 0 or xs.min() == 0 or ys.max() == size - 1 or xs.max() == size - 1)
+    if not changed:
+        raise ValueError("forward's output does not depend on its input; cannot measure a receptive field")
+    if touched_border:
+        warnings.warn(
+            f"the receptive field reaches the border of the {size} x {size} probe: the network has "
+            "global context or a radius above size / 2; tiled output will not equal untiled output",
+            stacklevel=2,
+        )
+    return _round_up(radius, multiple)

@@ -1,0 +1,329 @@
+"""Tests of the tiling engine: tiled output equals untiled output exactly.
+
+The forwards are small deterministic NumPy functions with a known receptive field:
+``box(r)`` (a (2r+1)^2 mean with zero padding at the window border, like a convolution) and
+``pool_box(r, s)`` (box, then s x s mean pooling, then nearest upsampling), which emulates a
+network downsampling by ``s``: its output depends on where the pooling lattice lies. Inputs
+hold small integers so every sum is exact and outputs can be compared bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from nucleikit.infer.tiling import (
+    TileGrid,
+    Window,
+    measure_halo,
+    predict_tiled,
+    predict_tiles,
+    read_window,
+)
+
+
+def box(r: int):
+    """(B, C, h, w) -> (B, 2C, h, w): the (2r+1)^2 box mean of each channel and its square."""
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        w = np.ones(2 * r + 1)
+        y = ndimage.correlate1d(x, w, axis=2, mode="constant")
+        y = ndimage.correlate1d(y, w, axis=3, mode="constant") / (2 * r + 1) ** 2
+        return np.concatenate([y, y**2], axis=1)
+
+    return forward
+
+
+def pool_box(r: int, s: int):
+    """box(r), then s x s mean pooling from the window origin, then nearest upsampling."""
+    inner = box(r)
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        b, c, h, w = x.shape
+        assert h % s == 0 and w % s == 0, (h, w, s)
+        y = inner(x)
+        # Explicit sum over the s*s phases: the same additions in the same order everywhere.
+        pooled = sum(y[:, :, i::s, j::s] for i in range(s) for j in range(s)) / (s * s)
+        return np.repeat(np.repeat(pooled, s, axis=2), s, axis=3)
+
+    return forward
+
+
+def int_image(rng: np.random.Generator, h: int, w: int, c: int = 3) -> np.ndarray:
+    return rng.integers(0, 16, size=(h, w, c)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- TileGrid
+
+
+def test_grid_example_windows():
+    grid = TileGrid((100, 40), tile=48, halo=8, align=16)
+    assert grid.core_shape == (48, 48)
+    assert grid.read_shape == (64, 64)
+    assert grid.grid_shape == (3, 1)
+    tiles = list(grid)
+    assert [t.core for t in tiles] == [Window(0, 0, 48, 40), Window(48, 0, 96, 40), Window(96, 0, 100, 40)]
+    assert [t.read for t in tiles] == [Window(-8, -8, 56, 56), Window(40, -8, 104, 56), Window(88, -8, 152, 56)]
+    assert tiles[2].core_in_read == (slice(8, 12), slice(8, 48))
+    assert [t.index for t in tiles] == [0, 1, 2]
+    assert tiles[1].position == (1, 0)
+
+
+def test_grid_rounds_tile_and_halo_up():
+    grid = TileGrid((1000, 1000), tile=100, halo=5, align=16)
+    assert grid.core_shape == (112, 112)  # 100 -> multiple of 16
+    assert grid.read_halo == 8  # 5 -> multiple of 16 / 2
+    assert grid.read_shape == (128, 128)
+    odd = TileGrid((50, 50), tile=10, halo=4, align=3)
+    assert odd.core_shape == (12, 12)
+    assert odd.read_halo == 6  # odd align: halo rounds to a multiple of align itself
+    assert odd.read_shape[0] % 3 == 0
+
+
+def test_grid_small_image_is_one_tile_capped_to_image():
+    grid = TileGrid((17, 300), tile=512, halo=16, align=16)
+    assert len(grid) == 1
+    assert grid.core_shape == (32, 304)
+    (t,) = grid
+    assert t.core == Window(0, 0, 17, 300)
+    assert t.read == Window(-16, -16, 48, 320)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cores_partition_image_and_windows_share_size_and_lattice(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        h, w = (int(v) for v in rng.integers(1, 200, size=2))
+        align = int(rng.choice([1, 2, 4, 8, 16]))
+        tile = (int(rng.integers(1, 120)), int(rng.integers(1, 120)))
+        halo = int(rng.integers(0, 40))
+        grid = TileGrid((h, w), tile=tile, halo=halo, align=align)
+        cover = np.zeros((h, w), dtype=np.int32)
+        for t in grid:
+            cover[t.core.slices] += 1
+            assert t.read.shape == grid.read_shape
+            assert t.read.height % align == 0 and t.read.width % align == 0
+            # the alignment lattice: every origin congruent to -halo (the untiled origin)
+            assert (t.read.y0 + grid.read_halo) % align == 0
+            assert (t.read.x0 + grid.read_halo) % align == 0
+            assert t.read.y0 <= t.core.y0 - grid.read_halo and t.core.y1 + grid.read_halo <= t.read.y1
+            assert t.read.x0 <= t.core.x0 - grid.read_halo and t.core.x1 + grid.read_halo <= t.read.x1
+        assert (cover == 1).all(), (h, w, tile, halo, align)
+        assert grid.read_halo >= halo
+
+
+def test_grid_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="height"):
+        TileGrid((0, 5), tile=16, halo=0)
+    with pytest.raises(ValueError, match="tile"):
+        TileGrid((5, 5), tile=0, halo=0)
+    with pytest.raises(ValueError, match="halo"):
+        TileGrid((5, 5), tile=16, halo=-1)
+    with pytest.raises(ValueError, match="align"):
+        TileGrid((5, 5), tile=16, halo=0, align=0)
+    with pytest.raises(IndexError):
+        TileGrid((5, 5), tile=16, halo=0)[1]
+
+
+def test_ownership_each_point_owned_by_exactly_one_tile(rng):
+    grid = TileGrid((70, 90), tile=16, halo=8, align=16)
+    points = rng.uniform(-0.5, 89.49, size=(500, 2))
+    points[:, 1] = rng.uniform(-0.5, 69.49, size=500)
+    seams = np.array([[15.5, 3.0], [15.49, 3.0], [16.0, 31.5], [-0.5, -0.5]])
+    points = np.vstack([points, seams])
+    owners = np.stack([t.owns(points) for t in grid])
+    assert (owners.sum(axis=0) == 1).all()
+    # x = 15.5 lies in pixel 16 (second column of tiles); 15.49 in pixel 15
+    assert grid[1].owns(seams[:1])[0] and grid[0].owns(seams[1:2])[0]
+    assert grid[grid.grid_shape[1] * 2 + 1].owns(seams[2:3])[0]  # y = 31.5 -> row 32 -> tile row 2
+
+
+# ----------------------------------------------------------------------------- read_window
+
+
+def test_read_window_inside_is_a_copy_of_the_pixels():
+    image = np.arange(5 * 6 * 2).reshape(5, 6, 2)
+    out = read_window(image, Window(1, 2, 4, 5))
+    np.testing.assert_array_equal(out, image[1:4, 2:5])
+    out[:] = -1
+    assert image.min() == 0
+
+
+@pytest.mark.parametrize("mode", ["reflect", "symmetric", "edge", "constant"])
+def test_read_window_padding_matches_numpy_pad(mode):
+    image = np.arange(4 * 5).reshape(4, 5).astype(np.float32)
+    pad = 3  # < size, where numpy.pad's modes are unambiguous
+    padded = np.pad(image, pad, mode=mode)
+    for window in [Window(-3, -3, 2, 2), Window(1, 2, 7, 8), Window(-3, -3, 7, 8), Window(-1, 4, 3, 8)]:
+        expected = padded[window.y0 + pad : window.y1 + pad, window.x0 + pad : window.x1 + pad]
+        np.testing.assert_array_equal(read_window(image, window, pad_mode=mode), expected)
+
+
+def test_read_window_reflect_corner_by_hand():
+    image = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    out = read_window(image, Window(-2, -2, 1, 1))
+    np.testing.assert_array_equal(out, [[8, 7, 6], [5, 4, 3], [2, 1, 0]])
+
+
+def test_read_window_pad_larger_than_image():
+    rng = np.random.default_rng(3)
+    image = rng.random((20, 20, 3)).astype(np.float32)
+    out = read_window(image, Window(-118, -118, 138, 138))
+    assert out.shape == (256, 256, 3)
+    # reflection is periodic with period 2 * (20 - 1) = 38; numpy.pad agrees for any pad
+    np.testing.assert_array_equal(out, np.pad(image, ((118, 118), (118, 118), (0, 0)), mode="reflect"))
+    assert out[118 - 38, 118 - 38, 0] == image[0, 0, 0]
+    assert out[118 - 1, 118, 1] == image[1, 0, 1]
+
+
+def test_read_window_one_pixel_image_and_constant_outside():
+    image = np.full((1, 1, 2), 7.0)
+    assert (read_window(image, Window(-5, -5, 6, 6)) == 7.0).all()
+    out = read_window(np.ones((3, 3)), Window(5, 5, 8, 9), pad_mode="constant")
+    assert out.shape == (3, 4) and not out.any()
+    with pytest.raises(ValueError, match="pad_mode"):
+        read_window(image, Window(0, 0, 1, 1), pad_mode="wrap")
+
+
+# ----------------------------------------------------------------------------- predict_tiled
+
+
+def test_tiled_equals_untiled_box_filter_random_shapes():
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        r = int(rng.integers(0, 9))
+        h, w = (int(v) for v in rng.integers(1, 90, size=2))
+        image = int_image(rng, h, w)
+        forward = box(r)
+        untiled = predict_tiled(forward, image, tile=max(h, w), halo=r, align=1)
+        tile = int(rng.integers(1, 40))
+        tiled = predict_tiled(forward, image, tile=tile, halo=r, align=1, batch_size=int(rng.integers(1, 5)))
+        assert tiled.dtype == np.float32 and tiled.shape == (6, h, w)
+        np.testing.assert_array_equal(tiled, untiled)
+
+
+def test_tiled_equals_untiled_with_downsampling():
+    rng = np.random.default_rng(12)
+    s = 4
+    for _ in range(12):
+        r = int(rng.integers(0, 6))
+        h, w = (int(v) for v in rng.integers(1, 100, size=2))
+        image = int_image(rng, h, w, c=2)
+        forward = pool_box(r, s)
+        halo = r + s - 1  # the receptive field of box(r) + pooling
+        untiled = predict_tiled(forward, image, tile=10_000, halo=halo, align=s)
+        tiled = predict_tiled(forward, image, tile=int(rng.integers(1, 50)), halo=halo, align=s)
+        np.testing.assert_array_equal(tiled, untiled)
+
+
+def test_untiled_pass_is_the_plain_forward_with_reflect_padding(rng):
+    image = int_image(rng, 24, 32)
+    halo = 6
+    out = predict_tiled(box(3), image, tile=512, halo=halo, align=4)
+    padded = np.pad(image, ((halo, halo), (halo, halo), (0, 0)), mode="reflect")
+    direct = box(3)(padded.transpose(2, 0, 1)[None])[0, :, halo:-halo, halo:-halo]
+    np.testing.assert_array_equal(out, direct.astype(np.float32))
+
+
+def test_tiled_differs_when_halo_too_small(rng):
+    # The property tests above could not fail if the forward ignored context; this one shows
+    # they would: with no halo, seams differ from the untiled pass.
+    image = int_image(rng, 40, 40)
+    untiled = predict_tiled(box(3), image, tile=64, halo=4, align=1)
+    seamed = predict_tiled(box(3), image, tile=16, halo=0, align=1)
+    assert not np.array_equal(seamed, untiled)
+
+
+def test_pool_forward_is_lattice_sensitive(rng):
+    # Misaligned window origins change the pooled output: why read origins share one lattice.
+    x = int_image(rng, 32, 32).transpose(2, 0, 1)[None]
+    a = pool_box(0, 4)(x[:, :, :28, :28])
+    b = pool_box(0, 4)(x[:, :, 1:29, 1:29])
+    assert not np.array_equal(a[:, :, 1:27, 1:27], b[:, :, :26, :26])
+
+
+def test_tiny_and_thin_images(rng):
+    for h, w in [(1, 1), (17, 300), (300, 17)]:
+        image = int_image(rng, h, w)
+        untiled = predict_tiled(pool_box(2, 4), image, tile=1024, halo=6, align=4)
+        tiled = predict_tiled(pool_box(2, 4), image, tile=8, halo=6, align=4)
+        assert tiled.shape == (6, h, w)
+        np.testing.assert_array_equal(tiled, untiled)
+    one = predict_tiled(box(1), np.full((1, 1, 3), 5.0, dtype=np.float32), tile=512, halo=8)
+    np.testing.assert_array_equal(one[:3, 0, 0], [5.0, 5.0, 5.0])
+
+
+def test_progress_and_batches(rng):
+    image = int_image(rng, 40, 50)
+    calls, batches = [], []
+
+    def forward(x):
+        batches.append(x.shape)
+        assert x.dtype == np.float32 and x.flags.c_contiguous
+        return x[:, :1] * 2
+
+    out = predict_tiled(
+        forward, image, tile=16, halo=4, align=8, batch_size=4, progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls == [(k, 12) for k in range(1, 13)]  # 3 x 4 tiles
+    assert batches == [(4, 3, 24, 24)] * 3
+    np.testing.assert_array_equal(out[0], image[:, :, 0] * 2)
+
+
+def test_predict_tiles_streams_a_subset(rng):
+    image = int_image(rng, 30, 30)
+    grid = TileGrid(image.shape, tile=16, halo=4, align=4)
+    full = predict_tiled(box(2), image, tile=16, halo=4, align=4)
+    got = list(predict_tiles(box(2), image, [grid[3], grid[1]], batch_size=1))
+    assert [t.index for t, _ in got] == [3, 1]
+    for t, core in got:
+        np.testing.assert_array_equal(core, full[(slice(None),) + t.core.slices])
+
+
+def test_predict_tiled_rejects_bad_input_and_output():
+    with pytest.raises(ValueError, match=r"\(H, W, C\)"):
+        predict_tiled(box(1), np.zeros((8, 8)), tile=8, halo=0)
+    with pytest.raises(ValueError, match="forward must map"):
+        predict_tiled(lambda x: x[:, :, 1:-1, 1:-1], np.zeros((8, 8, 1)), tile=8, halo=2, align=1)
+
+
+# ----------------------------------------------------------------------------- measure_halo
+
+
+@pytest.mark.parametrize("r", [0, 1, 5, 12])
+def test_measure_halo_box_exact_radius(r):
+    assert measure_halo(box(r), in_channels=2, size=64, align=1, multiple=1) == r
+
+
+@pytest.mark.parametrize(("r", "expected"), [(5, 16), (16, 16), (17, 32)])
+def test_measure_halo_rounds_up_to_16(r, expected):
+    assert measure_halo(box(r), in_channels=1, size=96, align=1) == expected
+
+
+@pytest.mark.parametrize("r", [4, 5, 6, 7])
+def test_measure_halo_downsampling_all_phases(r):
+    # For s x s pooling after box(r), the farthest dependency is r + s - 1, reached only at
+    # some positions in the pooling cell (a single impulse at r = 6 would report 8, not 9).
+    assert measure_halo(pool_box(r, 4), in_channels=1, size=64, align=4, multiple=1) == r + 3
+
+
+def test_measured_halo_makes_tiling_exact(rng):
+    forward = pool_box(5, 4)
+    halo = measure_halo(forward, in_channels=3, size=64, align=4, multiple=4)
+    image = int_image(rng, 45, 61)
+    np.testing.assert_array_equal(
+        predict_tiled(forward, image, tile=12, halo=halo, align=4),
+        predict_tiled(forward, image, tile=64, halo=halo, align=4),
+    )
+
+
+def test_measure_halo_global_context_warns_and_constant_raises():
+    def global_mean(x):
+        return np.broadcast_to(x.mean(axis=(1, 2, 3), keepdims=True), x.shape).copy()
+
+    with pytest.warns(UserWarning, match="global context"):
+        assert measure_halo(global_mean, in_channels=1, size=32, align=1, multiple=1) >= 15
+    with pytest.raises(ValueError, match="does not depend"):
+        measure_halo(lambda x: np.zeros_like(x), in_channels=1, size=32, align=1)
