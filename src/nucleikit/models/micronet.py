@@ -1,0 +1,190 @@
+"""MicroNet: Xing et al.'s fully residual regression network for nucleus detection.
+
+Xing F, Xie Y, Shi X, Chen P, Zhang Z, Yang L. Towards pixel-to-pixel deep
+nucleus detection in microscopy images. BMC Bioinformatics 20:472 (2019).
+
+The network maps an (N, C, H, W) image to an (N, K, H, W) proximity map in
+[0, 1] (sigmoid), for any H and W. It is made of 10 numbered blocks
+(``model.blocks[0]`` is block 1), the unit of layer freezing in the paper's
+fine-tuning experiments (:func:`~nucleikit.models.blocks.freeze_blocks`):
+
+====== ===================================================== =============
+block  content                                               output (w=16)
+====== ===================================================== =============
+1      input transition: 3x3 conv-BN-ELU                     16, 1/1
+2-5    down: 3x3 stride-2 conv-BN-ELU, residual unit         32, 64, 128,
+       (dropout after blocks 4 and 5)                        128 at 1/2..1/16
+6-9    up: 2x2 stride-2 transposed conv-BN-ELU, concatenate  128, 64, 32,
+       the skip of the same size, residual unit              16 at 1/8..1/1
+10     output transition: multi-context aggregation          K, 1/1
+       (transposed convs from blocks 3, 4, 5 straight to
+       full resolution, concatenated with block 9), 3x3
+       conv-BN-ELU, 1x1 conv to K channels
+====== ===================================================== =============
+
+All convolutions are followed by batch normalisation and ELU, except the
+final 1x1 convolution (bias, then sigmoid).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .blocks import ConvBNAct, FreezableModel, ResidualBlock, pad_to_match
+from .registry import XING_RECIPE, register_model
+
+__all__ = ["MicroNet", "micronet", "MICRONET_NUM_PARAMS"]
+
+#: Exact parameter count of ``MicroNet()`` (width 16, 3 in, 1 out).
+MICRONET_NUM_PARAMS = 2_351_393
+
+_ACT = "elu"
+
+
+class _TransposedBNAct(nn.Sequential):
+    """Transposed convolution (kernel = stride, so no overlap) -> BN -> ELU.
+
+    (N, C_in, h, w) -> (N, C_out, h * stride, w * stride).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__(
+            nn.ConvTranspose2d(in_channels, out_channels, stride, stride=stride, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ELU(),
+        )
+
+
+class _DownBlock(nn.Sequential):
+    """Stride-2 3x3 conv-BN-ELU, residual unit, optional dropout.
+
+    (N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2)).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float) -> None:
+        layers: list[nn.Module] = [
+            ConvBNAct(in_channels, out_channels, 3, stride=2, activation=_ACT),
+            ResidualBlock(out_channels, out_channels, activation=_ACT),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
+
+
+class _UpBlock(nn.Module):
+    """Upsample by 2, concatenate the skip, residual unit.
+
+    ``forward(x, skip)``: x (N, C_in, h, w), skip (N, C_skip, H, W) with
+    H in {2h-1, 2h} -> (N, C_out, H, W).
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.up = _TransposedBNAct(in_channels, skip_channels, 2)
+        self.residual = ResidualBlock(2 * skip_channels, out_channels, activation=_ACT)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = pad_to_match(self.up(x), skip)
+        return self.residual(torch.cat([up, skip], dim=1))
+
+
+class _OutputTransition(nn.Module):
+    """Multi-context aggregation and the two output convolutions.
+
+    ``forward(x, contexts)``: x (N, w, H, W) from the last up block;
+    contexts = [(N, C_i, H/s_i, W/s_i)] from the down path, each upsampled by
+    its own transposed conv (stride s_i) to (N, w, H, W) -> (N, K, H, W)
+    logits.
+    """
+
+    def __init__(self, width: int, context_channels: list[int], strides: list[int], out_channels: int) -> None:
+        super().__init__()
+        self.contexts = nn.ModuleList(
+            _TransposedBNAct(c, width, s) for c, s in zip(context_channels, strides, strict=True)
+        )
+        self.fuse = ConvBNAct(width * (1 + len(strides)), width, 3, activation=_ACT)
+        self.head = nn.Conv2d(width, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, contexts: list[torch.Tensor]) -> torch.Tensor:
+        maps = [x] + [pad_to_match(up(c), x) for up, c in zip(self.contexts, contexts, strict=True)]
+        return self.head(self.fuse(torch.cat(maps, dim=1)))
+
+
+class MicroNet(FreezableModel):
+    """Xing et al.'s MicroNet (see the module docstring for the layout).
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels (3 for RGB).
+    out_channels : int
+        Output maps K (1: one proximity map; one per class for typed detection).
+    width : int
+        Channels w of the input transition; the down blocks have 2w, 4w, 8w,
+        8w channels. ``MicroNet()`` (w = 16) has 2,351,393 parameters,
+        ``MicroNet(width=32)`` has 9,396,289 (about 4x: counts grow with w²).
+    dropout : float
+        Dropout probability after blocks 4 and 5 (0 disables).
+
+    Notes
+    -----
+    ``forward``: (N, in_channels, H, W) float -> (N, out_channels, H, W) in
+    [0, 1]; any H, W >= 1 (odd sizes are handled by padding or cropping the
+    upsampled maps to their skip's size).
+    """
+
+    def __init__(self, *, in_channels: int = 3, out_channels: int = 1, width: int = 16, dropout: float = 0.5) -> None:
+        super().__init__()
+        for key, value in {"in_channels": in_channels, "out_channels": out_channels, "width": width}.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+        w = width
+        down = [2 * w, 4 * w, 8 * w, 8 * w]
+        self.blocks = nn.ModuleList(
+            [
+                ConvBNAct(in_channels, w, 3, activation=_ACT),  # 1
+                _DownBlock(w, down[0], 0.0),  # 2
+                _DownBlock(down[0], down[1], 0.0),  # 3
+                _DownBlock(down[1], down[2], dropout),  # 4
+                _DownBlock(down[2], down[3], dropout),  # 5
+                _UpBlock(down[3], down[2], down[2]),  # 6
+                _UpBlock(down[2], down[1], down[1]),  # 7
+                _UpBlock(down[1], down[0], down[0]),  # 8
+                _UpBlock(down[0], w, w),  # 9
+                _OutputTransition(w, down[1:], [4, 8, 16], out_channels),  # 10
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.blocks
+        x1 = b[0](x)
+        d1 = b[1](x1)
+        d2 = b[2](d1)
+        d3 = b[3](d2)
+        d4 = b[4](d3)
+        u = b[5](d4, d3)
+        u = b[6](u, d2)
+        u = b[7](u, d1)
+        u = b[8](u, x1)
+        return torch.sigmoid(b[9](u, [d2, d3, d4]))
+
+
+@register_model(
+    "micronet",
+    task="detection",
+    target="proximity",
+    loss="weighted_mse",
+    mpp=0.55,
+    train=XING_RECIPE,
+    description="MicroNet (Xing et al. 2019): fully residual regression of a proximity map",
+)
+def micronet(*, in_channels: int = 3, out_channels: int = 1, width: int = 16, dropout: float = 0.5) -> MicroNet:
+    """MicroNet proximity-map regressor (2,351,393 parameters by default).
+
+    See :class:`MicroNet` for the arguments.
+    """
+    return MicroNet(in_channels=in_channels, out_channels=out_channels, width=width, dropout=dropout)

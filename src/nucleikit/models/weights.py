@@ -1,0 +1,310 @@
+"""Self-describing weights files: one ``.safetensors`` file per trained model.
+
+A file holds the model's state dict (parameters and buffers such as batch
+normalisation running statistics; floating tensors stored as float32) and,
+under the safetensors metadata key ``"nucleikit"``, a JSON object with at
+least:
+
+``model``
+    Registry name (:func:`nucleikit.models.registry.list_models`).
+``model_kwargs``
+    Every builder keyword argument (a JSON object; :func:`save_weights`
+    completes the caller's arguments with the builder's defaults, so a later
+    change of a default cannot change what the file rebuilds).
+``num_params``
+    Number of parameter elements (buffers not counted), written by
+    :func:`save_weights` and checked by :func:`load_weights`.
+``format_version``
+    Version of this layout (currently 1).
+
+Anything else the caller puts in ``meta`` (µm/px, normalisation, detection
+threshold, split, figures, training command) travels with the weights.
+
+Loading never executes code from the file: the tensors are read by
+safetensors and the model is rebuilt through the registry by name. Every
+problem with a file is a :class:`~nucleikit.errors.WeightsError` naming the
+file and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import ConfigError, WeightsError
+from .registry import build_model, get_spec
+
+__all__ = [
+    "FORMAT_VERSION",
+    "META_KEY",
+    "save_weights",
+    "load_weights",
+    "read_weights_meta",
+    "bundled_weights_dir",
+    "resolve_weights",
+]
+
+FORMAT_VERSION = 1
+META_KEY = "nucleikit"
+SUFFIX = ".safetensors"
+
+
+def _num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict as CPU tensors, floats as float32, each with its own storage."""
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.to(torch.float32)
+        # clone: safetensors refuses tensors that share storage.
+        tensors[key] = value.contiguous().clone()
+    return tensors
+
+
+def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
+    """Human-readable difference between two state dicts' keys and shapes, or None."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+    wrong = [k for k in sorted(set(expected) & set(found)) if expected[k].shape != found[k].shape]
+    if wrong:
+        k = wrong[0]
+        problems.append(
+            f"{len(wrong)} tensors of the wrong shape (e.g. {k}: {tuple(found[k].shape)}, "
+            f"model expects {tuple(expected[k].shape)})"
+        )
+    return "; ".join(problems) or None
+
+
+def save_weights(path: str | PathLike[str], model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write ``model``'s weights and ``meta`` to one safetensors file, atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination, conventionally ``<name>.safetensors``; its folder must
+        exist. An existing file is replaced.
+    model : nn.Module
+        The trained model; it must be what ``build_model(meta["model"],
+        **meta["model_kwargs"])`` builds (same tensor names and shapes).
+    meta : dict
+        JSON-serialisable; must contain ``"model"`` (registry name) and
+        ``"model_kwargs"`` (dict). The file stores ``model_kwargs``
+        completed with the builder's defaults
+        (:meth:`~nucleikit.models.registry.ModelSpec.full_kwargs`) and adds
+        ``"num_params"`` and ``"format_version"`` (overwritten if present).
+        ``meta`` itself is not modified.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ConfigError
+        ``meta`` lacks a key, is not JSON-serialisable, names an unknown
+        model, or the registry's model does not match ``model``.
+    WeightsError
+        The destination folder does not exist or cannot be written.
+
+    Notes
+    -----
+    The file is written under a temporary name in the same folder and then
+    renamed over ``path`` (``os.replace``), so readers never see a partial
+    file and a failed save leaves any previous file intact.
+    """
+    path = Path(path)
+    if not isinstance(meta, dict) or "model" not in meta or "model_kwargs" not in meta:
+        raise ConfigError("weights metadata must be a dict with 'model' and 'model_kwargs'")
+    if not isinstance(meta["model_kwargs"], dict):
+        raise ConfigError(f"'model_kwargs' must be a dict, got {type(meta['model_kwargs']).__name__}")
+    model_kwargs = get_spec(meta["model"]).full_kwargs(**meta["model_kwargs"])
+    tensors = _state_tensors(model)
+    reference = build_model(meta["model"], **model_kwargs).state_dict()
+    problem = _mismatch(reference, tensors)
+    if problem:
+        raise ConfigError(f"model does not match {meta['model']!r} built with {meta['model_kwargs']}: {problem}")
+    full = {
+        **meta,
+        "model_kwargs": model_kwargs,
+        "num_params": _num_params(model),
+        "format_version": FORMAT_VERSION,
+    }
+    try:
+        header = json.dumps(full, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"weights metadata is not JSON-serialisable: {exc}") from None
+    if not path.parent.is_dir():
+        raise WeightsError(path, f"folder {path.parent} does not exist")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WeightsError(path, f"cannot write in {path.parent} ({exc.strerror})") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        save_file(tensors, tmp, metadata={META_KEY: header})
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WeightsError(path, f"cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_weights_meta(path: str | PathLike[str]) -> dict[str, Any]:
+    """The ``"nucleikit"`` metadata of a weights file, without reading tensors.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file written by :func:`save_weights`.
+
+    Returns
+    -------
+    dict
+        The metadata, with at least ``model`` (str) and ``model_kwargs``
+        (dict).
+
+    Raises
+    ------
+    WeightsError
+        Missing file, not a safetensors file (damaged, truncated), no
+        nucleikit metadata, invalid JSON, missing keys, or a format version
+        newer than this nucleikit reads.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(path, "no such file")
+    try:
+        with safe_open(path, framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(path, f"not a readable safetensors file ({exc})") from None
+    if META_KEY not in header:
+        raise WeightsError(path, f"no {META_KEY!r} metadata: not a nucleikit weights file")
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise WeightsError(path, f"metadata is not valid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise WeightsError(path, "metadata is not a JSON object")
+    if not isinstance(meta.get("model"), str):
+        raise WeightsError(path, "metadata names no model")
+    if not isinstance(meta.get("model_kwargs"), dict):
+        raise WeightsError(path, "metadata has no model_kwargs object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        readable = f"1..{FORMAT_VERSION}"
+        raise WeightsError(path, f"format version {version!r} is not readable (this nucleikit reads {readable})")
+    return meta
+
+
+def load_weights(path: str | PathLike[str], *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a weights file.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file written by :func:`save_weights`.
+    device : str or torch.device
+        Where to put the model (default CPU).
+
+    Returns
+    -------
+    model : nn.Module
+        Built through the registry from ``meta["model"]`` and
+        ``meta["model_kwargs"]``, state loaded strictly, in eval mode.
+    meta : dict
+        The file's metadata (see :func:`read_weights_meta`).
+
+    Raises
+    ------
+    WeightsError
+        Any problem of :func:`read_weights_meta`, an unknown model name,
+        rejected model arguments, unreadable tensors, tensors that do not
+        match the model (missing, unexpected or of the wrong shape), or a
+        ``num_params`` that disagrees with the rebuilt model.
+    """
+    path = Path(path)
+    meta = read_weights_meta(path)
+    try:
+        model = build_model(meta["model"], **meta["model_kwargs"])
+    except ConfigError as exc:
+        raise WeightsError(path, str(exc)) from None
+    try:
+        tensors = load_file(path, device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(path, f"cannot read the tensors ({exc})") from None
+    problem = _mismatch(model.state_dict(), tensors)
+    if problem:
+        raise WeightsError(path, f"tensors do not fit model {meta['model']!r}: {problem}")
+    model.load_state_dict(tensors, strict=True)
+    if meta.get("num_params") != _num_params(model):
+        raise WeightsError(
+            path, f"metadata says {meta.get('num_params')!r} parameters, the model has {_num_params(model)}"
+        )
+    return model.to(device).eval(), meta
+
+
+def bundled_weights_dir() -> Path:
+    """The folder of weights shipped with nucleikit (``nucleikit/weights/``)."""
+    return Path(str(resources.files("nucleikit").joinpath("weights")))
+
+
+def resolve_weights(name_or_path: str | PathLike[str]) -> Path:
+    """An existing weights file, or the bundled weights of that name.
+
+    Parameters
+    ----------
+    name_or_path : str or PathLike
+        A path to a file, or the name of bundled weights (file stem in
+        :func:`bundled_weights_dir`, e.g. ``"micronet_crchisto"``).
+
+    Returns
+    -------
+    Path
+        ``name_or_path`` if it is an existing file, else
+        ``bundled_weights_dir() / f"{name}.safetensors"`` if that exists.
+
+    Raises
+    ------
+    WeightsError
+        Neither exists; the message lists the bundled names.
+    """
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    folder = bundled_weights_dir()
+    name = str(name_or_path)
+    if name and os.sep not in name and "/" not in name:
+        bundled = folder / f"{name}{SUFFIX}"
+        if bundled.is_file():
+            return bundled
+    names = sorted(p.name[: -len(SUFFIX)] for p in folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []
+    raise WeightsError(
+        name_or_path, f"no such file and no bundled weights of that name (bundled: {', '.join(names) or 'none'})"
+    )

@@ -1,0 +1,191 @@
+"""Tests of nucleikit.models.weights."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import nucleikit.models.weights as weights
+from nucleikit.errors import ConfigError, WeightsError
+from nucleikit.models import build_model, load_weights, read_weights_meta, resolve_weights, save_weights
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(before)
+
+
+META = {"model": "micronet", "model_kwargs": {"width": 4}, "mpp": 0.55, "peaks": {"threshold": 0.3, "min_distance": 3}}
+
+
+@pytest.fixture
+def trained():
+    """A small MicroNet after one training step (BN statistics moved)."""
+    model = build_model("micronet", width=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.rand(2, 3, 24, 24)).mean().backward()
+    optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture
+def saved(tmp_path, trained):
+    return save_weights(tmp_path / "m.safetensors", trained, META)
+
+
+def test_round_trip_gives_identical_outputs_and_metadata(tmp_path, trained, saved):
+    assert saved == tmp_path / "m.safetensors"
+    assert os.listdir(tmp_path) == ["m.safetensors"]  # no temporary left behind
+    model, meta = load_weights(saved)
+    assert not model.training
+    x = torch.rand(1, 3, 37, 29)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained(x))
+    for key, value in trained.state_dict().items():  # buffers included
+        assert torch.equal(model.state_dict()[key], value), key
+    expected_params = sum(p.numel() for p in trained.parameters())
+    full_kwargs = {"in_channels": 3, "out_channels": 1, "width": 4, "dropout": 0.5}
+    assert meta == {**META, "model_kwargs": full_kwargs, "num_params": expected_params, "format_version": 1}
+    assert read_weights_meta(saved) == meta
+    assert "num_params" not in META and META["model_kwargs"] == {"width": 4}  # caller's dict unmodified
+
+
+def test_tensors_are_float32(tmp_path):
+    model = build_model("micronet", width=4).to(torch.float64)
+    path = save_weights(tmp_path / "d.safetensors", model, META)
+    loaded, _ = load_weights(path)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+
+
+def test_tuple_kwargs_survive_json(tmp_path):
+    model = build_model("udnet", widths=(2, 4, 8, 16, 32))
+    meta = {"model": "udnet", "model_kwargs": {"widths": (2, 4, 8, 16, 32)}}
+    path = save_weights(tmp_path / "u.safetensors", model, meta)
+    loaded, meta = load_weights(path)
+    assert meta["model_kwargs"] == {"in_channels": 3, "widths": [2, 4, 8, 16, 32], "t": 3, "out_activation": "sigmoid"}
+    assert loaded.widths == (2, 4, 8, 16, 32) and loaded.t == 3
+
+
+def test_save_replaces_an_existing_file(tmp_path, saved):
+    other = build_model("micronet", width=4)
+    save_weights(saved, other, {**META, "note": "second"})
+    model, meta = load_weights(saved)
+    assert meta["note"] == "second"
+    assert torch.equal(model.state_dict()["blocks.0.0.weight"], other.state_dict()["blocks.0.0.weight"])
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+
+
+def test_save_rejects_bad_metadata(tmp_path, trained):
+    with pytest.raises(ConfigError, match="'model' and 'model_kwargs'"):
+        save_weights(tmp_path / "a.safetensors", trained, {"model": "micronet"})
+    with pytest.raises(ConfigError, match="unknown model 'micronett'"):
+        save_weights(tmp_path / "b.safetensors", trained, {"model": "micronett", "model_kwargs": {}})
+    with pytest.raises(ConfigError, match="does not match 'micronet'"):
+        save_weights(tmp_path / "c.safetensors", trained, {"model": "micronet", "model_kwargs": {"width": 8}})
+    with pytest.raises(ConfigError, match="JSON"):
+        save_weights(tmp_path / "d.safetensors", trained, {**META, "when": object()})
+    with pytest.raises(WeightsError, match="does not exist"):
+        save_weights(tmp_path / "missing" / "e.safetensors", trained, META)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match="no such file"):
+        load_weights(tmp_path / "absent.safetensors")
+
+
+def test_truncated_file(tmp_path, saved):
+    data = saved.read_bytes()
+    saved.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="not a readable safetensors file") as info:
+        load_weights(saved)
+    assert info.value.path == str(saved)
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "noise.safetensors"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        load_weights(path)
+
+
+def test_pickle_is_refused_not_executed(tmp_path, trained):
+    path = tmp_path / "pickled.safetensors"
+    torch.save(trained.state_dict(), path)
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        load_weights(path)
+
+
+def test_safetensors_without_our_metadata(tmp_path, trained):
+    path = tmp_path / "plain.safetensors"
+    save_file(weights._state_tensors(trained), path)
+    with pytest.raises(WeightsError, match="no 'nucleikit' metadata"):
+        read_weights_meta(path)
+
+
+def test_unknown_model_in_file(tmp_path, trained):
+    path = tmp_path / "alien.safetensors"
+    meta = {"model": "alien", "model_kwargs": {}, "format_version": 1}
+    save_file(weights._state_tensors(trained), path, metadata={"nucleikit": json.dumps(meta)})
+    with pytest.raises(WeightsError, match="unknown model 'alien'"):
+        load_weights(path)
+
+
+def test_mismatched_tensors(tmp_path, trained):
+    path = tmp_path / "wide.safetensors"
+    meta = {"model": "micronet", "model_kwargs": {"width": 8}, "format_version": 1, "num_params": 0}
+    save_file(weights._state_tensors(trained), path, metadata={"nucleikit": json.dumps(meta)})
+    with pytest.raises(WeightsError, match="tensors do not fit model 'micronet'.*wrong shape"):
+        load_weights(path)
+
+
+def test_missing_tensor(tmp_path, trained):
+    path = tmp_path / "short.safetensors"
+    tensors = weights._state_tensors(trained)
+    del tensors["blocks.9.head.bias"]
+    meta = {"model": "micronet", "model_kwargs": {"width": 4}, "format_version": 1, "num_params": 0}
+    save_file(tensors, path, metadata={"nucleikit": json.dumps(meta)})
+    with pytest.raises(WeightsError, match=r"1 tensors missing \(e.g. blocks.9.head.bias\)"):
+        load_weights(path)
+
+
+def test_declared_parameter_count_is_checked(tmp_path, trained):
+    path = tmp_path / "lying.safetensors"
+    meta = {"model": "micronet", "model_kwargs": {"width": 4}, "format_version": 1, "num_params": 12}
+    save_file(weights._state_tensors(trained), path, metadata={"nucleikit": json.dumps(meta)})
+    with pytest.raises(WeightsError, match="metadata says 12 parameters"):
+        load_weights(path)
+
+
+def test_newer_format_version_is_refused(tmp_path, trained):
+    path = tmp_path / "future.safetensors"
+    meta = {"model": "micronet", "model_kwargs": {"width": 4}, "format_version": 2}
+    save_file(weights._state_tensors(trained), path, metadata={"nucleikit": json.dumps(meta)})
+    with pytest.raises(WeightsError, match="format version 2"):
+        read_weights_meta(path)
+
+
+def test_bundled_weights_dir_is_the_package_folder():
+    folder = weights.bundled_weights_dir()
+    assert folder.parts[-2:] == ("nucleikit", "weights")
+    assert folder.is_dir()
+
+
+def test_resolve_weights(tmp_path, saved, monkeypatch):
+    assert resolve_weights(saved) == saved
+    assert resolve_weights(str(saved)) == saved
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    (bundled / "micronet_crc.safetensors").write_bytes(saved.read_bytes())
+    monkeypatch.setattr(weights, "bundled_weights_dir", lambda: bundled)
+    assert resolve_weights("micronet_crc") == bundled / "micronet_crc.safetensors"
+    with pytest.raises(WeightsError, match=r"^micronet_xyz: no such file .*\(bundled: micronet_crc\)$"):
+        resolve_weights("micronet_xyz")
