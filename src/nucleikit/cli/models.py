@@ -1,0 +1,58 @@
+"""``nucleikit models``: architectures and bundled weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DESCRIPTION = "List registered model architectures and the weights bundled with nucleikit (with their figures)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import get_spec, list_models
+    from ..models.weights import bundled_weights_dir, read_weights_meta
+
+    archs = [get_spec(n) for n in list_models()]
+    bundled = []
+    for path in sorted(bundled_weights_dir().glob("*.safetensors")):
+        meta = read_weights_meta(path)
+        bundled.append({
+            "name": path.stem,
+            "model": meta.get("model"),
+            "task": meta.get("task"),
+            "mpp": meta.get("mpp"),
+            "num_params": meta.get("num_params"),
+            "postprocess": meta.get("postprocess"),
+            "test": meta.get("test"),
+        })
+    if args.json:
+        print(json.dumps({
+            "architectures": [{"name": s.name, "task": s.task, "target": s.target, "loss": s.loss, "mpp": s.mpp}
+                              for s in archs],
+            "weights": bundled,
+        }))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title="architectures")
+    for col in ("name", "task", "target", "loss", "default um/px"):
+        t.add_column(col)
+    for s in archs:
+        t.add_row(s.name, s.task, s.target, s.loss, "-" if s.mpp is None else f"{s.mpp:g}")
+    console.print(t)
+    w = Table(title=f"bundled weights ({bundled_weights_dir()})")
+    for col in ("name", "model", "task", "um/px", "params", "test F1 (r=6 px)"):
+        w.add_column(col)
+    for b in bundled:
+        test = b.get("test") or {}
+        f1 = test.get("f1_r6")
+        w.add_row(b["name"], str(b["model"]), str(b["task"]), f"{b['mpp']}", f"{b['num_params']:,}" if b["num_params"] else "?",
+                  f"{f1:.3f}" if isinstance(f1, float) else "-")
+    console.print(w)
+    return 0

@@ -1,0 +1,119 @@
+"""Options shared by several sub-commands, each defined once."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+from pathlib import Path
+
+from ..errors import InputError
+
+__all__ = [
+    "add_model_option",
+    "add_runtime_options",
+    "add_mpp_option",
+    "expand_inputs",
+    "inference_config",
+]
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def add_model_option(p: argparse.ArgumentParser, default: str = "micronet") -> None:
+    p.add_argument(
+        "--model",
+        default=default,
+        metavar="NAME|PATH",
+        help=f"bundled weights name (see `nucleikit models`) or a .safetensors file (default: {default})",
+    )
+
+
+def add_mpp_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mpp",
+        type=positive_float,
+        default=None,
+        metavar="X",
+        help="microns per pixel of the input; default: from the file's metadata, else the model's own",
+    )
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch (default: 2)")
+    g.add_argument("--tile", type=positive_int, default=512, help="tile core size in model pixels (default: 512)")
+    g.add_argument("--batch-size", type=positive_int, default=4, help="tiles per forward pass (default: 4)")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on AMX CPUs; see benchmarks)")
+
+
+def inference_config(args: argparse.Namespace):
+    from ..infer.predict import InferenceConfig
+
+    return InferenceConfig(tile=args.tile, batch_size=args.batch_size, threads=args.threads, bf16=args.bf16)
+
+
+def expand_inputs(items: list[str], suffixes: tuple[str, ...]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files named directly, the matching files of named folders, and glob matches.
+
+    Returns
+    -------
+    files : list of Path
+        In the order given, duplicates removed.
+    problems : list of (item, reason)
+        Items that name nothing usable (reported, not fatal, so a batch goes on).
+    """
+    files: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for item in items:
+        path = Path(item)
+        if any(ch in item for ch in "*?[") and not path.exists():
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            matches = [m for m in matches if m.is_file() and m.suffix.lower() in suffixes]
+            if not matches:
+                problems.append((item, "the pattern matches no image"))
+            for m in matches:
+                add(m)
+        elif path.is_dir():
+            inside = sorted(q for q in path.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
+            if not inside:
+                problems.append((item, "folder holds no image"))
+            for q in inside:
+                add(q)
+        elif path.exists():
+            add(path)
+        else:
+            problems.append((item, "no such file"))
+    return files, problems
+
+
+def require_file(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file or folder")
+    return p

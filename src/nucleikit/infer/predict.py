@@ -1,0 +1,228 @@
+"""Running a trained network over images of any size.
+
+:class:`DensePredictor` turns an (H, W, C) image in [0, 1] into the network's
+(K, H, W) output map: standardise with the statistics saved beside the weights,
+cut into overlapping tiles (:mod:`nucleikit.infer.tiling`), run batches under
+``torch.inference_mode`` (channels_last, optional bf16 autocast) and keep each
+tile's core. :class:`Detector` adds resolution handling and peak finding.
+
+The rule "keep peaks above xi * max(p)" uses the maximum of the probability map
+over the *whole* image (all tiles), computed after the map is assembled, so it
+means the same thing tiled and untiled. Whole-slide inference, which never holds
+the whole map, keeps every candidate peak with its score and applies the same
+global rule once the running maximum over all tiles is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..postprocess import find_peaks
+from ..transforms import resample, scale_factor, scale_points, standardise
+from .tiling import measure_halo, predict_tiled
+
+__all__ = ["InferenceConfig", "DensePredictor", "Detections", "Detector"]
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a network is run on the CPU.
+
+    Attributes
+    ----------
+    tile : int
+        Side of a tile's core in model pixels (rounded up to the alignment).
+    batch_size : int
+        Tiles per forward pass.
+    threads : int or None
+        ``torch.set_num_threads`` value; None leaves torch's setting alone.
+    bf16 : bool
+        Run under bfloat16 autocast (AMX/AVX-512 CPUs); see benchmarks/ for the
+        accuracy and speed it gives.
+    channels_last : bool
+        Use the channels-last memory format, which oneDNN convolutions prefer.
+    """
+
+    tile: int = 512
+    batch_size: int = 4
+    threads: int | None = None
+    bf16: bool = False
+    channels_last: bool = True
+
+
+class DensePredictor:
+    """Network + normalisation + tiling: image in, dense map out.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any network mapping (B, C, h, w) to (B, K, h, w); put in eval mode here.
+    mean, std : (C,) array_like
+        Per-channel statistics of the training images (in [0, 1] units).
+    halo : int or None
+        Context added around each tile, in model pixels. None measures the
+        receptive field with an impulse (:func:`measure_halo`).
+    config : InferenceConfig
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        mean: Any,
+        std: Any,
+        halo: int | None = None,
+        config: InferenceConfig = InferenceConfig(),
+    ) -> None:
+        import torch
+
+        self.torch = torch
+        self.config = config
+        if config.threads is not None:
+            torch.set_num_threads(int(config.threads))
+        self.model = model.eval()
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.halo = int(halo) if halo is not None else measure_halo(self.forward, in_channels=len(self.mean))
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """(B, C, h, w) float32 standardised input → (B, K, h, w) float32 output."""
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+            y = self.model(x)
+        return y.float().contiguous().numpy()
+
+    def __call__(self, pixels: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Dense output for an (H, W, C) image in [0, 1]: (K, H, W) float32."""
+        x = standardise(pixels, self.mean, self.std)
+        return predict_tiled(
+            self.forward,
+            x,
+            tile=self.config.tile,
+            halo=self.halo,
+            batch_size=self.config.batch_size,
+            progress=progress,
+        )
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Nucleus centres found in one image.
+
+    Attributes
+    ----------
+    xy : (N, 2) float64
+        (x, y) 0-based pixel centres in the coordinates of the input image.
+    scores : (N,) float32
+        Map value at each peak (in [0, 1] for sigmoid heads).
+    map_max : float
+        Maximum of the probability map over the whole image.
+    prob : (H', W') float32 or None
+        The probability map at the model's resolution, when requested.
+    """
+
+    xy: np.ndarray
+    scores: np.ndarray
+    map_max: float
+    prob: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+
+class Detector:
+    """A point detector: trained network, its resolution and its tuned post-processing.
+
+    Build one with :meth:`from_weights` (a bundled name such as ``"micronet"`` or
+    a ``.safetensors`` path) or from a model and its metadata dict.
+    """
+
+    def __init__(self, model: Any, meta: dict, *, config: InferenceConfig = InferenceConfig()) -> None:
+        self.meta = meta
+        self.mpp = float(meta["mpp"])
+        post = meta.get("postprocess", {})
+        self.threshold_rel = float(post.get("threshold_rel", 0.3))
+        self.min_distance = float(post.get("min_distance", 3))
+        self.predictor = DensePredictor(
+            model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config
+        )
+
+    @classmethod
+    def from_weights(cls, name_or_path: str | Path, *, config: InferenceConfig = InferenceConfig()) -> "Detector":
+        from ..models.weights import load_weights, resolve_weights
+
+        model, meta = load_weights(resolve_weights(name_or_path))
+        return cls(model, meta, config=config)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.meta.get("model", "detector")))
+
+    def probability_map(self, pixels: np.ndarray, progress=None) -> np.ndarray:
+        """(H, W) map of the first output channel for an image at the model's resolution."""
+        return self.predictor(pixels, progress=progress)[0]
+
+    def peaks(
+        self,
+        prob: np.ndarray,
+        *,
+        threshold_rel: float | None = None,
+        min_distance: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Peaks of a map at the model's resolution: (xy, scores, map max).
+
+        The threshold is ``threshold_rel`` times the maximum of ``prob`` (the
+        whole image's map), as in Xing et al.
+        """
+        xi = self.threshold_rel if threshold_rel is None else float(threshold_rel)
+        md = self.min_distance if min_distance is None else float(min_distance)
+        pmax = float(prob.max()) if prob.size else 0.0
+        if pmax <= 0:
+            return np.zeros((0, 2)), np.zeros(0, np.float32), pmax
+        xy, scores = find_peaks(prob, min_distance=md, threshold=xi * pmax)
+        return xy, scores, pmax
+
+    def detect(
+        self,
+        pixels: np.ndarray,
+        *,
+        mpp: float | None = None,
+        threshold_rel: float | None = None,
+        min_distance: float | None = None,
+        keep_map: bool = False,
+        progress=None,
+    ) -> Detections:
+        """Find nucleus centres in an (H, W, 3) image in [0, 1].
+
+        Parameters
+        ----------
+        pixels : (H, W, C) float32
+        mpp : float or None
+            Resolution of ``pixels`` in um/px. The image is resampled to the
+            model's resolution and the points mapped back. None assumes the
+            model's own resolution.
+        threshold_rel, min_distance : float or None
+            Override the tuned xi (relative to the map maximum) and the peak
+            distance (model pixels).
+        keep_map : bool
+            Return the probability map (model resolution) too.
+
+        Returns
+        -------
+        Detections, with ``xy`` in the input image's pixel coordinates.
+        """
+        factor = scale_factor(mpp, self.mpp)
+        work = resample(pixels, factor)
+        prob = self.probability_map(work, progress=progress)
+        xy, scores, pmax = self.peaks(prob, threshold_rel=threshold_rel, min_distance=min_distance)
+        xy = scale_points(xy, 1.0 / factor) if factor != 1.0 else xy
+        return Detections(xy=xy, scores=scores, map_max=pmax, prob=prob if keep_map else None)

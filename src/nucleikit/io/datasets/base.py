@@ -1,0 +1,95 @@
+"""The record shared by the point data sets, and where to find the shared data.
+
+Every point data set reader (CRCHisto, MoNuSeg centroids, ...) yields
+:class:`PointSample` records, so training and evaluation code never needs to
+know which data set it is reading.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from nucleikit.io.images import read_image
+
+__all__ = ["SHARED_ENV", "PointSample", "find_shared_dir"]
+
+#: Environment variable naming the ``shared`` folder (holding ``data/`` and ``splits/``).
+SHARED_ENV = "NUCLEIKIT_SHARED"
+
+
+@dataclass(frozen=True, eq=False)
+class PointSample:
+    """One annotated image of a point data set.
+
+    Attributes
+    ----------
+    id : str
+        Identifier within its data set, e.g. ``"img8"``.
+    image_path : Path
+        The image file (read with :meth:`load_image`).
+    points : (N, 2) ndarray of float64
+        Annotated nucleus centres, (x, y) 0-based pixel centres, x to the
+        right, y down; N may be 0.
+    mpp : float
+        Microns per pixel of the image.
+    classes : (N,) ndarray of str, or None
+        Class name of each point, or ``None`` for a detection-only sample.
+    """
+
+    id: str
+    image_path: Path
+    points: np.ndarray
+    mpp: float
+    classes: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        points = np.asarray(self.points, dtype=np.float64)
+        if points.size == 0:
+            points = points.reshape(0, 2)
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise ValueError(f"{self.id}: points must have shape (N, 2), got {points.shape}")
+        object.__setattr__(self, "points", points)
+        object.__setattr__(self, "image_path", Path(self.image_path))
+        if self.classes is not None:
+            classes = np.asarray(self.classes, dtype=str).reshape(-1)
+            if len(classes) != len(points):
+                raise ValueError(f"{self.id}: {len(classes)} classes for {len(points)} points")
+            object.__setattr__(self, "classes", classes)
+
+    def load_image(self, mode: Literal["rgb", "grey"] = "rgb") -> np.ndarray:
+        """Read the image: (H, W, 3) (``"rgb"``) or (H, W, 1) (``"grey"``) float32 in [0, 1]."""
+        return read_image(self.image_path, mode=mode).pixels
+
+
+def find_shared_dir(start: str | Path | None = None) -> Path | None:
+    """Locate the ``shared`` folder that holds the data sets and split lists.
+
+    Parameters
+    ----------
+    start : str or Path, optional
+        Where to start looking; the current directory by default.
+
+    Returns
+    -------
+    Path or None
+        The value of ``$NUCLEIKIT_SHARED`` when it is set (as given, even if it
+        does not exist: an explicit choice is never silently replaced).
+        Otherwise the first ``<dir>/shared`` holding a ``data`` folder, for
+        ``<dir>`` = ``start`` and then each of its parents, so that a
+        checkout at ``/work/main`` finds ``/work/shared``. ``None`` if there
+        is none.
+    """
+    override = os.environ.get(SHARED_ENV)
+    if override:
+        return Path(override)
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "shared"
+        if (candidate / "data").is_dir():
+            return candidate
+    return None

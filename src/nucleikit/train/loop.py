@@ -1,0 +1,415 @@
+"""The detector training loop: checkpoints, resume, validation F1, best weights.
+
+One function, :func:`train_detector`, serves MicroNet, UD-Net, the baselines,
+fine-tuning (``init`` + ``freeze_blocks``) and the transfer experiments. It
+writes into ``out_dir``:
+
+* ``checkpoint.pt`` — model, optimiser, scheduler, step and RNG states after
+  the last validation (loaded with ``torch.load(weights_only=True)``); a run
+  started again with the same ``out_dir`` resumes from it;
+* ``best.safetensors`` — the weights with the best validation F1 so far, with
+  their metadata (resolution, normalisation, tuned xi and peak distance, the
+  validation figures, the configuration);
+* ``log.jsonl`` — one JSON object per validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..targets import gaussian_density_map, proximity_map, proximity_radius_px
+from ..transforms import channel_stats, resample, scale_factor, scale_points, standardise
+from .augment import random_crop
+from .config import TrainConfig
+from .tuning import TuningResult, tune_peaks
+
+__all__ = ["PreparedImage", "prepare_images", "make_target", "train_detector", "TrainResult"]
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One training/validation image at the model's resolution.
+
+    Attributes
+    ----------
+    id : str
+    pixels : (H, W, C) float32 in [0, 1]
+    points : (N, 2) float64, (x, y) at the model's resolution
+    target : (H, W) float32 or None (validation images need none)
+    weight : float
+        Relative loss weight of the data set this image belongs to (gamma).
+    """
+
+    id: str
+    pixels: np.ndarray
+    points: np.ndarray
+    target: np.ndarray | None
+    weight: float = 1.0
+
+
+def make_target(kind: str, points: np.ndarray, shape: tuple[int, int], cfg: TrainConfig, mpp: float) -> np.ndarray:
+    """Dense target of the kind the model regresses ("proximity" or "density")."""
+    if kind == "proximity":
+        return proximity_map(points, shape, d=proximity_radius_px(mpp, cfg.d_microns), alpha=cfg.alpha)
+    if kind == "density":
+        return gaussian_density_map(points, shape, sigma=cfg.sigma_px, dilation=cfg.dilation)
+    raise ConfigError(f"no detection target of kind {kind!r}")
+
+
+def prepare_images(
+    samples: Sequence[Any],
+    *,
+    mpp: float,
+    target_kind: str | None,
+    cfg: TrainConfig,
+    weight: float = 1.0,
+) -> list[PreparedImage]:
+    """Load point-annotated samples, resample them to ``mpp`` and build targets.
+
+    ``samples`` are objects with ``id``, ``points`` ((N, 2) x, y), ``mpp`` and
+    ``load_image()`` (e.g. :class:`nucleikit.io.datasets.base.PointSample`).
+    """
+    out = []
+    for s in samples:
+        pixels = s.load_image()
+        factor = scale_factor(s.mpp, mpp)
+        pixels = resample(pixels, factor)
+        pts = scale_points(s.points, factor)
+        target = None
+        if target_kind is not None:
+            target = make_target(target_kind, pts, pixels.shape[:2], cfg, mpp)
+        out.append(PreparedImage(str(s.id), pixels.astype(np.float32), pts, target, weight))
+    return out
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run ended: best weights, their validation figures, steps done."""
+
+    best_weights: Path
+    best_step: int
+    best: dict
+    steps_done: int
+    wall_time_s: float
+
+
+def _set_seeds(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # only for third-party code that uses the legacy global RNG
+
+
+def _batch(rng, images: list[PreparedImage], cfg: TrainConfig, probs: np.ndarray):
+    idx = rng.choice(len(images), size=cfg.batch_size, p=probs)
+    xs, ys, ws = [], [], []
+    for i in idx:
+        im = images[i]
+        x, y = random_crop(rng, im.pixels, im.target, cfg.crop, cfg.augment)
+        xs.append(x)
+        ys.append(y)
+        ws.append(im.weight)
+    return np.stack(xs), np.stack(ys), np.asarray(ws, np.float32)
+
+
+def _machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cpu, {platform.system()}"
+
+
+def train_detector(
+    train_sets: Sequence[Sequence[Any]] | Sequence[Any],
+    val_samples: Sequence[Any],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    set_weights: Sequence[float] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    extra_meta: dict | None = None,
+    on_validate: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
+    """Train a point detector with validation-driven checkpointing.
+
+    Parameters
+    ----------
+    train_sets : sequence of samples, or sequence of sequences of samples
+        Training images (see :func:`prepare_images`). Several sets (target and
+        auxiliary data) may be given; each batch draws images from all of them
+        in proportion to their sizes and each loss term is multiplied by the
+        set's weight (``set_weights``; Xing et al.'s gamma).
+    val_samples : sequence of samples
+        Validation images: F1 every ``cfg.val_every`` steps picks the best
+        weights and the post-processing values saved with them.
+    cfg : TrainConfig
+    out_dir : path
+        Run folder (checkpoint, best weights, log).
+    set_weights : sequence of float or None
+        Loss weight per training set (default 1 each).
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` when present.
+    progress : bool
+        Show a Rich progress bar (loss, F1, ETA).
+    extra_meta : dict or None
+        Added to the saved weights' metadata (e.g. the data set and split).
+    on_validate : callable or None
+        Called as ``on_validate(step, record)`` after each validation.
+
+    Returns
+    -------
+    TrainResult
+    """
+    import torch
+
+    from ..infer.predict import DensePredictor, InferenceConfig
+    from ..infer.tiling import measure_halo
+    from ..losses import get_loss
+    from ..models import build_model, get_spec
+    from ..models.blocks import freeze_blocks
+    from ..models.weights import load_weights, resolve_weights, save_weights
+
+    cfg = cfg.resolved()
+    spec = get_spec(cfg.model)
+    if spec.task != "detection":
+        raise ConfigError(f"model {cfg.model!r} is a {spec.task} model, not a detector")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if train_sets and not isinstance(train_sets[0], (list, tuple)) and hasattr(train_sets[0], "load_image"):
+        train_sets = [train_sets]
+    weights_per_set = list(set_weights) if set_weights is not None else [1.0] * len(train_sets)
+    if len(weights_per_set) != len(train_sets):
+        raise ConfigError(f"{len(train_sets)} training sets but {len(weights_per_set)} set weights")
+    if not val_samples:
+        raise ConfigError("validation images are needed to choose the best weights and xi")
+
+    torch.set_num_threads(cfg.threads)
+    _set_seeds(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    # --- data -----------------------------------------------------------------
+    train_images: list[PreparedImage] = []
+    for samples, w in zip(train_sets, weights_per_set):
+        train_images += prepare_images(samples, mpp=cfg.mpp, target_kind=spec.target, cfg=cfg, weight=w)
+    for im in train_images:
+        if len(im.points) == 0 and len(train_images) == 1:
+            raise InputError(im.id, "the only training image has no points")
+    if not any(len(im.points) for im in train_images):
+        raise ConfigError("no training image has any annotated point")
+    val_images = prepare_images(val_samples, mpp=cfg.mpp, target_kind=None, cfg=cfg)
+    sizes = np.array([im.pixels.shape[0] * im.pixels.shape[1] for im in train_images], float)
+    probs = sizes / sizes.sum()
+
+    # --- model ----------------------------------------------------------------
+    init_meta: dict = {}
+    if cfg.init:
+        model, init_meta = load_weights(resolve_weights(cfg.init))
+        if init_meta.get("model") != cfg.model:
+            raise ConfigError(f"--init weights are a {init_meta.get('model')!r} model, not {cfg.model!r}")
+        model_kwargs = dict(init_meta.get("model_kwargs", {}))
+        mean, std = np.asarray(init_meta["mean"], np.float32), np.asarray(init_meta["std"], np.float32)
+    else:
+        model_kwargs = dict(cfg.model_kwargs)
+        model = build_model(cfg.model, **model_kwargs)
+        mean, std = channel_stats([im.pixels for im in train_images])
+    if cfg.freeze_blocks:
+        freeze_blocks(model, cfg.freeze_blocks)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    loss_kwargs = {"lam": cfg.lam} if spec.loss == "weighted_mse" else {}
+    loss_fn = get_loss(spec.loss, **loss_kwargs)
+
+    step = 0
+    best: dict = {"f1": -1.0}
+    best_step = 0
+    elapsed = 0.0
+    ckpt_path = out / "checkpoint.pt"
+    best_path = out / "best.safetensors"
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck["config"]["model"] != cfg.model:
+            raise ConfigError(f"{ckpt_path} belongs to a {ck['config']['model']!r} run, not {cfg.model!r}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step = int(ck["step"])
+        best = dict(ck["best"])
+        best_step = int(ck["best_step"])
+        elapsed = float(ck["elapsed"])
+        mean = np.asarray(ck["mean"], np.float32)
+        std = np.asarray(ck["std"], np.float32)
+        rng.bit_generator.state = json.loads(ck["rng"])
+        torch.set_rng_state(ck["torch_rng"])
+
+    radius_px = cfg.val_radius_um / cfg.mpp
+    meta_base = {
+        "name": (extra_meta or {}).get("name", cfg.model),
+        "model": cfg.model,
+        "model_kwargs": model_kwargs,
+        "task": "detection",
+        "target": spec.target,
+        "mpp": cfg.mpp,
+        "in_channels": int(len(mean)),
+        "colour": "rgb",
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "train_config": cfg.to_dict(),
+        "init": init_meta.get("name") if cfg.init else None,
+        "machine": _machine(),
+        **(extra_meta or {}),
+    }
+
+    def validate() -> TuningResult:
+        model.eval()
+        predictor = DensePredictor(
+            model, mean=mean, std=std, halo=halo, config=InferenceConfig(threads=None, channels_last=cfg.channels_last)
+        )
+        maps = [predictor(im.pixels)[0] for im in val_images]
+        res = tune_peaks(
+            maps,
+            [im.points for im in val_images],
+            radius=radius_px,
+            xi_grid=cfg.xi_grid,
+            min_distance_grid=cfg.min_distance_grid,
+        )
+        return res
+
+    # The halo (receptive field) is measured once, on the untrained network's
+    # structure; weights change the values, not which pixels can matter.
+    model.eval()
+    halo = measure_halo(
+        DensePredictor(model, mean=mean, std=std, halo=0, config=InferenceConfig(channels_last=cfg.channels_last)).forward,
+        in_channels=len(mean),
+    )
+
+    log = open(out / "log.jsonl", "a", encoding="utf-8")
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}  F1 {task.fields[f1]:.3f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        bar.start()
+        task = bar.add_task(f"train {cfg.model}", total=cfg.steps, completed=step, loss=float("nan"),
+                            f1=max(best["f1"], 0.0))
+    t0 = time.perf_counter() - elapsed
+    running = []
+    try:
+        while step < cfg.steps:
+            model.train()
+            if cfg.freeze_blocks:
+                freeze_blocks(model, cfg.freeze_blocks)  # re-applies eval() to frozen BN layers
+            x, y, w = _batch(rng, train_images, cfg, probs)
+            x = standardise(x, mean, std)
+            xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+            yt = torch.from_numpy(y[:, None])
+            if cfg.channels_last:
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                o = model(xt)
+            o = o.float()
+            if np.all(w == 1.0):
+                loss = loss_fn(o, yt)
+            else:
+                per = torch.stack([loss_fn(o[i : i + 1], yt[i : i + 1]) for i in range(len(w))])
+                loss = (per * torch.from_numpy(w)).sum() / float(len(w))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            running.append(float(loss.detach()))
+            if bar is not None:
+                bar.update(task, completed=step, loss=float(np.mean(running[-50:])))
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                res = validate()
+                if cfg.optimizer == "sgd":
+                    sched.step(res.f1)
+                record = {
+                    "step": step,
+                    "loss": float(np.mean(running)) if running else None,
+                    "val_f1": res.f1,
+                    "val_precision": res.precision,
+                    "val_recall": res.recall,
+                    "threshold_rel": res.threshold_rel,
+                    "min_distance": res.min_distance,
+                    "lr": opt.param_groups[0]["lr"],
+                    "elapsed_s": time.perf_counter() - t0,
+                }
+                running = []
+                if res.f1 > best["f1"]:
+                    best = {k: record[k] for k in ("val_f1", "val_precision", "val_recall", "threshold_rel", "min_distance")}
+                    best["f1"] = res.f1
+                    best_step = step
+                    meta = dict(meta_base)
+                    meta.update(
+                        {
+                            "postprocess": {"threshold_rel": res.threshold_rel, "min_distance": res.min_distance},
+                            "halo": int(halo),
+                            "step": step,
+                            "validation": {
+                                "f1": res.f1,
+                                "precision": res.precision,
+                                "recall": res.recall,
+                                "radius_px": radius_px,
+                                "images": [im.id for im in val_images],
+                            },
+                        }
+                    )
+                    save_weights(best_path, model, meta)
+                    record["best"] = True
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if on_validate is not None:
+                    on_validate(step, record)
+                _save_checkpoint(ckpt_path, model, opt, sched, step, best, best_step, time.perf_counter() - t0,
+                                 mean, std, rng, cfg)
+                if bar is not None:
+                    bar.update(task, f1=max(best["f1"], 0.0))
+    finally:
+        log.close()
+        if bar is not None:
+            bar.stop()
+    return TrainResult(best_path, best_step, best, step, time.perf_counter() - t0)
+
+
+def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elapsed, mean, std, rng, cfg) -> None:
+    import torch
+
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "step": step,
+        "best": best,
+        "best_step": best_step,
+        "elapsed": elapsed,
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "rng": json.dumps(rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        "config": cfg.to_dict(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

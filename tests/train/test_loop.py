@@ -1,0 +1,102 @@
+"""The training loop on a synthetic disc image: mechanics, checkpoint, resume, metadata."""
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from nucleikit.models.weights import load_weights, read_weights_meta
+from nucleikit.train.augment import AugmentConfig
+from nucleikit.train.config import TrainConfig
+from nucleikit.train.loop import train_detector
+
+
+@dataclass
+class Disc:
+    id: str
+    points: np.ndarray
+    mpp: float
+    pixels: np.ndarray
+
+    def load_image(self, mode="rgb"):
+        return self.pixels
+
+
+def disc_image(seed, n=12, size=64):
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(6, size - 6, size=(n, 2))
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = np.full((size, size, 3), 0.9, np.float32)
+    for x, y in pts:
+        img[(xx - x) ** 2 + (yy - y) ** 2 <= 9] = (0.3, 0.2, 0.5)
+    return Disc(f"disc{seed}", pts, 0.55, img)
+
+
+def tiny_config(**kw):
+    base = dict(
+        model="micronet", model_kwargs={"width": 4}, steps=4, val_every=2, batch_size=2, crop=48,
+        threads=1, augment=AugmentConfig.none(), xi_grid=(0.3, 0.5), min_distance_grid=(2, 3),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_writes_weights_checkpoint_and_log(tmp_path):
+    res = train_detector([disc_image(0), disc_image(1)], [disc_image(2)], tiny_config(), tmp_path, progress=False,
+                         extra_meta={"dataset": "synthetic discs"})
+    assert res.steps_done == 4
+    assert (tmp_path / "checkpoint.pt").exists()
+    lines = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [2, 4]
+    meta = read_weights_meta(res.best_weights)
+    assert meta["model"] == "micronet" and meta["mpp"] == 0.55
+    assert meta["dataset"] == "synthetic discs"
+    assert meta["postprocess"]["threshold_rel"] in (0.3, 0.5)
+    assert meta["postprocess"]["min_distance"] in (2, 3)
+    assert len(meta["mean"]) == 3 and meta["halo"] > 0
+    model, _ = load_weights(res.best_weights)
+    assert sum(p.numel() for p in model.parameters()) == meta["num_params"]
+
+
+def test_resume_continues_from_checkpoint(tmp_path):
+    train_detector([disc_image(0)], [disc_image(2)], tiny_config(steps=2), tmp_path, progress=False)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 2
+    res = train_detector([disc_image(0)], [disc_image(2)], tiny_config(steps=4), tmp_path, progress=False)
+    assert res.steps_done == 4
+    steps = [json.loads(l)["step"] for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4]  # the resumed run did not start again from step 0
+
+
+def test_same_seed_same_result(tmp_path):
+    a = train_detector([disc_image(0)], [disc_image(2)], tiny_config(steps=2), tmp_path / "a", progress=False)
+    b = train_detector([disc_image(0)], [disc_image(2)], tiny_config(steps=2), tmp_path / "b", progress=False)
+    ma, _ = load_weights(a.best_weights)
+    mb, _ = load_weights(b.best_weights)
+    for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_rejects_segmentation_model_and_no_validation(tmp_path):
+    from nucleikit.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        train_detector([disc_image(0)], [disc_image(2)], tiny_config(model="unet", model_kwargs={}), tmp_path,
+                       progress=False)
+    with pytest.raises(ConfigError):
+        train_detector([disc_image(0)], [], tiny_config(), tmp_path, progress=False)
+
+
+def test_fine_tune_with_frozen_blocks_keeps_them(tmp_path):
+    base = train_detector([disc_image(0)], [disc_image(2)], tiny_config(steps=2), tmp_path / "base", progress=False)
+    cfg = tiny_config(steps=2, init=str(base.best_weights), freeze_blocks=3, model_kwargs={})
+    tuned = train_detector([disc_image(1)], [disc_image(2)], cfg, tmp_path / "ft", progress=False)
+    m0, _ = load_weights(base.best_weights)
+    m1, meta = load_weights(tuned.best_weights)
+    for i in range(3):
+        for (k, a), b in zip(m0.blocks[i].state_dict().items(), m1.blocks[i].state_dict().values()):
+            assert torch.equal(a, b), f"block {i + 1} {k} changed"
+    changed = any(not torch.equal(a, b) for a, b in zip(m0.blocks[9].state_dict().values(), m1.blocks[9].state_dict().values()))
+    assert changed
