@@ -100,3 +100,16 @@ def test_fine_tune_with_frozen_blocks_keeps_them(tmp_path):
             assert torch.equal(a, b), f"block {i + 1} {k} changed"
     changed = any(not torch.equal(a, b) for a, b in zip(m0.blocks[9].state_dict().values(), m1.blocks[9].state_dict().values()))
     assert changed
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    cfg = tiny_config(steps=4, val_every=2, augment=AugmentConfig())
+    full = train_detector([disc_image(0), disc_image(1)], [disc_image(2)], cfg, tmp_path / "full", progress=False)
+    train_detector([disc_image(0), disc_image(1)], [disc_image(2)], tiny_config(steps=2, val_every=2,
+                   augment=AugmentConfig()), tmp_path / "cut", progress=False)
+    resumed = train_detector([disc_image(0), disc_image(1)], [disc_image(2)], cfg, tmp_path / "cut", progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert full.steps_done == resumed.steps_done == 4

@@ -49,7 +49,7 @@ class TrainConfig:
         SGD settings (weight decay also used by Adam).
     plateau_patience, plateau_factor : int, float
         Learning rate times ``plateau_factor`` after ``plateau_patience``
-        validations without a better F1 (SGD recipe).
+        validations without a better F1 (both optimisers).
     val_every : int
         Steps between validations (and checkpoints).
     val_radius_um : float

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -109,7 +110,14 @@ def _set_seeds(seed: int) -> None:
     np.random.seed(seed % 2**32)  # only for third-party code that uses the legacy global RNG
 
 
-def _batch(rng, images: list[PreparedImage], cfg: TrainConfig, probs: np.ndarray):
+def _batch(seed: int, step: int, images: list[PreparedImage], cfg: TrainConfig, probs: np.ndarray):
+    """The augmented batch of one step.
+
+    Its random generator is derived from (seed, step) alone, so a batch does
+    not depend on what came before: a resumed run draws exactly the batches the
+    uninterrupted run would have, and batches can be prepared ahead in a thread.
+    """
+    rng = np.random.default_rng((seed, step))
     idx = rng.choice(len(images), size=cfg.batch_size, p=probs)
     xs, ys, ws = [], [], []
     for i in idx:
@@ -192,7 +200,6 @@ def train_detector(
 
     torch.set_num_threads(cfg.threads)
     _set_seeds(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
 
     # --- data -----------------------------------------------------------------
     train_images: list[PreparedImage] = []
@@ -253,7 +260,6 @@ def train_detector(
         elapsed = float(ck["elapsed"])
         mean = np.asarray(ck["mean"], np.float32)
         std = np.asarray(ck["std"], np.float32)
-        rng.bit_generator.state = json.loads(ck["rng"])
         torch.set_rng_state(ck["torch_rng"])
 
     radius_px = cfg.val_radius_um / cfg.mpp
@@ -315,12 +321,18 @@ def train_detector(
                             f1=max(best["f1"], 0.0))
     t0 = time.perf_counter() - elapsed
     running = []
+    # Augmentation (NumPy/SciPy, which release the GIL) of the next batch runs
+    # in a thread while torch computes the current one.
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending = pool.submit(_batch, cfg.seed, step, train_images, cfg, probs)
     try:
         while step < cfg.steps:
             model.train()
             if cfg.freeze_blocks:
                 freeze_blocks(model, cfg.freeze_blocks)  # re-applies eval() to frozen BN layers
-            x, y, w = _batch(rng, train_images, cfg, probs)
+            x, y, w = pending.result()
+            if step + 1 < cfg.steps:
+                pending = pool.submit(_batch, cfg.seed, step + 1, train_images, cfg, probs)
             x = standardise(x, mean, std)
             xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
             yt = torch.from_numpy(y[:, None])
@@ -343,8 +355,7 @@ def train_detector(
                 bar.update(task, completed=step, loss=float(np.mean(running[-50:])))
             if step % cfg.val_every == 0 or step == cfg.steps:
                 res = validate()
-                if cfg.optimizer == "sgd":
-                    sched.step(res.f1)
+                sched.step(res.f1)
                 record = {
                     "step": step,
                     "loss": float(np.mean(running)) if running else None,
@@ -383,17 +394,18 @@ def train_detector(
                 if on_validate is not None:
                     on_validate(step, record)
                 _save_checkpoint(ckpt_path, model, opt, sched, step, best, best_step, time.perf_counter() - t0,
-                                 mean, std, rng, cfg)
+                                 mean, std, cfg)
                 if bar is not None:
                     bar.update(task, f1=max(best["f1"], 0.0))
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         log.close()
         if bar is not None:
             bar.stop()
     return TrainResult(best_path, best_step, best, step, time.perf_counter() - t0)
 
 
-def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elapsed, mean, std, rng, cfg) -> None:
+def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elapsed, mean, std, cfg) -> None:
     import torch
 
     state = {
@@ -406,7 +418,6 @@ def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elaps
         "elapsed": elapsed,
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
-        "rng": json.dumps(rng.bit_generator.state),
         "torch_rng": torch.get_rng_state(),
         "config": cfg.to_dict(),
     }
