@@ -53,7 +53,8 @@ def test_round_trip_gives_identical_outputs_and_metadata(tmp_path, trained, save
         assert torch.equal(model.state_dict()[key], value), key
     expected_params = sum(p.numel() for p in trained.parameters())
     full_kwargs = {"in_channels": 3, "out_channels": 1, "width": 4, "dropout": 0.5}
-    assert meta == {**META, "model_kwargs": full_kwargs, "num_params": expected_params, "format_version": 1}
+    assert meta == {**META, "model_kwargs": full_kwargs, "num_params": expected_params, "format_version": 1,
+                    "storage": "float32"}
     assert read_weights_meta(saved) == meta
     assert "num_params" not in META and META["model_kwargs"] == {"width": 4}  # caller's dict unmodified
 
@@ -189,3 +190,23 @@ def test_resolve_weights(tmp_path, saved, monkeypatch):
     assert resolve_weights("micronet_crc") == bundled / "micronet_crc.safetensors"
     with pytest.raises(WeightsError, match=r"^micronet_xyz: no such file .*\(bundled: micronet_crc\)$"):
         resolve_weights("micronet_xyz")
+
+
+def test_float16_storage_halves_the_file_and_keeps_outputs(tmp_path):
+    import torch
+
+    from nucleikit.models import build_model
+    from nucleikit.models.weights import load_weights, save_weights
+
+    torch.manual_seed(0)
+    model = build_model("micronet", width=4).eval()
+    meta = {"model": "micronet", "model_kwargs": {"width": 4}}
+    p32 = save_weights(tmp_path / "a.safetensors", model, meta)
+    p16 = save_weights(tmp_path / "b.safetensors", model, meta, storage="float16")
+    assert p16.stat().st_size < 0.6 * p32.stat().st_size
+    m16, meta16 = load_weights(p16)
+    assert meta16["storage"] == "float16"
+    assert all(p.dtype == torch.float32 for p in m16.parameters())
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(model(x), m16(x), atol=2e-3)

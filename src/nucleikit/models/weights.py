@@ -63,13 +63,22 @@ def _num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict as CPU tensors, floats as float32, each with its own storage."""
+def _state_tensors(model: nn.Module, storage: str = "float32") -> dict[str, torch.Tensor]:
+    """State dict as CPU tensors, each with its own storage.
+
+    Floats are stored as float32, or as float16 with ``storage="float16"``
+    (half the file size; loading casts back to float32). Batch-norm running
+    statistics always stay float32: a variance can be smaller than float16
+    resolves.
+    """
+    if storage not in ("float32", "float16"):
+        raise ConfigError(f"storage must be 'float32' or 'float16', got {storage!r}")
     tensors = {}
     for key, value in model.state_dict().items():
         value = value.detach().cpu()
         if value.is_floating_point():
-            value = value.to(torch.float32)
+            keep32 = storage == "float32" or key.endswith(("running_mean", "running_var"))
+            value = value.to(torch.float32 if keep32 else torch.float16)
         # clone: safetensors refuses tensors that share storage.
         tensors[key] = value.contiguous().clone()
     return tensors
@@ -94,7 +103,9 @@ def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor])
     return "; ".join(problems) or None
 
 
-def save_weights(path: str | PathLike[str], model: nn.Module, meta: dict[str, Any]) -> Path:
+def save_weights(
+    path: str | PathLike[str], model: nn.Module, meta: dict[str, Any], *, storage: str = "float32"
+) -> Path:
     """Write ``model``'s weights and ``meta`` to one safetensors file, atomically.
 
     Parameters
@@ -112,6 +123,9 @@ def save_weights(path: str | PathLike[str], model: nn.Module, meta: dict[str, An
         (:meth:`~nucleikit.models.registry.ModelSpec.full_kwargs`) and adds
         ``"num_params"`` and ``"format_version"`` (overwritten if present).
         ``meta`` itself is not modified.
+    storage : {"float32", "float16"}
+        Precision of the stored floating-point parameters (see
+        :func:`_state_tensors`); the loaded model always computes in float32.
 
     Returns
     -------
@@ -138,7 +152,7 @@ def save_weights(path: str | PathLike[str], model: nn.Module, meta: dict[str, An
     if not isinstance(meta["model_kwargs"], dict):
         raise ConfigError(f"'model_kwargs' must be a dict, got {type(meta['model_kwargs']).__name__}")
     model_kwargs = get_spec(meta["model"]).full_kwargs(**meta["model_kwargs"])
-    tensors = _state_tensors(model)
+    tensors = _state_tensors(model, storage)
     reference = build_model(meta["model"], **model_kwargs).state_dict()
     problem = _mismatch(reference, tensors)
     if problem:
@@ -148,6 +162,7 @@ def save_weights(path: str | PathLike[str], model: nn.Module, meta: dict[str, An
         "model_kwargs": model_kwargs,
         "num_params": _num_params(model),
         "format_version": FORMAT_VERSION,
+        "storage": storage,
     }
     try:
         header = json.dumps(full, allow_nan=False, sort_keys=True)

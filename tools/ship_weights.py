@@ -1,0 +1,89 @@
+"""Turn a training run's best weights into bundled, self-describing weights.
+
+    python tools/ship_weights.py runs/micronet_crchisto --name micronet
+
+1. measures the receptive field of the *trained* network with an impulse
+   (size 512, relative tolerance 1e-4) and stores it as the tiling halo;
+2. scores the weights once on the CRCHisto fixed-split test images at
+   r = 6 and 8 px with the xi and peak distance tuned on validation;
+3. writes src/nucleikit/weights/<name>.safetensors (float16 storage) with the
+   training summary and test figures in its metadata, and copies the run's
+   log to docs/training/<name>.log.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="run folder with best.safetensors and log.jsonl")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--command", default="", help="the training command, recorded in the metadata")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    from nucleikit.infer.evaluate import run_detector, score_run
+    from nucleikit.infer.predict import Detector, InferenceConfig
+    from nucleikit.infer.tiling import measure_halo
+    from nucleikit.io.datasets.base import find_shared_dir
+    from nucleikit.io.datasets.crchisto import CRCHisto
+    from nucleikit.models.weights import bundled_weights_dir, load_weights, save_weights
+
+    torch.set_num_threads(args.threads)
+    model, meta = load_weights(args.run / "best.safetensors")
+    log = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
+
+    def forward(batch):
+        with torch.inference_mode():
+            return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
+
+    halo = measure_halo(forward, in_channels=len(meta["mean"]), size=512, tol=1e-4)
+    meta = dict(meta, name=args.name, halo=int(halo))
+    print(f"halo (trained receptive field, tol 1e-4): {halo} px")
+
+    shared = find_shared_dir(REPO)
+    if shared is None:
+        sys.exit("needs ../shared/data for the test figures")
+    test = list(CRCHisto(shared / "data" / "crchisto", split="fixed", subset="test"))
+    det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
+    scored = score_run(run_detector(det, test), xi=det.threshold_rel, radii=(6.0, 8.0))
+    figures = {"split": "crchisto fixed test (20 images)"}
+    for r in ("6", "8"):
+        d = scored["radius"][r]
+        for k in ("precision", "recall", "f1", "ed", "mean_image_f1", "tp", "fp", "fn"):
+            figures[f"{k}_r{r}"] = d[k]
+    meta["test"] = figures
+    best = max(log, key=lambda rec: rec["val_f1"])
+    meta["training"] = {
+        "steps": log[-1]["step"],
+        "best_step": best["step"],
+        "wall_time_min": round(log[-1]["elapsed_s"] / 60, 1),
+        "command": args.command,
+        "log": f"docs/training/{args.name}.log.jsonl",
+    }
+    out = bundled_weights_dir() / f"{args.name}.safetensors"
+    save_weights(out, model, meta, storage="float16")
+    m16, _ = load_weights(out)
+    x = torch.randn(1, len(meta["mean"]), 256, 256)
+    with torch.inference_mode():
+        diff = float((model.eval()(x) - m16(x)).abs().max())
+    print(f"float16 storage: max output difference {diff:.2e} on a random input")
+    shutil.copy(args.run / "log.jsonl", REPO / "docs" / "training" / f"{args.name}.log.jsonl")
+    print(json.dumps(figures, indent=1))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
