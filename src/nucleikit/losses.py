@@ -5,15 +5,22 @@
   Background pixels (``y = 0``) keep a small weight ``lam * ybar`` so the
   network is pushed harder to get the nuclei right than the empty glass.
 * :func:`mse` — plain mean squared error (Alom et al.'s UD-Net).
+* :func:`cross_entropy` — class-weighted cross-entropy of patch classifiers
+  (DenseNet, DCRN), with :func:`class_weights` against class imbalance.
 
-Tensors are (B, K, H, W); reductions are over all pixels of the batch.
+Dense tensors are (B, K, H, W); reductions are over all pixels of the batch.
+Classification logits are (B, K) and targets (B,) class indices.
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
 
-__all__ = ["weighted_mse", "mse", "get_loss", "LOSSES"]
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["weighted_mse", "mse", "cross_entropy", "class_weights", "get_loss", "LOSSES"]
 
 
 def weighted_mse(output: torch.Tensor, target: torch.Tensor, *, lam: float = 5.0) -> torch.Tensor:
@@ -46,7 +53,85 @@ def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((output - target) ** 2).mean()
 
 
-LOSSES = {"weighted_mse": weighted_mse, "mse": mse}
+def class_weights(counts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Inverse-frequency class weights, normalised to a mean of 1.
+
+    ``w_k = (1 / n_k) / mean_j(1 / n_j)`` over the classes present
+    (``n_j > 0``), so a class half as frequent as another weighs twice as
+    much, and balanced counts give all ones. Used with :func:`cross_entropy`,
+    every class then contributes the same total weight to the loss
+    (``n_k * w_k`` is the same for all present classes).
+
+    Parameters
+    ----------
+    counts : (K,) array_like of int
+        Training examples per class (e.g. ``np.bincount(labels, minlength=K)``).
+
+    Returns
+    -------
+    (K,) float64 ndarray
+        Weights; a class with no example gets 0 (it never occurs as a target,
+        so its weight does not matter) and is left out of the mean.
+
+    Raises
+    ------
+    ValueError
+        ``counts`` is not 1-D, has a negative or non-finite entry, or is all
+        zeros.
+
+    Examples
+    --------
+    >>> class_weights([10, 30, 0, 60]).round(4).tolist()
+    [2.0, 0.6667, 0.0, 0.3333]
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    if n.ndim != 1 or n.size == 0:
+        raise ValueError(f"counts must be a non-empty 1-D array, got shape {n.shape}")
+    if not np.all(np.isfinite(n)) or np.any(n < 0):
+        raise ValueError(f"counts must be finite and non-negative, got {n.tolist()}")
+    present = n > 0
+    if not present.any():
+        raise ValueError("counts are all zero: no class to weight")
+    weights = np.zeros_like(n)
+    # min/n rather than 1/n: the same ratios, and exactly 1.0 for equal counts.
+    weights[present] = n[present].min() / n[present]
+    return weights / weights[present].mean()
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: torch.Tensor | Sequence[float] | np.ndarray | None = None,
+) -> torch.Tensor:
+    """Softmax cross-entropy of class logits, optionally class-weighted.
+
+    Parameters
+    ----------
+    logits : (B, K) float tensor
+        Unnormalised class scores (the classifiers' ``forward``).
+    target : (B,) integer tensor
+        Class indices in 0..K-1.
+    weight : (K,) tensor or array_like, optional
+        Per-class weights (:func:`class_weights`).
+
+    Returns
+    -------
+    Scalar tensor: ``sum_i w[y_i] * l_i / sum_i w[y_i]`` with
+    ``l_i = -log softmax(logits_i)[y_i]`` (the plain mean without ``weight``),
+    as :func:`torch.nn.functional.cross_entropy` defines it.
+    """
+    if logits.ndim != 2 or target.ndim != 1 or logits.shape[0] != target.shape[0]:
+        raise ValueError(f"logits must be (B, K) and target (B,), got {tuple(logits.shape)} and {tuple(target.shape)}")
+    if weight is not None:
+        weight = torch.as_tensor(np.asarray(weight) if not isinstance(weight, torch.Tensor) else weight)
+        weight = weight.to(device=logits.device, dtype=logits.dtype)
+        if weight.shape != (logits.shape[1],):
+            raise ValueError(f"weight must have shape ({logits.shape[1]},), got {tuple(weight.shape)}")
+    return F.cross_entropy(logits, target.long(), weight=weight)
+
+
+LOSSES = {"weighted_mse": weighted_mse, "mse": mse, "cross_entropy": cross_entropy}
 
 
 def get_loss(name: str, **kwargs):

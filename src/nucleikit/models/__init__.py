@@ -12,6 +12,7 @@ nothing else happens at import time.
 from __future__ import annotations
 
 from . import fcrn, micronet, unet  # noqa: F401  (imported to register the builders)
+from . import densenet  # noqa: F401  (registers "densenet" and "dcrn")
 from .blocks import freeze_blocks
 from .registry import ModelSpec, build_model, get_spec, list_models, register_model
 from .weights import load_weights, read_weights_meta, resolve_weights, save_weights

@@ -9,9 +9,10 @@ One definition per block, reused by every network (the idea of torchvision's
   MicroNet's residual units.
 * :class:`RecurrentConv` — the recurrent convolutional layer of Alom et al.
   (Eq. 2): a feed-forward kernel ``w_f`` and a recurrent kernel ``w_r``, each
-  shared across the ``t`` time steps.
+  shared across the ``t`` time steps; post-activation as Eq. 2 is written
+  (R2U-Net, UD-Net) or pre-activation (``order="pre"``, DCRN's dense layers).
 * :class:`RecurrentResidualBlock` — the R2 unit (1x1 conv, two recurrent
-  convolutional layers, residual addition) of R2U-Net, UD-Net and DCRN.
+  convolutional layers, residual addition) of R2U-Net and UD-Net.
 * :func:`pad_to_match` — bring an upsampled map to a skip connection's size
   (odd sizes: 75 -> 37 -> 74 is padded back to 75).
 * :class:`FreezableModel` and :func:`freeze_blocks` — freeze the first k
@@ -153,6 +154,14 @@ class RecurrentConv(nn.Module):
     and with it the receptive field, grows with ``t``). ``w_f * x`` is
     computed once and reused at every step.
 
+    With ``order="pre"`` the same recurrence is written in pre-activation
+    form, for networks whose layers are BN-ReLU-Conv (DenseNet, DCRN):
+    ``h(0) = w_f * x`` and ``h(k) = w_f * x + w_r * act(BN(h(k-1)))``; the
+    output ``h(t)`` is linear (not normalised, not activated), and the caller
+    normalises and activates ``x`` itself, as before any convolution of such
+    a network. With ``t = 0`` this is a plain convolution ``w_f * x`` (the
+    recurrent kernel and the normalisation are then unused).
+
     Parameters
     ----------
     in_channels, out_channels : int
@@ -163,6 +172,11 @@ class RecurrentConv(nn.Module):
         Size of both square kernels (odd; "same" padding).
     activation : str
         One of :data:`ACTIVATIONS`.
+    order : {"post", "pre"}
+        ``"post"`` (default): Eq. 2 as written, conv -> BN -> activation at
+        every step. ``"pre"``: BN -> activation -> recurrent conv inside the
+        recurrence, linear output (see above). Both have the same parameters
+        (``w_f``, ``w_r``, one BatchNorm of ``out_channels``).
 
     Notes
     -----
@@ -178,6 +192,7 @@ class RecurrentConv(nn.Module):
         t: int = 2,
         kernel_size: int = 3,
         activation: str = "relu",
+        order: str = "post",
     ) -> None:
         super().__init__()
         _check_positive(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size)
@@ -185,7 +200,10 @@ class RecurrentConv(nn.Module):
             raise ConfigError(f"t must be a non-negative integer, got {t!r}")
         if kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be odd to keep the map size, got {kernel_size}")
+        if order not in ("post", "pre"):
+            raise ConfigError(f"order must be 'post' or 'pre', got {order!r}")
         self.t = t
+        self.order = order
         padding = kernel_size // 2
         self.conv_f = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
         self.conv_r = nn.Conv2d(out_channels, out_channels, kernel_size, padding=padding, bias=False)
@@ -194,13 +212,18 @@ class RecurrentConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = self.conv_f(x)
+        if self.order == "pre":
+            h = feed
+            for _ in range(self.t):
+                h = feed + self.conv_r(self.act(self.bn(h)))
+            return h
         h = self.act(self.bn(feed))
         for _ in range(self.t):
             h = self.act(self.bn(feed + self.conv_r(h)))
         return h
 
     def extra_repr(self) -> str:
-        return f"t={self.t}"
+        return f"t={self.t}" if self.order == "post" else f"t={self.t}, order={self.order!r}"
 
 
 class RecurrentResidualBlock(nn.Module):
