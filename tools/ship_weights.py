@@ -4,9 +4,11 @@
 
 1. measures the receptive field of the *trained* network with an impulse
    (size 512, relative tolerance 1e-4) and stores it as the tiling halo;
-2. scores the weights once on the CRCHisto fixed-split test images at
+2. tunes xi and the peak distance again on the validation images over a
+   finer and wider grid than the training loop's (validation only);
+3. scores the weights once on the CRCHisto fixed-split test images at
    r = 6 and 8 px with the xi and peak distance tuned on validation;
-3. writes src/nucleikit/weights/<name>.safetensors (float16 storage) with the
+4. writes src/nucleikit/weights/<name>.safetensors (float16 storage) with the
    training summary and test figures in its metadata, and copies the run's
    log to docs/training/<name>.log.jsonl.
 """
@@ -40,6 +42,7 @@ def main() -> None:
     from nucleikit.io.datasets.base import find_shared_dir
     from nucleikit.io.datasets.crchisto import CRCHisto
     from nucleikit.models.weights import bundled_weights_dir, load_weights, save_weights
+    from nucleikit.train.tuning import tune_peaks
 
     torch.set_num_threads(args.threads)
     model, meta = load_weights(args.run / "best.safetensors")
@@ -55,9 +58,24 @@ def main() -> None:
 
     shared = find_shared_dir(REPO)
     if shared is None:
-        sys.exit("needs ../shared/data for the test figures")
-    test = list(CRCHisto(shared / "data" / "crchisto", split="fixed", subset="test"))
+        sys.exit("needs ../shared/data for the validation and test figures")
+    root = shared / "data" / "crchisto"
+    val = list(CRCHisto(root, split="fixed", subset="validation"))
     det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
+    maps = [det.probability_map(s.load_image()) for s in val]
+    tuned = tune_peaks(
+        maps,
+        [s.points for s in val],
+        radius=6.0,
+        xi_grid=np.round(np.arange(0.05, 0.91, 0.025), 3),
+        min_distance_grid=range(2, 11),
+    )
+    meta["postprocess"] = {"threshold_rel": tuned.threshold_rel, "min_distance": tuned.min_distance}
+    meta["validation"] = dict(meta.get("validation", {}), f1=tuned.f1, precision=tuned.precision,
+                              recall=tuned.recall, radius_px=6.0, tuned_by="tools/ship_weights.py")
+    print(f"validation: xi {tuned.threshold_rel}, min distance {tuned.min_distance}, F1 {tuned.f1:.4f}")
+    det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
+    test = list(CRCHisto(root, split="fixed", subset="test"))
     scored = score_run(run_detector(det, test), xi=det.threshold_rel, radii=(6.0, 8.0))
     figures = {"split": "crchisto fixed test (20 images)"}
     for r in ("6", "8"):

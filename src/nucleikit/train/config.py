@@ -87,8 +87,8 @@ class TrainConfig:
     plateau_factor: float = 0.5
     val_every: int = 200
     val_radius_um: float = 6 * 0.55
-    xi_grid: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
-    min_distance_grid: tuple[float, ...] = (2, 3, 4, 5, 6)
+    xi_grid: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
+    min_distance_grid: tuple[float, ...] = (3, 4, 5, 6, 7, 8)
     seed: int = 0
     threads: int = 2
     bf16: bool = False
