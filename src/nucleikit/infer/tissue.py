@@ -50,7 +50,8 @@ from typing import Any
 import numpy as np
 
 from nucleikit.errors import ConfigError, InputError
-from nucleikit.infer.tiling import Tile, Window
+from nucleikit.infer.tiling import Tile
+from nucleikit.windows import Window
 
 __all__ = [
     "METHODS",

@@ -7,7 +7,7 @@ end (OpenSlide for MIRAX, DICOM) would be a second class with the same protocol.
 
 Coordinates
 -----------
-A region is a :class:`~nucleikit.infer.tiling.Window` ``[y0, y1) x [x0, x1)`` in the
+A region is a :class:`~nucleikit.windows.Window` ``[y0, y1) x [x0, x1)`` in the
 pixel grid **of the level it is read from** (row ``y``, column ``x``; pixel ``(r, c)``
 is centred on ``(x, y) = (c, r)`` at that level). Level ``k`` pixel ``(x, y)`` covers
 level-0 pixels ``[x * dx, (x + 1) * dx)`` with ``dx = W0 / Wk`` (and likewise in
@@ -25,7 +25,7 @@ occur in TIFF-based files.
 Outside the slide
 -----------------
 A window may reach beyond the level (the halo of a border tile). Those pixels are made
-up exactly as :func:`nucleikit.infer.tiling.read_window` makes them up for an array,
+up exactly as :func:`nucleikit.windows.read_window` makes them up for an array,
 by reflection about the border (``pad_mode="reflect"`` by default): a region is
 ``read_window(slide.level_view(level), window)``. So a slide read tile by tile gives the
 network the same input as the same pixels held in an array, and "tiled equals untiled"
@@ -61,7 +61,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from nucleikit.errors import ConfigError, InputError
-from nucleikit.infer.tiling import Window, read_window
+from nucleikit.windows import Window, read_window
 from nucleikit.io.images import MAX_PIXELS, MPP_RANGE
 
 __all__ = [
@@ -285,7 +285,7 @@ class Slide:
             Pyramid level, ``0 .. level_count - 1``.
         pad_mode : {"reflect", "symmetric", "edge", "constant"}
             How pixels outside the level are made up, as in
-            :func:`~nucleikit.infer.tiling.read_window` (``"constant"`` gives black, 0).
+            :func:`~nucleikit.windows.read_window` (``"constant"`` gives black, 0).
 
         Returns
         -------
