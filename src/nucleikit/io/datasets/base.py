@@ -1,13 +1,15 @@
-"""The record shared by the point data sets, and where to find the shared data.
+"""The records shared by the data sets, and where to find the shared data.
 
 Every point data set reader (CRCHisto, MoNuSeg centroids, ...) yields
-:class:`PointSample` records, so training and evaluation code never needs to
-know which data set it is reading.
+:class:`PointSample` records and every segmentation data set reader (DSB2018,
+...) :class:`LabelSample` records, so training and evaluation code never needs
+to know which data set it is reading.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,7 +18,7 @@ import numpy as np
 
 from nucleikit.io.images import read_image
 
-__all__ = ["SHARED_ENV", "PointSample", "find_shared_dir"]
+__all__ = ["SHARED_ENV", "LabelSample", "PointSample", "find_shared_dir"]
 
 #: Environment variable naming the ``shared`` folder (holding ``data/`` and ``splits/``).
 SHARED_ENV = "NUCLEIKIT_SHARED"
@@ -64,6 +66,45 @@ class PointSample:
     def load_image(self, mode: Literal["rgb", "grey"] = "rgb") -> np.ndarray:
         """Read the image: (H, W, 3) (``"rgb"``) or (H, W, 1) (``"grey"``) float32 in [0, 1]."""
         return read_image(self.image_path, mode=mode).pixels
+
+
+@dataclass(frozen=True, eq=False)
+class LabelSample:
+    """One image of a segmentation data set, with its instance labels read on demand.
+
+    Attributes
+    ----------
+    id : str
+        Identifier within its data set (e.g. a DSB2018 ImageId).
+    image_path : Path
+        The image file (read with :meth:`load_image`).
+    labels_fn : callable () -> (H, W) ndarray of int
+        Builds the label image (0 = background, one positive integer per
+        nucleus) when called; decoding is left until it is needed because a
+        data set's labels do not fit in memory all at once.
+    mpp : float or None
+        Microns per pixel, ``None`` when unknown (DSB2018 mixes microscopes
+        and magnifications and records none).
+    """
+
+    id: str
+    image_path: Path
+    labels_fn: Callable[[], np.ndarray]
+    mpp: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_path", Path(self.image_path))
+
+    def load_image(self, mode: Literal["rgb", "grey"] = "rgb") -> np.ndarray:
+        """Read the image: (H, W, 3) (``"rgb"``) or (H, W, 1) (``"grey"``) float32 in [0, 1]."""
+        return read_image(self.image_path, mode=mode).pixels
+
+    def load_labels(self) -> np.ndarray:
+        """Build the label image: (H, W) int32, 0 = background, row r column c at (x, y) = (c, r)."""
+        labels = np.asarray(self.labels_fn())
+        if labels.ndim != 2 or labels.dtype.kind not in "iu":
+            raise ValueError(f"{self.id}: labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
+        return labels.astype(np.int32, copy=False)
 
 
 def find_shared_dir(start: str | Path | None = None) -> Path | None:
