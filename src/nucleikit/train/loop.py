@@ -20,7 +20,7 @@ import os
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -94,13 +94,27 @@ def prepare_images(
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Where a run ended: best weights, their validation figures, steps done."""
+    """Where a run ended.
+
+    Attributes
+    ----------
+    best_weights : Path
+        Weights with the best validation F1 (written by process 0).
+    best_step : int
+    best : dict
+        Their validation figures and post-processing values.
+    steps_done : int
+    wall_time_s : float
+    model : torch.nn.Module or None
+        The network as it is after the last step (not the best one).
+    """
 
     best_weights: Path
     best_step: int
     best: dict
     steps_done: int
     wall_time_s: float
+    model: Any = field(default=None, repr=False, compare=False)
 
 
 def _set_seeds(seed: int) -> None:
@@ -110,14 +124,15 @@ def _set_seeds(seed: int) -> None:
     np.random.seed(seed % 2**32)  # only for third-party code that uses the legacy global RNG
 
 
-def _batch(seed: int, step: int, images: list[PreparedImage], cfg: TrainConfig, probs: np.ndarray):
-    """The augmented batch of one step.
+def _batch(seed: int, step: int, images: list[PreparedImage], cfg: TrainConfig, probs: np.ndarray, rank: int = 0):
+    """The augmented batch of one step (of one process, under DDP).
 
-    Its random generator is derived from (seed, step) alone, so a batch does
-    not depend on what came before: a resumed run draws exactly the batches the
-    uninterrupted run would have, and batches can be prepared ahead in a thread.
+    Its random generator is derived from (seed, step[, rank]) alone, so a batch
+    does not depend on what came before: a resumed run draws exactly the
+    batches the uninterrupted run would have, batches can be prepared ahead in a
+    thread, and DDP processes draw different crops.
     """
-    rng = np.random.default_rng((seed, step))
+    rng = np.random.default_rng((seed, step) if rank == 0 else (seed, step, rank))
     idx = rng.choice(len(images), size=cfg.batch_size, p=probs)
     xs, ys, ws = [], [], []
     for i in idx:
@@ -127,6 +142,49 @@ def _batch(seed: int, step: int, images: list[PreparedImage], cfg: TrainConfig, 
         ys.append(y)
         ws.append(im.weight)
     return np.stack(xs), np.stack(ys), np.asarray(ws, np.float32)
+
+
+@dataclass(frozen=True)
+class _Dist:
+    """This process's place in a torch.distributed job (world 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "_Dist":
+        """Join the job that ``torchrun`` describes in the environment (gloo, CPU)."""
+        import torch.distributed as dist
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1 or not dist.is_available():
+            return cls()
+        owns = False
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+            owns = True
+        return cls(dist.get_rank(), dist.get_world_size(), owns)
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` on every rank (a barrier too)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def close(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def _machine() -> str:
@@ -168,6 +226,14 @@ def train_detector(
         Show a Rich progress bar (loss, F1, ETA).
     extra_meta : dict or None
         Added to the saved weights' metadata (e.g. the data set and split).
+
+    Notes
+    -----
+    Run under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` set), the loop
+    joins the job with the gloo backend (CPU) and trains with
+    DistributedDataParallel: each process draws its own crops, gradients are
+    averaged, process 0 validates, logs and saves, and broadcasts the
+    validation F1 so that all processes follow one learning-rate schedule.
     on_validate : callable or None
         Called as ``on_validate(step, record)`` after each validation.
 
@@ -199,7 +265,9 @@ def train_detector(
         raise ConfigError("validation images are needed to choose the best weights and xi")
 
     torch.set_num_threads(cfg.threads)
-    _set_seeds(cfg.seed)
+    dist = _Dist.from_env()
+    # Dropout masks differ between DDP processes; everything else is shared.
+    _set_seeds(cfg.seed + dist.rank)
 
     # --- data -----------------------------------------------------------------
     train_images: list[PreparedImage] = []
@@ -230,6 +298,14 @@ def train_detector(
         freeze_blocks(model, cfg.freeze_blocks)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    net = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Gradients are averaged over the processes after each backward pass,
+        # so every process holds the same weights; each draws its own crops
+        # (the effective batch is batch_size * world).
+        net = DistributedDataParallel(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
@@ -261,6 +337,8 @@ def train_detector(
         mean = np.asarray(ck["mean"], np.float32)
         std = np.asarray(ck["std"], np.float32)
         torch.set_rng_state(ck["torch_rng"])
+        if dist.rank:
+            torch.manual_seed(cfg.seed + dist.rank + step)  # the checkpoint holds process 0's generator
 
     radius_px = cfg.val_radius_um / cfg.mpp
     meta_base = {
@@ -295,17 +373,33 @@ def train_detector(
         )
         return res
 
-    # The halo (receptive field) is measured once, on the untrained network's
-    # structure; weights change the values, not which pixels can matter.
+    # Validation images are small (usually one tile), so validation uses the
+    # untrained network's receptive field; the halo saved with the weights is
+    # measured again on the trained network (training widens the effective
+    # receptive field, and tiled inference is exact only with the wider one).
     model.eval()
     halo = measure_halo(
         DensePredictor(model, mean=mean, std=std, halo=0, config=InferenceConfig(channels_last=cfg.channels_last)).forward,
         in_channels=len(mean),
     )
 
-    log = open(out / "log.jsonl", "a", encoding="utf-8")
+    def trained_halo() -> int:
+        import warnings
+
+        model.eval()
+        fwd = DensePredictor(model, mean=mean, std=std, halo=0, config=InferenceConfig(channels_last=cfg.channels_last)).forward
+        # a 256 probe first; a field reaching its border needs the bigger probe
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                return measure_halo(fwd, in_channels=len(mean), size=256, tol=1e-4)
+            except UserWarning:
+                pass
+        return measure_halo(fwd, in_channels=len(mean), size=512, tol=1e-4)
+
+    log = open(out / "log.jsonl", "a", encoding="utf-8") if dist.main else None
     bar = None
-    if progress:
+    if progress and dist.main:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         bar = Progress(
@@ -324,22 +418,22 @@ def train_detector(
     # Augmentation (NumPy/SciPy, which release the GIL) of the next batch runs
     # in a thread while torch computes the current one.
     pool = ThreadPoolExecutor(max_workers=1)
-    pending = pool.submit(_batch, cfg.seed, step, train_images, cfg, probs)
+    pending = pool.submit(_batch, cfg.seed, step, train_images, cfg, probs, dist.rank)
     try:
         while step < cfg.steps:
-            model.train()
+            net.train()
             if cfg.freeze_blocks:
                 freeze_blocks(model, cfg.freeze_blocks)  # re-applies eval() to frozen BN layers
             x, y, w = pending.result()
             if step + 1 < cfg.steps:
-                pending = pool.submit(_batch, cfg.seed, step + 1, train_images, cfg, probs)
+                pending = pool.submit(_batch, cfg.seed, step + 1, train_images, cfg, probs, dist.rank)
             x = standardise(x, mean, std)
             xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
             yt = torch.from_numpy(y[:, None])
             if cfg.channels_last:
                 xt = xt.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                o = model(xt)
+                o = net(xt)
             o = o.float()
             if np.all(w == 1.0):
                 loss = loss_fn(o, yt)
@@ -354,8 +448,11 @@ def train_detector(
             if bar is not None:
                 bar.update(task, completed=step, loss=float(np.mean(running[-50:])))
             if step % cfg.val_every == 0 or step == cfg.steps:
-                res = validate()
-                sched.step(res.f1)
+                res = validate() if dist.main else None
+                # every process follows the same learning-rate schedule
+                sched.step(dist.broadcast(res.f1 if res is not None else None))
+                if not dist.main:
+                    continue
                 record = {
                     "step": step,
                     "loss": float(np.mean(running)) if running else None,
@@ -376,7 +473,7 @@ def train_detector(
                     meta.update(
                         {
                             "postprocess": {"threshold_rel": res.threshold_rel, "min_distance": res.min_distance},
-                            "halo": int(halo),
+                            "halo": trained_halo(),
                             "step": step,
                             "validation": {
                                 "f1": res.f1,
@@ -399,10 +496,12 @@ def train_detector(
                     bar.update(task, f1=max(best["f1"], 0.0))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        log.close()
+        if log is not None:
+            log.close()
         if bar is not None:
             bar.stop()
-    return TrainResult(best_path, best_step, best, step, time.perf_counter() - t0)
+        dist.close()
+    return TrainResult(best_path, best_step, best, step, time.perf_counter() - t0, model)
 
 
 def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elapsed, mean, std, cfg) -> None:
