@@ -41,3 +41,27 @@ def disc_png(tmp_path):
     path = tmp_path / "discs.png"
     Image.fromarray(img).save(path)
     return path, np.array(centres, float)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_weights(tmp_path_factory):
+    """A small untrained DenseNet nucleus classifier (16x16 patches at 0.5 um/px) saved as weights."""
+    import torch
+
+    torch.manual_seed(0)
+    kwargs = {"growth": 4, "stem_width": 8, "layers": [1, 1, 1, 1]}
+    model = build_model("densenet", **kwargs)
+    path = tmp_path_factory.mktemp("weights") / "tiny_classifier.safetensors"
+    meta = {
+        "name": "tiny_classifier",
+        "model": "densenet",
+        "model_kwargs": kwargs,
+        "task": "classification",
+        "target": "label",
+        "classes": ["epithelial", "fibroblast", "inflammatory", "others"],
+        "mpp": 0.5,
+        "patch": 16,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+    }
+    return save_weights(path, model, meta)

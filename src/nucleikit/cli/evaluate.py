@@ -1,4 +1,4 @@
-"""``nucleikit evaluate detection --pred DIR --truth DIR --radius R [--json]``."""
+"""``nucleikit evaluate detection|typed --pred DIR --truth DIR --radius R [--json]``."""
 
 from __future__ import annotations
 
@@ -7,25 +7,34 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
 DESCRIPTION = """Score predicted points against truth points as PROTOCOL.md says: one-to-one pairs
 within RADIUS pixels, the most pairs and then the least total distance; precision, recall and F1
 pooled over all images (TP, FP, FN summed first), the mean of per-image F1, and ED (mean distance
 of the pairs). Predictions are OUTDIR/<stem>.csv files as `nucleikit detect` writes them; truth
-files are <stem>.csv, .geojson, .json or .mat (also <stem>_detection.mat, searched recursively)."""
+files are <stem>.csv, .geojson, .json or .mat (also <stem>_detection.mat, searched recursively).
+
+`evaluate typed` scores typed nuclei end to end (PROTOCOL.md): F_d (detection F1 of all predictions
+against all classified truth points), F1_c per class (predictions of class c against truth of class
+c), their support-weighted mean, and the type accuracy of the detection pairs. Predictions are the
+<stem>.csv files of `nucleikit analyze` (a class column); truth is <stem>.csv with a class column,
+a QuPath <stem>.geojson with classifications, or a CRCHisto folder <stem>/ of <stem>_<class>.mat
+files (e.g. --truth .../crchisto/Classification). Every point must carry one of --classes."""
 
 POINT_SUFFIXES = (".csv", ".geojson", ".json", ".mat")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=["detection"], help="what to evaluate")
+    p.add_argument("task", choices=["detection", "typed"], help="what to evaluate")
     p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted point files")
     p.add_argument("--truth", required=True, metavar="DIR", help="folder of truth point files (searched recursively)")
     p.add_argument("--radius", required=True, type=float, metavar="R", help="matching radius in pixels")
     p.add_argument("--json", action="store_true", help="print one JSON object (precision, recall, f1, ed, tp, fp, fn, ...)")
     p.add_argument("--per-image", action="store_true", help="include per-image figures in the JSON")
     p.add_argument("--min-score", type=float, default=None, help="ignore predictions scored below this")
+    p.add_argument("--classes", default=None, metavar="A,B,...",
+                   help="typed: class names (default: epithelial,fibroblast,inflammatory,others)")
 
 
 def _truth_index(folder: Path) -> dict[str, Path]:
@@ -35,6 +44,91 @@ def _truth_index(folder: Path) -> dict[str, Path]:
             stem = p.stem[: -len("_detection")] if p.stem.endswith("_detection") else p.stem
             index.setdefault(stem, p)
     return index
+
+
+def _typed_points(path: Path, classes: tuple[str, ...]):
+    """(xy, labels) of a typed point file, or of a CRCHisto folder of per-class .mat files."""
+    import numpy as np
+
+    from ..io.points import read_points
+
+    if path.is_dir():
+        from ..io.datasets.crchisto import merge_class_points
+        from ..io.mat import read_mat_points
+
+        files = {c: path / f"{path.name}_{c}.mat" for c in classes}
+        found = {c: f for c, f in files.items() if f.is_file()}
+        if not found:
+            raise InputError(path, f"no per-class files {path.name}_<class>.mat for the classes {', '.join(classes)}")
+        return merge_class_points({c: read_mat_points(f) for c, f in found.items()})
+    points = read_points(path, allow_empty=True)
+    if len(points) and points.labels is None:
+        raise InputError(path, "the points carry no class (a class column or QuPath classification is needed)")
+    labels = points.labels if points.labels is not None else np.zeros(0, dtype=str)
+    unclassified = int(np.count_nonzero(labels == ""))
+    if unclassified:
+        raise InputError(path, f"{unclassified} of {len(labels)} points have no class")
+    unknown = sorted(set(labels.tolist()) - set(classes))
+    if unknown:
+        raise InputError(path, f"unknown class {unknown[0]!r} (expected one of {', '.join(classes)})")
+    return points.xy, labels
+
+
+def _typed_truth_index(folder: Path, classes: tuple[str, ...]) -> dict[str, Path]:
+    """Truth files by stem, plus CRCHisto-style folders ``<stem>/<stem>_<class>.mat``."""
+    index = _truth_index(folder)
+    for d in sorted([folder, *(p for p in folder.rglob("*") if p.is_dir())]):
+        if any((d / f"{d.name}_{c}.mat").is_file() for c in classes):
+            index[d.name] = d  # the per-class folder wins over a detection file of the same stem
+    return index
+
+
+def _run_typed(args: argparse.Namespace, pred_dir: Path, truth_dir: Path, preds: list[Path]) -> int:
+    from ..io.datasets.crchisto import CLASSES
+    from ..metrics import evaluate_typed_points
+
+    if args.min_score is not None:
+        raise ConfigError("--min-score applies to `evaluate detection` only")
+    classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else CLASSES
+    if any(not c for c in classes) or len(set(classes)) != len(classes):
+        raise ConfigError(f"--classes must be distinct, non-empty names separated by commas, got {args.classes!r}")
+    truths = _typed_truth_index(truth_dir, classes)
+    missing = [p.name for p in preds if p.stem not in truths]
+    if missing:
+        raise InputError(truth_dir, f"no truth for {len(missing)} prediction(s), e.g. {missing[0]}")
+    pred_xy, pred_cls, truth_xy, truth_cls, names = [], [], [], [], []
+    for p in preds:
+        xy, cls = _typed_points(p, classes)
+        txy, tcls = _typed_points(truths[p.stem], classes)
+        pred_xy.append(xy)
+        pred_cls.append(cls)
+        truth_xy.append(txy)
+        truth_cls.append(tcls)
+        names.append(p.stem)
+    result = evaluate_typed_points(pred_xy, pred_cls, truth_xy, truth_cls, args.radius, classes)
+    if args.per_image:
+        from ..metrics import typed_point_scores
+
+        result["per_image"] = {
+            n: typed_point_scores(*item, args.radius, classes)
+            for n, item in zip(names, zip(pred_xy, pred_cls, truth_xy, truth_cls))
+        }
+    if args.json:
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    print(f"{len(names)} images, radius {args.radius:g} px")
+    det = result["detection"]
+    print(f"F_d {result['f_d']:.4f}  (TP {det['tp']}  FP {det['fp']}  FN {det['fn']})"
+          f"  type accuracy {fmt(result['type_accuracy'])}  weighted F1_c {fmt(result['weighted_f1_c'])}")
+    for c in classes:
+        r = result["per_class"][c]
+        print(f"  {c:14s} F1 {r['f1']:.4f}  P {r['precision']:.4f}  R {r['recall']:.4f}  support {r['support']}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
     preds = sorted(p for p in pred_dir.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
     if not preds:
         raise InputError(pred_dir, "no prediction .csv files in this folder")
+    if args.task == "typed":
+        return _run_typed(args, pred_dir, truth_dir, preds)
+    if args.classes is not None:
+        raise ConfigError("--classes applies to `evaluate typed` only")
     truths = _truth_index(truth_dir)
     missing = [p.name for p in preds if p.stem not in truths]
     if missing:

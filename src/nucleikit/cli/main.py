@@ -26,8 +26,10 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 #: name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("nucleikit.cli.detect", "find nucleus centres in images (CSV, QuPath GeoJSON, overlay)"),
+    "classify": ("nucleikit.cli.classify", "type given nucleus centres of an image (epithelial, fibroblast, ...)"),
+    "analyze": ("nucleikit.cli.analyze", "detect and type the nuclei of images (CSV, QuPath GeoJSON, overlay)"),
     "evaluate": ("nucleikit.cli.evaluate", "score predictions against truth (PROTOCOL.md matching and metrics)"),
-    "train": ("nucleikit.cli.train", "train or fine-tune a detector on CRCHisto or your own point annotations"),
+    "train": ("nucleikit.cli.train", "train or fine-tune a detector or a nucleus classifier"),
     "models": ("nucleikit.cli.models", "list model architectures and bundled weights"),
     "demo": ("nucleikit.cli.demo", "detect nuclei in the bundled sample image and print a summary"),
 }

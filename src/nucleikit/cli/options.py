@@ -12,6 +12,8 @@ __all__ = [
     "add_model_option",
     "add_runtime_options",
     "add_mpp_option",
+    "add_slide_options",
+    "add_scale_out_options",
     "expand_inputs",
     "inference_config",
 ]
@@ -117,3 +119,55 @@ def require_file(path: str | Path) -> Path:
     if not p.exists():
         raise InputError(p, "no such file or folder")
     return p
+
+
+# --------------------------------------------------------------------------- whole slides
+
+#: Output tables a whole slide can be written as (``nucleikit.infer.wsi.FORMATS``, kept here
+#: so that ``--help`` does not import the inference stack).
+SLIDE_FORMATS = ("csv", "geojson", "parquet", "sqlite")
+
+
+def formats_list(text: str) -> tuple[str, ...]:
+    """``"csv,sqlite"`` → ``("csv", "sqlite")``; each must be one of :data:`SLIDE_FORMATS`."""
+    items = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
+    unknown = [t for t in items if t not in SLIDE_FORMATS]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(
+            f"choose from {','.join(SLIDE_FORMATS)} (comma-separated), got {text!r}"
+        )
+    return items
+
+
+def level_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def add_slide_options(p: argparse.ArgumentParser) -> None:
+    """Options of whole-slide inputs (SVS, NDPI, pyramidal TIFF...)."""
+    g = p.add_argument_group("whole slides")
+    g.add_argument("--level", type=level_index, default=None, metavar="K",
+                   help="pyramid level to read (default: the coarsest not coarser than the model)")
+    g.add_argument("--tissue-mask", default=None, metavar="PATH|all",
+                   help="tissue mask image covering the slide (non-zero = tissue), or 'all' to process "
+                        "every tile (default: detected on a thumbnail, saved as <stem>_tissue.png)")
+    g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue an interrupted slide from its finished tiles (default: on)")
+    g.add_argument("--formats", type=formats_list, default=SLIDE_FORMATS, metavar="LIST",
+                   help=f"output tables for slides, comma-separated (default: {','.join(SLIDE_FORMATS)})")
+
+
+def add_scale_out_options(p: argparse.ArgumentParser) -> None:
+    """Options that spread slides over Dask workers."""
+    g = p.add_argument_group("scale-out (needs nucleikit[distributed])")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
+                   help="process slides on Dask: 'local' starts a cluster on this machine, an address "
+                        "(tcp://host:8786) uses a running one (default: slides one after another here)")
+    g.add_argument("--workers", type=positive_int, default=2, metavar="N",
+                   help="worker processes of --scheduler local, one thread each (default: 2)")

@@ -1,4 +1,4 @@
-"""``nucleikit train detection -o RUNDIR ...``."""
+"""``nucleikit train detection -o RUNDIR ...`` and ``nucleikit train classification -o RUNDIR ...``."""
 
 from __future__ import annotations
 
@@ -13,11 +13,24 @@ DESCRIPTION = """Train a point detector, or fine-tune one (--init, --freeze-bloc
 validation F1 every --val-every steps; the best weights (with the threshold and peak distance tuned
 on the validation images) are RUNDIR/best.safetensors. Run the same command again to resume from
 RUNDIR/checkpoint.pt. Data: the CRCHisto split of PROTOCOL.md (--dataset crchisto) or your own
-folders of images with point files beside them (--images/--val-images, --mpp)."""
+folders of images with point files beside them (--images/--val-images, --mpp).
+
+`train classification` trains a nucleus classifier (--model densenet or dcrn) on 32x32 patches of
+the classified CRCHisto nuclei of --fold (Alom et al.'s SGD recipe unless overridden), validating
+every epoch; the weights of the best validation weighted F1 are RUNDIR/best.safetensors, and the
+same command resumes from RUNDIR/checkpoint.pt."""
+
+#: Options of `train detection` only, with the value that means "not given".
+_DETECTION_ONLY = {
+    "images": None, "points": None, "val_images": None, "val_points": None, "mpp": None, "init": None,
+    "freeze_blocks": 0, "steps": None, "val_every": None, "crop": None, "lam": None,
+}
+#: Options of `train classification` only.
+_CLASSIFICATION_ONLY = {"epochs": None, "sampling": None, "limit_images": None}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=["detection"], help="what to train")
+    p.add_argument("task", choices=["detection", "classification"], help="what to train")
     p.add_argument("-o", "--out", required=True, metavar="RUNDIR", help="run folder (checkpoint, best weights, log)")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=["crchisto"], default=None, help="built-in data set (needs ../shared/data)")
@@ -29,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--val-points", default=None, metavar="DIR", help="folder of the validation point files")
     data.add_argument("--mpp", type=positive_float, default=None, help="microns per pixel of your images (default: metadata)")
     m = p.add_argument_group("model and schedule")
-    m.add_argument("--model", default=None, help="architecture (see `nucleikit models`; default: micronet)")
+    m.add_argument("--model", default=None,
+                   help="architecture (see `nucleikit models`; default: micronet, or dcrn for classification)")
     m.add_argument("--init", default=None, metavar="NAME|PATH", help="start from these weights (fine-tuning)")
     m.add_argument("--freeze-blocks", type=int, default=0, metavar="K", help="freeze blocks 1..K (numbered from the input)")
     m.add_argument("--steps", type=positive_int, default=None, help="optimisation steps")
@@ -41,24 +55,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--seed", type=int, default=None)
     m.add_argument("--threads", type=positive_int, default=None)
     m.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    m.add_argument("--config", default=None, metavar="FILE", help="JSON file of TrainConfig fields (options override it)")
+    m.add_argument("--config", default=None, metavar="FILE",
+                   help="JSON file of TrainConfig (detection) or ClassifyConfig (classification) fields; "
+                        "options override it")
     m.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    c = p.add_argument_group("classification only")
+    c.add_argument("--epochs", type=positive_int, default=None, help="epochs in total (default: 30)")
+    c.add_argument("--sampling", choices=["shuffle", "balanced"], default=None,
+                   help="class imbalance: class-weighted loss (shuffle, default) or balanced sampling")
+    c.add_argument("--limit-images", type=positive_int, default=None, metavar="N",
+                   help="use only the first N training and N validation images "
+                        "(quick checks, not protocol figures)")
+
+
+def _config_fields(args: argparse.Namespace) -> dict:
+    """The JSON object of --config, or an empty dict."""
+    if not args.config:
+        return {}
+    path = Path(args.config)
+    try:
+        fields = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(fields, dict):
+        raise InputError(path, "must hold a JSON object of training options")
+    return fields
 
 
 def _config(args: argparse.Namespace):
     from ..train.config import TrainConfig
 
-    fields: dict = {}
-    if args.config:
-        path = Path(args.config)
-        try:
-            fields = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InputError(path, "no such file") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(fields, dict):
-            raise InputError(path, "must hold a JSON object of training options")
+    fields = _config_fields(args)
     overrides = {
         "model": args.model,
         "init": args.init,
@@ -77,18 +106,33 @@ def _config(args: argparse.Namespace):
     return TrainConfig.from_dict(fields)
 
 
+def _data_root(args: argparse.Namespace) -> Path:
+    """The folder holding ``crchisto/``: --data-root, else ``shared/data`` found from here."""
+    from ..io.datasets.base import find_shared_dir
+
+    if args.data_root:
+        return Path(args.data_root)
+    shared = find_shared_dir()
+    if shared is None:
+        raise ConfigError("CRCHisto not found: give --data-root (the folder holding crchisto/)")
+    return shared / "data"
+
+
+def _fold(args: argparse.Namespace):
+    if args.fold == "fixed":
+        return "fixed"
+    try:
+        return int(args.fold)
+    except ValueError:
+        raise ConfigError(f"--fold must be 'fixed' or a fold number 0-4, got {args.fold!r}") from None
+
+
 def _data(args: argparse.Namespace):
     if args.dataset == "crchisto":
-        from ..io.datasets.base import find_shared_dir
         from ..io.datasets.crchisto import CRCHisto
 
-        root = Path(args.data_root) if args.data_root else None
-        if root is None:
-            shared = find_shared_dir()
-            if shared is None:
-                raise ConfigError("CRCHisto not found: give --data-root (the folder holding crchisto/)")
-            root = shared / "data"
-        split = "fixed" if args.fold == "fixed" else int(args.fold)
+        root = _data_root(args)
+        split = _fold(args)
         train = CRCHisto(root / "crchisto", split=split, subset="train")
         val = CRCHisto(root / "crchisto", split=split, subset="validation")
         return list(train), list(val), {"dataset": "CRCHistoPhenotypes", "split": f"crchisto {args.fold}"}
@@ -103,9 +147,64 @@ def _data(args: argparse.Namespace):
     raise ConfigError("give --dataset crchisto or --images DIR --val-images DIR")
 
 
+def _reject(args: argparse.Namespace, options: dict, task: str) -> None:
+    given = [name for name, unset in options.items() if getattr(args, name) != unset]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"not an option of `train {task}`: {flags}")
+
+
+def _classify_config(args: argparse.Namespace):
+    from ..train.classify import ClassifyConfig
+
+    fields = _config_fields(args)
+    overrides = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "sampling": args.sampling,
+        "seed": args.seed,
+        "threads": args.threads,
+        "bf16": True if args.bf16 else None,
+    }
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ClassifyConfig.from_dict(fields)
+    except TypeError as exc:  # a field of the wrong kind in the JSON file
+        raise ConfigError(f"bad classification option: {exc}") from None
+
+
+def _run_classification(args: argparse.Namespace) -> int:
+    from ..io.datasets.crchisto import CRCHisto
+    from ..train.classify import train_classifier
+
+    _reject(args, _DETECTION_ONLY, "classification")
+    if args.dataset != "crchisto":
+        raise ConfigError("`train classification` needs --dataset crchisto (classified points of CRCHistoPhenotypes)")
+    cfg = _classify_config(args)
+    root = _data_root(args) / "crchisto"
+    split = _fold(args)
+    train = CRCHisto(root, split=split, subset="train", task="classification")
+    val = CRCHisto(root, split=split, subset="validation", task="classification")
+    n = args.limit_images
+    train_samples = train[:n] if n else list(train)
+    val_samples = val[:n] if n else list(val)
+    result = train_classifier(train_samples, val_samples, cfg, Path(args.out), progress=not args.no_progress)
+    best = result.best
+    print(f"best validation weighted F1 {best.get('weighted_f1', float('nan')):.4f} "
+          f"(accuracy {best.get('accuracy', float('nan')):.4f}) at epoch {result.best_epoch} "
+          f"({result.epochs_done} epochs, {result.wall_time_s / 60:.1f} min, "
+          f"{len(train_samples)} training / {len(val_samples)} validation images); weights: {result.best_weights}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..train.loop import train_detector
 
+    if args.task == "classification":
+        return _run_classification(args)
+    _reject(args, _CLASSIFICATION_ONLY, "detection")
     if args.freeze_blocks < 0:
         raise ConfigError("--freeze-blocks must be >= 0")
     cfg = _config(args)

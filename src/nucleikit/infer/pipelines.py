@@ -9,13 +9,61 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 
+from ..errors import InputError
 from ..export import qupath_features, write_geojson, write_overlay, write_points_csv
 from ..io.images import read_image
 from .predict import Detections, Detector
 
-__all__ = ["FileResult", "detect_file", "resolve_mpp"]
+if TYPE_CHECKING:  # the classifier module is only needed by the typing pipelines
+    from .classify import Classifier
+
+__all__ = [
+    "FileResult",
+    "TypedNuclei",
+    "analyze_file",
+    "analyze_image",
+    "classify_file",
+    "detect_file",
+    "resolve_mpp",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class TypedNuclei:
+    """Detected and typed nuclei of one image.
+
+    Attributes
+    ----------
+    xy : (N, 2) float64
+        Centres (x, y), 0-based pixel centres of the input image.
+    scores : (N,) float32
+        Detection score (probability-map value at the peak); NaN for centres
+        that were given rather than detected (:func:`classify_file`).
+    labels : (N,) str
+        Most probable class of each nucleus.
+    probs : (N, K) float32
+        Class probabilities, columns in ``classes`` order.
+    classes : tuple of str
+        The classifier's K classes.
+    """
+
+    xy: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+    @property
+    def class_prob(self) -> np.ndarray:
+        """(N,) float32: probability of the chosen class."""
+        return self.probs.max(axis=1) if len(self.probs) else np.zeros(0, np.float32)
 
 
 @dataclass(frozen=True)
@@ -36,6 +84,10 @@ class FileResult:
         Wall time for this file (read to written).
     outputs : dict
         Kind ("csv", "geojson", "overlay") → written path.
+    detections : Detections or None
+        What :func:`detect_file` found.
+    typed : TypedNuclei or None
+        What :func:`analyze_file` or :func:`classify_file` typed.
     """
 
     path: Path
@@ -45,6 +97,7 @@ class FileResult:
     seconds: float
     outputs: dict[str, Path] = field(default_factory=dict)
     detections: Detections | None = field(default=None, repr=False)
+    typed: TypedNuclei | None = field(default=None, repr=False)
 
 
 def resolve_mpp(option: float | None, metadata: float | None, model: float) -> tuple[float, str]:
@@ -112,4 +165,184 @@ def detect_file(
         seconds=time.perf_counter() - t0,
         outputs={k: Path(v) if v is not None else out for k, v in outputs.items()},
         detections=det,
+    )
+
+
+def analyze_image(
+    pixels: np.ndarray,
+    detector: Detector,
+    classifier: Classifier,
+    *,
+    mpp: float | None = None,
+    threshold_rel: float | None = None,
+    min_distance: float | None = None,
+) -> TypedNuclei:
+    """Detect the nuclei of an image, then type each one.
+
+    Parameters
+    ----------
+    pixels : (H, W, 3) float32 in [0, 1]
+    detector : Detector
+    classifier : Classifier
+    mpp : float or None
+        Resolution of ``pixels`` (um/px); None assumes the detector's. Each
+        model resamples the image to its own resolution.
+    threshold_rel, min_distance : float or None
+        Override the detector's tuned post-processing.
+
+    Returns
+    -------
+    TypedNuclei
+        In the input image's pixel coordinates.
+    """
+    det = detector.detect(pixels, mpp=mpp, threshold_rel=threshold_rel, min_distance=min_distance)
+    labels, probs = classifier.classify(pixels, det.xy, mpp=mpp if mpp is not None else detector.mpp)
+    return TypedNuclei(det.xy, det.scores, labels, probs, classifier.classes)
+
+
+def _typed_features(typed: TypedNuclei, score_name: str) -> list[dict]:
+    measurements = {score_name: typed.scores}
+    for k, name in enumerate(typed.classes):
+        measurements[f"{name} probability"] = typed.probs[:, k]
+    return qupath_features(points=typed.xy, classes=typed.labels, measurements=measurements)
+
+
+def analyze_file(
+    path: str | Path,
+    detector: Detector,
+    classifier: Classifier,
+    out_dir: str | Path,
+    *,
+    mpp: float | None = None,
+    overlay: bool = True,
+    threshold_rel: float | None = None,
+    min_distance: float | None = None,
+) -> FileResult:
+    """Detect and type the nuclei of one image file.
+
+    Writes ``<stem>.csv`` (header ``x,y,score,class,class_prob``),
+    ``<stem>.geojson`` (QuPath detections: ``classification`` {name, color}
+    per class; the detection score as ``"<detector> score"`` and each class
+    probability as ``"<class> probability"`` in ``measurements``) and, with
+    ``overlay``, ``<stem>_overlay.png`` (rings coloured by class).
+
+    Parameters
+    ----------
+    path : path
+        Image file (PNG, TIFF, BMP, JPEG).
+    detector : Detector
+    classifier : Classifier
+    out_dir : path
+        Output folder (created).
+    mpp : float or None
+        Input resolution (um/px); None: from the file, else the detector's.
+    overlay : bool
+        Also write the overlay PNG.
+    threshold_rel, min_distance : float or None
+        Override the detector's tuned post-processing.
+
+    Returns
+    -------
+    FileResult
+        With ``typed`` filled (``detections`` is None). Coordinates are the input
+        image's full-resolution pixels, (x, y), 0-based pixel centres. An
+        image without nuclei gives header-only files.
+
+    Notes
+    -----
+    Both models run before anything is written, and each file is written
+    atomically: a failure leaves no partial file.
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    out = Path(out_dir)
+    image = read_image(path, mode="rgb")
+    use_mpp, source = resolve_mpp(mpp, image.mpp, detector.mpp)
+    typed = analyze_image(
+        image.pixels, detector, classifier, mpp=use_mpp, threshold_rel=threshold_rel, min_distance=min_distance
+    )
+    stem = path.stem
+    outputs = {
+        "csv": write_points_csv(
+            out / f"{stem}.csv",
+            typed.xy,
+            columns={"score": typed.scores, "class": typed.labels, "class_prob": typed.class_prob},
+        ),
+        "geojson": write_geojson(out / f"{stem}.geojson", _typed_features(typed, f"{detector.name} score")),
+    }
+    if overlay:
+        outputs["overlay"] = write_overlay(out / f"{stem}_overlay.png", image.pixels, typed.xy, classes=typed.labels)
+    return FileResult(
+        path=path,
+        count=len(typed),
+        mpp=use_mpp,
+        mpp_source=source,
+        seconds=time.perf_counter() - t0,
+        outputs={k: Path(v) for k, v in outputs.items()},
+        typed=typed,
+    )
+
+
+def classify_file(
+    image_path: str | Path,
+    points_path: str | Path,
+    classifier: Classifier,
+    out_dir: str | Path,
+    *,
+    mpp: float | None = None,
+) -> FileResult:
+    """Type given nucleus centres of one image and write ``<image stem>.csv``.
+
+    Parameters
+    ----------
+    image_path : path
+        Image file (PNG, TIFF, BMP, JPEG).
+    points_path : path
+        Centres as ``.csv`` (``x``, ``y`` columns, 0-based pixel centres),
+        QuPath ``.geojson``/``.json`` or MATLAB ``.mat``
+        (:func:`nucleikit.io.points.read_points`). Classes or scores already
+        in the file are ignored: every point is typed afresh.
+    classifier : Classifier
+    out_dir : path
+        Output folder (created).
+    mpp : float or None
+        Image resolution (um/px); None: from the file, else the classifier's.
+
+    Returns
+    -------
+    FileResult
+        ``outputs["csv"]``: header ``x,y,class,class_prob``, one row per
+        input point in input order; ``typed`` holds the probabilities
+        (``scores`` are NaN).
+
+    Raises
+    ------
+    InputError
+        Unreadable image or points file, a points file without points, a
+        point outside the image (the points file is named), or an output
+        that would overwrite the points file. Nothing is written then.
+    """
+    from ..io.points import check_points_in_image, read_points
+
+    t0 = time.perf_counter()
+    image_path = Path(image_path)
+    points_path = Path(points_path)
+    target = Path(out_dir) / f"{image_path.stem}.csv"
+    if target.resolve() == points_path.resolve():
+        raise InputError(points_path, f"the output {target} would overwrite this points file; choose another -o")
+    image = read_image(image_path, mode="rgb")
+    points = read_points(points_path)
+    check_points_in_image(points, image.pixels.shape, points_path)
+    use_mpp, source = resolve_mpp(mpp, image.mpp, classifier.mpp)
+    labels, probs = classifier.classify(image.pixels, points.xy, mpp=use_mpp)
+    typed = TypedNuclei(points.xy, np.full(len(points), np.nan, np.float32), labels, probs, classifier.classes)
+    written = write_points_csv(target, typed.xy, columns={"class": typed.labels, "class_prob": typed.class_prob})
+    return FileResult(
+        path=image_path,
+        count=len(typed),
+        mpp=use_mpp,
+        mpp_source=source,
+        seconds=time.perf_counter() - t0,
+        outputs={"csv": Path(written)},
+        typed=typed,
     )

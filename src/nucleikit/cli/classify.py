@@ -1,0 +1,79 @@
+"""``nucleikit classify IMAGE --points FILE -o OUTDIR``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_mpp_option, positive_int
+
+#: Bundled classifier weights used when none is named (nucleikit/weights/dcrn.safetensors).
+DEFAULT_CLASSIFIER = "dcrn"
+
+DESCRIPTION = """Type given nucleus centres (epithelial, fibroblast, inflammatory, others for the
+CRCHisto classifiers). Reads IMAGE and the centres in FILE (.csv with x,y columns in 0-based pixel
+centres, QuPath .geojson, or .mat) and writes OUTDIR/<image stem>.csv with header
+x,y,class,class_prob, one row per centre in the order given. A points file without points, or a
+point outside the image, is an error (exit 2) and nothing is written."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", metavar="IMAGE", help="image file (png, tif, bmp, jpg)")
+    p.add_argument("--points", required=True, metavar="FILE", help="nucleus centres (.csv, .geojson, .json, .mat)")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_CLASSIFIER,
+        metavar="NAME|PATH",
+        help=f"bundled classifier name or a .safetensors file (default: {DEFAULT_CLASSIFIER})",
+    )
+    add_mpp_option(p)
+    g = p.add_argument_group("runtime")
+    g.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch (default: 2)")
+    g.add_argument("--batch-size", type=positive_int, default=256, help="patches per forward pass (default: 256)")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on AMX CPUs; see benchmarks)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..infer.classify import PatchInferenceConfig
+    from ..infer.pipelines import classify_file
+    from .options import require_file
+
+    image = require_file(args.image)
+    points = require_file(args.points)
+    config = PatchInferenceConfig(batch_size=args.batch_size, threads=args.threads, bf16=args.bf16)
+    classifier = load_classifier(args.model, config, option="--model")
+    res = classify_file(image, points, classifier, Path(args.out), mpp=args.mpp)
+    counts = _class_counts(res.typed.labels, classifier.classes) if res.typed is not None else ""
+    print(f"{image}: {res.count} nuclei typed ({counts}) in {res.seconds:.2f} s, "
+          f"{res.mpp:.3g} um/px ({res.mpp_source}); wrote {res.outputs['csv']}")
+    return 0
+
+
+def load_classifier(name: str, config, *, option: str):
+    """The classifier of ``name``; a clear error when the default is not bundled.
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is the default and this installation bundles no classifier.
+    WeightsError
+        Any other missing or unusable weights.
+    """
+    from ..errors import ConfigError
+    from ..infer.classify import Classifier
+    from ..models.weights import bundled_weights_dir
+
+    if name == DEFAULT_CLASSIFIER and not Path(name).is_file():
+        if not (bundled_weights_dir() / f"{name}.safetensors").is_file():
+            raise ConfigError(
+                f"no classifier weights are bundled with this nucleikit ({name!r} not found): train one with "
+                f"`nucleikit train classification ...` and pass its best.safetensors with {option} PATH"
+            )
+    return Classifier.from_weights(name, config=config)
+
+
+def _class_counts(labels, classes) -> str:
+    import numpy as np
+
+    return ", ".join(f"{int(np.count_nonzero(labels == c))} {c}" for c in classes)

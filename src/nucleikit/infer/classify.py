@@ -1,0 +1,315 @@
+"""Typing nuclei: a trained patch classifier applied at given centres.
+
+:class:`Classifier` wraps a DenseNet or DCRN (:mod:`nucleikit.models.densenet`)
+with what its weights file says about it: the class names, the resolution
+(um/px) and patch side it was trained at, and the normalisation of its
+patches. :meth:`Classifier.classify` takes an (H, W, 3) image at any
+resolution and (x, y) centres in that image's pixels:
+
+1. the image is resampled to the model's resolution
+   (:func:`nucleikit.transforms.resample`) and the centres mapped with it
+   (:func:`nucleikit.transforms.scale_points`), then clipped to the
+   pixel-centre box, as :meth:`nucleikit.train.classify.PatchSet.from_samples`
+   does for training;
+2. the image is quantised to uint8 (``rint(255 * v)``) before the patches are
+   cut (:func:`nucleikit.targets.extract_patches`, reflected at the border):
+   training patches are stored that way, so an 8-bit file reaches the model
+   with exactly the values it was trained on;
+3. batches of patches run under ``torch.inference_mode`` in the channels-last
+   memory format, optionally under bfloat16 autocast; the softmax gives the
+   class probabilities.
+
+Batch-norm folding (:func:`nucleikit.models.optimize.fold_batchnorm`) is
+applied when :attr:`PatchInferenceConfig.fold_bn` is set, but DenseNet and
+DCRN are pre-activation networks (BN-ReLU-Conv): no batch norm directly
+follows a convolution, and a batch norm followed by a ReLU cannot move into
+the next convolution, so the fold finds nothing to merge and the network is
+unchanged. The option is kept so a future post-activation classifier gains it
+without a change here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import WeightsError
+from ..targets import extract_patches
+from ..transforms import resample, scale_factor, scale_points
+
+__all__ = ["PatchInferenceConfig", "Classifier", "to_uint8"]
+
+#: Metadata keys a classifier weights file must carry.
+_REQUIRED_META = ("classes", "mpp", "patch", "mean", "std")
+
+
+@dataclass(frozen=True)
+class PatchInferenceConfig:
+    """How a patch classifier is run on the CPU.
+
+    Attributes
+    ----------
+    batch_size : int
+        Patches per forward pass (256 32x32 patches are about 3 MB of input).
+    threads : int or None
+        ``torch.set_num_threads`` value; None leaves torch's setting alone.
+    bf16 : bool
+        bfloat16 autocast for the forward pass (probabilities computed in
+        float32 from the logits).
+    channels_last : bool
+        Channels-last memory format for the model and the batches.
+    fold_bn : bool
+        Fold Conv->BatchNorm pairs (a no-op for DenseNet/DCRN; see the module
+        docstring).
+    """
+
+    batch_size: int = 256
+    threads: int | None = None
+    bf16: bool = False
+    channels_last: bool = True
+    fold_bn: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """An (H, W[, C]) image in [0, 1] (float) as uint8 ``rint(255 * v)``; uint8 passes through.
+
+    The inverse of reading an 8-bit file as ``v / 255``, so it loses nothing
+    for such images.
+    """
+    a = np.asarray(pixels)
+    if a.dtype == np.uint8:
+        return a
+    return np.clip(np.rint(a.astype(np.float32, copy=False) * 255.0), 0, 255).astype(np.uint8)
+
+
+class Classifier:
+    """A nucleus classifier: trained network, its classes, resolution and normalisation.
+
+    Build one with :meth:`from_weights` (a bundled name or a ``.safetensors``
+    file written by :func:`nucleikit.train.classify.train_classifier`), or
+    from a model and its metadata dict.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps (B, C, s, s) standardised patches to (B, K) logits and has a
+        ``features`` method (B, C, s, s) -> (B, F).
+    meta : dict
+        Must hold ``classes`` (K names, in output order), ``mpp`` (um/px),
+        ``patch`` (side s in pixels), ``mean`` and ``std`` (C values each, on
+        the [0, 1] scale).
+    config : PatchInferenceConfig
+    source : str or Path
+        Where the weights came from, named in errors.
+
+    Raises
+    ------
+    WeightsError
+        The metadata lacks a key, is not a classification model's, or
+        disagrees with the model (class count).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        meta: dict,
+        *,
+        config: PatchInferenceConfig = PatchInferenceConfig(),
+        source: str | Path = "<classifier>",
+    ) -> None:
+        import torch
+
+        task = meta.get("task")
+        if task is not None and task != "classification":
+            raise WeightsError(source, f"holds a {task} model, not a nucleus classifier")
+        missing = [key for key in _REQUIRED_META if key not in meta]
+        if missing:
+            raise WeightsError(source, f"classifier metadata lacks {', '.join(missing)}")
+        self.meta = meta
+        self.classes: tuple[str, ...] = tuple(str(c) for c in meta["classes"])
+        self.mpp = float(meta["mpp"])
+        self.patch = int(meta["patch"])
+        self.mean = np.asarray(meta["mean"], dtype=np.float32)
+        self.std = np.asarray(meta["std"], dtype=np.float32)
+        n_out = getattr(model, "n_classes", None)
+        if n_out is not None and n_out != len(self.classes):
+            raise WeightsError(
+                source, f"the model has {n_out} outputs but the metadata names {len(self.classes)} classes"
+            )
+        if self.mean.shape != self.std.shape or self.mean.ndim != 1:
+            raise WeightsError(source, "mean and std must be lists of the same length")
+        self.config = config
+        self.torch = torch
+        if config.threads is not None:
+            torch.set_num_threads(int(config.threads))
+        model = model.eval()
+        if config.fold_bn:
+            from ..models.optimize import fold_batchnorm
+
+            model = fold_batchnorm(model)  # a folded copy; the caller's model is untouched
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+
+    @classmethod
+    def from_weights(
+        cls, name_or_path: str | Path, *, config: PatchInferenceConfig = PatchInferenceConfig()
+    ) -> "Classifier":
+        """Load bundled weights by name (e.g. ``"dcrn"``) or a ``.safetensors`` file.
+
+        Raises
+        ------
+        WeightsError
+            No such file or bundled name, a damaged file, or weights that are
+            not a nucleus classifier's.
+        """
+        from ..models.weights import load_weights, resolve_weights
+
+        path = resolve_weights(name_or_path)
+        model, meta = load_weights(path)
+        return cls(model, meta, config=config, source=path)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.meta.get("model", "classifier")))
+
+    # ------------------------------------------------------------------ patches
+
+    def patches(self, pixels: np.ndarray, xy: Any, *, mpp: float | None = None) -> np.ndarray:
+        """The model's input patches for centres in an image.
+
+        Parameters
+        ----------
+        pixels : (H, W, C) ndarray
+            The image, float in [0, 1] or uint8, C = the model's channels.
+        xy : (N, 2) array_like of float
+            Centres (x, y), 0-based pixel centres of ``pixels``; each within
+            half a pixel of the image (``-0.5 <= x <= W - 0.5``, same for y).
+        mpp : float or None
+            Resolution of ``pixels`` in um/px; None means the model's own.
+
+        Returns
+        -------
+        (N, s, s, C) uint8 ndarray
+            Patch i is centred on centre i mapped to the model's resolution
+            (:func:`nucleikit.targets.extract_patches`), s = :attr:`patch`.
+
+        Raises
+        ------
+        ValueError
+            ``pixels`` is not (H, W, C) with the model's C, ``xy`` is not
+            (N, 2) finite, or a centre lies outside the image (the message
+            says how many and gives the first).
+        """
+        image = np.asarray(pixels)
+        if image.ndim != 3 or image.shape[2] != len(self.mean):
+            raise ValueError(f"image must be (H, W, {len(self.mean)}), got shape {image.shape}")
+        pts = np.asarray(xy, dtype=np.float64)
+        if pts.size == 0:
+            pts = pts.reshape(0, 2)
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ValueError(f"centres must have shape (N, 2) of (x, y), got {pts.shape}")
+        if not np.isfinite(pts).all():
+            raise ValueError("centres must be finite")
+        h, w = image.shape[:2]
+        inside = (pts[:, 0] >= -0.5) & (pts[:, 0] <= w - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= h - 0.5)
+        if not inside.all():
+            first = pts[np.argmin(inside)]
+            raise ValueError(
+                f"{int((~inside).sum())} of {len(pts)} centres lie outside the {w} x {h} (W x H) image, "
+                f"e.g. (x, y) = ({first[0]:g}, {first[1]:g})"
+            )
+        factor = scale_factor(mpp, self.mpp)
+        if factor != 1.0:
+            # Resample in float (anti-aliased when shrinking), then quantise as training did.
+            work = resample(image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image, factor)
+            pts = scale_points(pts, factor)
+        else:
+            work = image
+        hh, ww = work.shape[:2]
+        # A centre on the image's outer half pixel (or moved past it by the
+        # rounding of the resampled size) belongs to the border pixel.
+        pts = np.column_stack([np.clip(pts[:, 0], 0, ww - 1), np.clip(pts[:, 1], 0, hh - 1)]).reshape(-1, 2)
+        return extract_patches(to_uint8(work), pts, self.patch)
+
+    def _run(self, fn: Any, patches: np.ndarray, width: int) -> np.ndarray:
+        torch = self.torch
+        patches = np.asarray(patches)
+        if patches.dtype != np.uint8 or patches.ndim != 4 or patches.shape[-1] != len(self.mean):
+            raise ValueError(f"patches must be (N, s, s, {len(self.mean)}) uint8, got {patches.shape} {patches.dtype}")
+        out = np.zeros((len(patches), width), dtype=np.float32)
+        step = self.config.batch_size
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+            for start in range(0, len(patches), step):
+                x = (patches[start : start + step].astype(np.float32) / 255.0 - self.mean) / self.std
+                xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+                if self.config.channels_last:
+                    xt = xt.contiguous(memory_format=torch.channels_last)
+                out[start : start + step] = fn(xt).float().numpy()
+        return out
+
+    def predict_patches(self, patches: np.ndarray) -> np.ndarray:
+        """Class probabilities of uint8 patches.
+
+        Parameters
+        ----------
+        patches : (N, s, s, C) uint8 ndarray
+            E.g. from :meth:`patches` or :attr:`nucleikit.train.classify.PatchSet.patches`.
+
+        Returns
+        -------
+        (N, K) float32 ndarray
+            Softmax probabilities, columns in :attr:`classes` order; rows sum
+            to 1. N = 0 gives (0, K).
+        """
+        torch = self.torch
+        return self._run(lambda x: torch.softmax(self.model(x).float(), dim=1), patches, len(self.classes))
+
+    def patch_features(self, patches: np.ndarray) -> np.ndarray:
+        """Bottleneck features of uint8 patches (the model's ``features``), e.g. for UMAP.
+
+        Returns
+        -------
+        (N, F) float32 ndarray
+        """
+        width = int(getattr(self.model, "feature_dim"))
+        return self._run(self.model.features, patches, width)
+
+    def classify(self, pixels: np.ndarray, xy: Any, *, mpp: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Type the nuclei at given centres.
+
+        Parameters
+        ----------
+        pixels : (H, W, C) ndarray
+            The image, float in [0, 1] or uint8.
+        xy : (N, 2) array_like of float
+            Centres (x, y), 0-based pixel centres in ``pixels``.
+        mpp : float or None
+            Resolution of ``pixels`` (um/px); None means the model's own.
+
+        Returns
+        -------
+        labels : (N,) ndarray of str
+            The most probable class of each centre (first in :attr:`classes`
+            order on a tie).
+        probs : (N, K) float32 ndarray
+            Class probabilities, columns in :attr:`classes` order.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`patches`.
+        """
+        probs = self.predict_patches(self.patches(pixels, xy, mpp=mpp))
+        names = np.asarray(self.classes, dtype=str)
+        labels = names[probs.argmax(axis=1)] if len(probs) else np.zeros(0, dtype=names.dtype)
+        return labels, probs

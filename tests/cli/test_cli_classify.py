@@ -1,0 +1,287 @@
+"""`nucleikit classify`, `analyze`, `evaluate typed` and `train classification`: contract and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nucleikit.cli.main import main
+from nucleikit.export import DEFAULT_CLASS_COLORS
+
+CLASSES = ("epithelial", "fibroblast", "inflammatory", "others")
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- classify
+
+
+def test_classify_writes_header_and_one_valid_row_per_point(tiny_classifier_weights, disc_png, tmp_path):
+    image, centres = disc_png
+    points = tmp_path / "centres.csv"
+    points.write_text("x,y\n" + "".join(f"{x:g},{y:g}\n" for x, y in centres))
+    out = tmp_path / "out"
+    code = main(["classify", str(image), "--points", str(points), "-o", str(out),
+                 "--model", str(tiny_classifier_weights), "--threads", "1"])
+    assert code == 0
+    lines = (out / "discs.csv").read_text().splitlines()
+    assert lines[0] == "x,y,class,class_prob"
+    assert len(lines) == 1 + len(centres)
+    rows = [line.split(",") for line in lines[1:]]
+    np.testing.assert_array_equal([[float(r[0]), float(r[1])] for r in rows], centres)
+    assert {r[2] for r in rows} <= set(CLASSES)
+    # the chosen class's probability is at least 1/K and at most 1
+    assert all(0.25 <= float(r[3]) <= 1.0 for r in rows)
+    assert sorted(p.name for p in out.iterdir()) == ["discs.csv"]
+
+
+def test_classify_reads_qupath_geojson_points(tiny_classifier_weights, disc_png, tmp_path):
+    image, _ = disc_png
+    points = tmp_path / "centres.geojson"
+    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [20.5, 20.5]},
+                 "properties": {"objectType": "detection", "classification": {"name": "Tumor"}}}]
+    points.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    out = tmp_path / "out"
+    assert main(["classify", str(image), "--points", str(points), "-o", str(out),
+                 "--model", str(tiny_classifier_weights), "--threads", "1"]) == 0
+    lines = (out / "discs.csv").read_text().splitlines()
+    assert lines[1].split(",")[:2] == ["20.0", "20.0"]  # QuPath's pixel-corner offset removed
+    assert lines[1].split(",")[2] in CLASSES  # the file's own class is replaced, not kept
+
+
+def test_classify_point_outside_the_image_exit_2_nothing_written(tiny_classifier_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    points = tmp_path / "centres.csv"
+    points.write_text("x,y\n20,20\n96,10\n")
+    out = tmp_path / "out"
+    code = main(["classify", str(image), "--points", str(points), "-o", str(out),
+                 "--model", str(tiny_classifier_weights), "--threads", "1"])
+    assert code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == f"nucleikit: error: {points}: 1 point lies outside the 96 x 80 image, e.g. (96, 10)"
+    assert not out.exists()
+
+
+def test_classify_points_file_without_points_exit_2(tiny_classifier_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    points = tmp_path / "centres.csv"
+    points.write_text("x,y\n")
+    out = tmp_path / "out"
+    code = main(["classify", str(image), "--points", str(points), "-o", str(out),
+                 "--model", str(tiny_classifier_weights)])
+    assert code == 2
+    assert _one_error_line(capsys.readouterr().err) == f"nucleikit: error: {points}: file holds no points"
+    assert not out.exists()
+
+
+def test_classify_refuses_detector_weights(tiny_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    points = tmp_path / "centres.csv"
+    points.write_text("x,y\n20,20\n")
+    code = main(["classify", str(image), "--points", str(points), "-o", str(tmp_path / "out"),
+                 "--model", str(tiny_weights)])
+    assert code == 2
+    assert "holds a detection model, not a nucleus classifier" in _one_error_line(capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------- analyze
+
+
+def test_analyze_writes_typed_csv_geojson_and_overlay(
+    tiny_weights, tiny_classifier_weights, disc_png, tmp_path, capsys
+):
+    image, _ = disc_png
+    out = tmp_path / "out"
+    code = main(["analyze", str(image), "-o", str(out), "--detector", str(tiny_weights),
+                 "--classifier", str(tiny_classifier_weights), "--threads", "1"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["discs.csv", "discs.geojson", "discs_overlay.png"]
+    lines = (out / "discs.csv").read_text().splitlines()
+    assert lines[0] == "x,y,score,class,class_prob"
+    features = json.loads((out / "discs.geojson").read_text())["features"]
+    assert len(features) == len(lines) - 1 > 0
+    for line, feature in zip(lines[1:], features):
+        x, y, score, name, prob = line.split(",")
+        props = feature["properties"]
+        assert props["objectType"] == "detection"
+        assert props["classification"] == {"name": name, "color": list(DEFAULT_CLASS_COLORS[name])}
+        assert feature["geometry"]["coordinates"] == [float(x) + 0.5, float(y) + 0.5]
+        m = props["measurements"]
+        assert m["tiny score"] == pytest.approx(float(score), abs=5e-5)
+        probs = [m[f"{c} probability"] for c in CLASSES]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-5)
+        assert max(probs) == pytest.approx(float(prob), abs=5e-5)
+    assert "1 of 1 inputs processed" in capsys.readouterr().out
+
+
+def test_analyze_without_bundled_classifier_says_so(tiny_weights, disc_png, tmp_path, capsys, monkeypatch):
+    import nucleikit.models.weights as weights
+
+    empty = tmp_path / "bundled"
+    empty.mkdir()
+    monkeypatch.setattr(weights, "bundled_weights_dir", lambda: empty)
+    image, _ = disc_png
+    out = tmp_path / "out"
+    code = main(["analyze", str(image), "-o", str(out), "--detector", str(tiny_weights)])
+    assert code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nucleikit: error: no classifier weights are bundled with this nucleikit")
+    assert "--classifier PATH" in line
+    assert not out.exists()
+
+
+def test_analyze_refuses_a_classifier_as_detector(tiny_classifier_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    code = main(["analyze", str(image), "-o", str(tmp_path / "out"), "--detector", str(tiny_classifier_weights),
+                 "--classifier", str(tiny_classifier_weights)])
+    assert code == 2
+    assert "holds a classification model, not a nucleus detector" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyze_batch_goes_on_past_a_bad_file(tiny_weights, tiny_classifier_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image" * 10)
+    out = tmp_path / "out"
+    code = main(["analyze", str(junk), str(image), "-o", str(out), "--detector", str(tiny_weights),
+                 "--classifier", str(tiny_classifier_weights), "--no-overlay", "--threads", "1"])
+    assert code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["discs.csv", "discs.geojson"]
+    err = capsys.readouterr().err
+    assert "1 failed" in err and "junk.png" in err and "Traceback" not in err
+
+
+def test_analyze_bundled_sample_with_bundled_models(tmp_path):
+    from nucleikit.io.images import sample_image_path
+    from nucleikit.models.weights import bundled_weights_dir
+
+    needed = [bundled_weights_dir() / f"{n}.safetensors" for n in ("micronet", "dcrn")]
+    if not all(p.is_file() for p in needed):
+        pytest.skip("bundled micronet and dcrn weights are not both shipped yet")
+    out = tmp_path / "out"
+    assert main(["analyze", str(sample_image_path()), "-o", str(out), "--threads", "1"]) == 0
+    rows = (out / "sample_he.csv").read_text().splitlines()
+    assert rows[0] == "x,y,score,class,class_prob" and len(rows) > 1
+    assert {r.split(",")[3] for r in rows[1:]} <= set(CLASSES)
+
+
+# --------------------------------------------------------------------------- evaluate typed
+
+
+def _truth_geojson(path, items):
+    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [x + 0.5, y + 0.5]},
+                 "properties": {"objectType": "detection", "classification": {"name": c, "color": [0, 0, 0]}}}
+                for x, y, c in items]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+def test_evaluate_typed_hand_made_case(tmp_path, capsys):
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    pred.mkdir()
+    truth.mkdir()
+    (pred / "a.csv").write_text("x,y,score,class,class_prob\n10,10,0.9,epithelial,0.8\n"
+                                "20,20,0.9,fibroblast,0.7\n50,50,0.9,others,0.6\n")
+    _truth_geojson(truth / "a.geojson", [(11, 10, "epithelial"), (20, 21, "inflammatory")])
+    assert main(["evaluate", "typed", "--pred", str(pred), "--truth", str(truth), "--radius", "6", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    # F_d: 2 pairs, 1 unpaired prediction -> P 2/3, R 1, F1 0.8; one pair of the two has the right type.
+    assert (r["detection"]["tp"], r["detection"]["fp"], r["detection"]["fn"]) == (2, 1, 0)
+    assert r["f_d"] == pytest.approx(0.8)
+    assert r["type_accuracy"] == 0.5
+    assert r["per_class"]["epithelial"]["f1"] == 1.0
+    assert r["per_class"]["inflammatory"]["f1"] == 0.0 and r["per_class"]["inflammatory"]["support"] == 1
+    assert r["weighted_f1_c"] == 0.5  # (1 * 1 + 0 * 1) / 2
+
+
+def test_evaluate_typed_unknown_class_in_geojson_exit_2(tmp_path, capsys):
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    pred.mkdir()
+    truth.mkdir()
+    (pred / "a.csv").write_text("x,y,class\n10,10,epithelial\n")
+    _truth_geojson(truth / "a.geojson", [(11, 10, "epithelial"), (20, 21, "Tumor")])
+    code = main(["evaluate", "typed", "--pred", str(pred), "--truth", str(truth), "--radius", "6"])
+    assert code == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == (f"nucleikit: error: {truth / 'a.geojson'}: unknown class 'Tumor' "
+                    "(expected one of epithelial, fibroblast, inflammatory, others)")
+
+
+def test_evaluate_typed_needs_classes_on_every_point(tmp_path, capsys):
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    pred.mkdir()
+    truth.mkdir()
+    (pred / "a.csv").write_text("x,y,score\n10,10,0.5\n")
+    (truth / "a.csv").write_text("x,y,class\n10,10,epithelial\n")
+    assert main(["evaluate", "typed", "--pred", str(pred), "--truth", str(truth), "--radius", "6"]) == 2
+    assert "the points carry no class" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.data
+def test_evaluate_typed_reads_crchisto_class_folders(crchisto_dir, tmp_path, capsys):
+    from nucleikit.io.datasets.crchisto import class_points, merge_class_points
+
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    xy, labels = merge_class_points(class_points(crchisto_dir, 1))
+    rows = "".join(f"{x},{y},{c}\n" for (x, y), c in zip(xy, labels))
+    (pred / "img1.csv").write_text("x,y,class\n" + rows)
+    assert main(["evaluate", "typed", "--pred", str(pred), "--truth", str(crchisto_dir / "Classification"),
+                 "--radius", "6", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["f_d"] == 1.0 and r["type_accuracy"] == 1.0 and r["detection"]["tp"] == len(xy)
+
+
+# --------------------------------------------------------------------------- train classification
+
+
+@pytest.mark.data
+def test_train_classification_one_tiny_epoch_on_two_images(crchisto_dir, tmp_path, capsys):
+    from nucleikit.infer.classify import Classifier
+    from nucleikit.io.datasets.crchisto import CRCHisto
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model_kwargs": {"growth": 4, "stem_width": 8, "layers": [1, 1, 1, 1]},
+                                  "patch": 16}))
+    out = tmp_path / "run"
+    code = main(["train", "classification", "-o", str(out), "--dataset", "crchisto",
+                 "--data-root", str(crchisto_dir.parent), "--fold", "fixed", "--model", "densenet",
+                 "--epochs", "1", "--batch-size", "64", "--lr", "0.01", "--sampling", "balanced",
+                 "--limit-images", "2", "--config", str(config), "--threads", "1", "--no-progress"])
+    assert code == 0
+    assert "best validation weighted F1" in capsys.readouterr().out
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1
+    clf = Classifier.from_weights(out / "best.safetensors")
+    assert clf.classes == CLASSES and clf.patch == 16 and clf.mpp == 0.55
+    assert clf.meta["model"] == "densenet"
+    train_ids = CRCHisto(crchisto_dir, split="fixed", subset="train").ids[:2]
+    assert clf.meta["train_images"] == sorted(train_ids)
+    cfg = clf.meta["train_config"]
+    assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["sampling"]) == (1, 64, 0.01, "balanced")
+
+
+def test_train_classification_refuses_detection_options(tmp_path, capsys):
+    code = main(["train", "classification", "-o", str(tmp_path / "run"), "--dataset", "crchisto", "--steps", "10"])
+    assert code == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        "nucleikit: error: not an option of `train classification`: --steps"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_detection_refuses_classification_options(tmp_path, capsys):
+    code = main(["train", "detection", "-o", str(tmp_path / "run"), "--dataset", "crchisto", "--epochs", "3"])
+    assert code == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        "nucleikit: error: not an option of `train detection`: --epochs"
+    )
+
+
+def test_train_classification_needs_crchisto(tmp_path, capsys):
+    assert main(["train", "classification", "-o", str(tmp_path / "run")]) == 2
+    assert "needs --dataset crchisto" in _one_error_line(capsys.readouterr().err)

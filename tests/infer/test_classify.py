@@ -1,0 +1,286 @@
+"""Classifier (patches at mapped centres, batched inference) and the typing pipelines."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nucleikit.errors import InputError, WeightsError
+from nucleikit.export import DEFAULT_CLASS_COLORS
+from nucleikit.infer.classify import Classifier, PatchInferenceConfig, to_uint8
+from nucleikit.infer.pipelines import analyze_file, analyze_image, classify_file
+from nucleikit.infer.predict import Detector, InferenceConfig
+from nucleikit.models import build_model
+from nucleikit.models.weights import save_weights
+from nucleikit.targets import extract_patches
+from nucleikit.transforms import resample, scale_points
+
+CLASSES = ("epithelial", "fibroblast", "inflammatory", "others")
+KWARGS = {"growth": 4, "stem_width": 8, "layers": [1, 1, 1, 1]}
+
+
+def _meta(**extra):
+    meta = {
+        "name": "tiny_classifier",
+        "model": "densenet",
+        "model_kwargs": KWARGS,
+        "task": "classification",
+        "classes": list(CLASSES),
+        "mpp": 0.5,
+        "patch": 16,
+        "mean": [0.5, 0.4, 0.6],
+        "std": [0.2, 0.25, 0.3],
+    }
+    meta.update(extra)
+    return meta
+
+
+def _model(seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_model("densenet", **KWARGS)
+    # Non-trivial batch-norm statistics, so normalisation mistakes change the output.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "tiny_classifier.safetensors"
+    return save_weights(path, _model(), _meta())
+
+
+@pytest.fixture(scope="module")
+def clf(weights):
+    return Classifier.from_weights(weights, config=PatchInferenceConfig(threads=1))
+
+
+@pytest.fixture(scope="module")
+def detector_weights(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model("micronet", width=4)
+    path = tmp_path_factory.mktemp("w") / "tiny_detector.safetensors"
+    meta = {
+        "name": "tiny", "model": "micronet", "model_kwargs": {"width": 4}, "task": "detection",
+        "target": "proximity", "mpp": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3,
+        "postprocess": {"threshold_rel": 0.5, "min_distance": 3}, "halo": 32,
+    }
+    return save_weights(path, model, meta)
+
+
+@pytest.fixture
+def image8():
+    return np.random.default_rng(1).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+
+
+def test_classify_equals_reference_patches_through_the_plain_model(clf, image8):
+    from nucleikit.train.classify import predict_patches
+
+    xy = np.array([[0.0, 0.0], [39.0, 29.0], [12.4, 7.6], [20.0, 15.0]])
+    labels, probs = clf.classify(image8.astype(np.float32) / 255.0, xy)
+    meta = _meta()
+    reference = predict_patches(_model(), extract_patches(image8, xy, 16), meta["mean"], meta["std"])
+    np.testing.assert_allclose(probs, reference, atol=1e-5)
+    assert probs.shape == (4, 4) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert labels.tolist() == [CLASSES[k] for k in reference.argmax(axis=1)]
+
+
+def test_uint8_and_float_images_give_the_same_patches(clf, image8):
+    xy = np.array([[5.0, 5.0], [30.2, 20.7]])
+    np.testing.assert_array_equal(clf.patches(image8, xy), clf.patches(image8 / 255.0, xy))
+
+
+def test_patches_are_cut_from_the_image_resampled_to_the_model_resolution(clf, image8):
+    pixels = image8.astype(np.float32) / 255.0
+    xy = np.array([[0.0, 0.0], [39.4, 29.4], [17.3, 11.8]])
+    got = clf.patches(pixels, xy, mpp=0.25)  # model at 0.5 um/px: the image shrinks by 2
+    small = resample(pixels, 0.5)
+    assert small.shape[:2] == (15, 20)
+    mapped = scale_points(xy, 0.5)
+    mapped = np.column_stack([np.clip(mapped[:, 0], 0, 19), np.clip(mapped[:, 1], 0, 14)])
+    np.testing.assert_array_equal(got, extract_patches(to_uint8(small), mapped, 16))
+    # (17.3, 11.8) at 0.25 um/px is (8.4, 5.65) at 0.5 um/px: the centre pixel is (row 6, col 8).
+    assert got[2, 8, 8].tolist() == to_uint8(small)[6, 8].tolist()
+
+
+def test_resolution_within_tolerance_is_not_resampled(clf, image8):
+    xy = np.array([[3.0, 4.0]])
+    np.testing.assert_array_equal(clf.patches(image8, xy, mpp=0.505), clf.patches(image8, xy))
+
+
+def test_points_on_the_outer_half_pixel_belong_to_the_border_pixel(clf, image8):
+    patches = clf.patches(image8, np.array([[-0.5, -0.5], [39.5, 29.5]]))
+    assert patches[0, 8, 8].tolist() == image8[0, 0].tolist()
+    assert patches[1, 8, 8].tolist() == image8[29, 39].tolist()
+
+
+def test_points_outside_the_image_raise(clf, image8):
+    with pytest.raises(ValueError, match=r"1 of 2 centres lie outside the 40 x 30 .* \(39\.6, 3\)"):
+        clf.classify(image8, np.array([[1.0, 1.0], [39.6, 3.0]]))
+
+
+def test_no_points_gives_empty_results(clf, image8):
+    labels, probs = clf.classify(image8, np.zeros((0, 2)))
+    assert labels.shape == (0,) and probs.shape == (0, 4)
+
+
+def test_channels_last_and_bn_folding_do_not_change_the_output(weights, image8):
+    xy = np.array([[10.0, 10.0], [25.0, 5.0]])
+    plain = Classifier.from_weights(weights, config=PatchInferenceConfig(channels_last=False, fold_bn=False))
+    fast = Classifier.from_weights(weights, config=PatchInferenceConfig(channels_last=True, fold_bn=True))
+    np.testing.assert_allclose(fast.classify(image8, xy)[1], plain.classify(image8, xy)[1], atol=1e-6)
+
+
+def test_batches_of_one_equal_one_batch(weights, image8):
+    xy = np.random.default_rng(2).uniform(0, 29, size=(7, 2))
+    one = Classifier.from_weights(weights, config=PatchInferenceConfig(batch_size=1))
+    all_ = Classifier.from_weights(weights, config=PatchInferenceConfig(batch_size=256))
+    np.testing.assert_allclose(one.classify(image8, xy)[1], all_.classify(image8, xy)[1], atol=1e-6)
+
+
+def test_bf16_is_close_to_fp32(weights, image8):
+    xy = np.array([[10.0, 10.0], [25.0, 5.0]])
+    bf16 = Classifier.from_weights(weights, config=PatchInferenceConfig(bf16=True))
+    fp32 = Classifier.from_weights(weights)
+    np.testing.assert_allclose(bf16.classify(image8, xy)[1], fp32.classify(image8, xy)[1], atol=0.03)
+
+
+def test_bottleneck_features_have_the_model_width(clf, image8):
+    feats = clf.patch_features(clf.patches(image8, np.array([[3.0, 3.0], [9.0, 9.0], [20.0, 20.0]])))
+    assert feats.shape == (3, 8) == (3, clf.model.feature_dim)  # 8 -> 12 -> 6 -> 10 -> 5 -> 9 -> 4 -> 8
+
+
+def test_metadata_of_another_task_is_refused():
+    with pytest.raises(WeightsError, match="holds a detection model, not a nucleus classifier"):
+        Classifier(_model(), _meta(task="detection"))
+
+
+def test_metadata_without_classes_is_refused():
+    meta = _meta()
+    del meta["classes"]
+    with pytest.raises(WeightsError, match="lacks classes"):
+        Classifier(_model(), meta)
+
+
+def test_class_count_must_match_the_model():
+    with pytest.raises(WeightsError, match="4 outputs but the metadata names 3 classes"):
+        Classifier(_model(), _meta(classes=["a", "b", "c"]))
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+@pytest.fixture
+def image_file(tmp_path, image8):
+    path = tmp_path / "tile.png"
+    Image.fromarray(image8).save(path)
+    return path
+
+
+def test_classify_file_writes_one_row_per_point_in_order(clf, image_file, tmp_path):
+    points = tmp_path / "points.csv"
+    points.write_text("x,y,score\n3,4,0.9\n39,29,0.5\n10.5,20.25,0.1\n")
+    res = classify_file(image_file, points, clf, tmp_path / "out", mpp=0.5)
+    lines = (tmp_path / "out" / "tile.csv").read_text().splitlines()
+    assert lines[0] == "x,y,class,class_prob"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [(float(r[0]), float(r[1])) for r in rows] == [(3.0, 4.0), (39.0, 29.0), (10.5, 20.25)]
+    assert all(r[2] in CLASSES for r in rows)
+    np.testing.assert_allclose([float(r[3]) for r in rows], res.typed.probs.max(axis=1), atol=5e-5)
+    np.testing.assert_allclose(res.typed.probs.sum(axis=1), 1.0, atol=1e-6)
+    assert res.count == 3 and res.mpp_source == "option"
+
+
+def test_classify_file_point_outside_names_the_points_file_and_writes_nothing(clf, image_file, tmp_path):
+    points = tmp_path / "points.csv"
+    points.write_text("x,y\n3,4\n40.2,5\n")
+    with pytest.raises(InputError, match=r"points\.csv: 1 point lies outside the 40 x 30 image"):
+        classify_file(image_file, points, clf, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_classify_file_without_points_is_an_error(clf, image_file, tmp_path):
+    points = tmp_path / "points.csv"
+    points.write_text("x,y\n")
+    with pytest.raises(InputError, match="file holds no points"):
+        classify_file(image_file, points, clf, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_classify_file_refuses_to_overwrite_its_points_file(clf, image_file, tmp_path):
+    points = tmp_path / "tile.csv"
+    points.write_text("x,y\n3,4\n")
+    with pytest.raises(InputError, match="would overwrite this points file"):
+        classify_file(image_file, points, clf, tmp_path)
+    assert points.read_text() == "x,y\n3,4\n"
+
+
+def test_analyze_file_writes_typed_csv_geojson_and_overlay(clf, detector_weights, image_file, tmp_path):
+    det = Detector.from_weights(detector_weights, config=InferenceConfig(threads=1))
+    res = analyze_file(image_file, det, clf, tmp_path / "out", mpp=0.5)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["tile.csv", "tile.geojson", "tile_overlay.png"]
+    lines = (out / "tile.csv").read_text().splitlines()
+    assert lines[0] == "x,y,score,class,class_prob"
+    assert len(lines) - 1 == res.count == len(res.typed)
+    features = json.loads((out / "tile.geojson").read_text())["features"]
+    assert len(features) == res.count
+    for line, f in zip(lines[1:], features):
+        name = line.split(",")[3]
+        props = f["properties"]
+        assert props["classification"] == {"name": name, "color": list(DEFAULT_CLASS_COLORS[name])}
+        m = props["measurements"]
+        assert sorted(m) == sorted(["tiny score"] + [f"{c} probability" for c in CLASSES])
+        assert abs(sum(m[f"{c} probability"] for c in CLASSES) - 1.0) < 1e-5
+
+
+def test_analyze_image_types_exactly_the_detected_centres(clf, detector_weights, image8):
+    det = Detector.from_weights(detector_weights, config=InferenceConfig(threads=1))
+    pixels = image8.astype(np.float32) / 255.0
+    typed = analyze_image(pixels, det, clf, mpp=0.25)
+    found = det.detect(pixels, mpp=0.25)
+    np.testing.assert_array_equal(typed.xy, found.xy)
+    np.testing.assert_array_equal(typed.probs, clf.classify(pixels, found.xy, mpp=0.25)[1])
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.mark.data
+def test_typed_scoring_end_to_end_on_two_crchisto_images(crchisto_dir, clf, detector_weights):
+    from nucleikit.io.datasets.crchisto import CRCHisto
+    from nucleikit.metrics import classification_report, evaluate_typed_points
+
+    samples = CRCHisto(crchisto_dir, split="fixed", subset="test", task="classification")[:2]
+    det = Detector.from_weights(detector_weights, config=InferenceConfig(threads=1))
+    images = [s.load_image() for s in samples]
+    truth_xy = [s.points for s in samples]
+    truth_cls = [s.classes for s in samples]
+
+    # Detector + classifier, PROTOCOL.md's typed scoring: the counts add up.
+    typed = [analyze_image(im, det, clf, mpp=s.mpp) for im, s in zip(images, samples)]
+    report = evaluate_typed_points([t.xy for t in typed], [t.labels for t in typed], truth_xy, truth_cls, 6.0, CLASSES)
+    d = report["detection"]
+    assert report["n_images"] == 2
+    assert d["tp"] + d["fp"] == sum(len(t) for t in typed)
+    assert d["tp"] + d["fn"] == sum(len(p) for p in truth_xy)
+    assert sum(r["support"] for r in report["per_class"].values()) == sum(len(p) for p in truth_xy)
+
+    # Typed at the truth centres: every nucleus is found, and the type accuracy
+    # is the patch accuracy of the same predictions.
+    at_truth = [clf.classify(im, s.points, mpp=s.mpp)[0] for im, s in zip(images, samples)]
+    report = evaluate_typed_points(truth_xy, at_truth, truth_xy, truth_cls, 6.0, CLASSES)
+    patches = classification_report(np.concatenate(truth_cls), np.concatenate(at_truth), None, CLASSES)
+    assert report["f_d"] == 1.0
+    assert report["type_accuracy"] == pytest.approx(patches["accuracy"], abs=1e-12)
