@@ -32,3 +32,16 @@ def test_mse_and_registry():
         get_loss("nope")
     with pytest.raises(ValueError):
         mse(o, torch.zeros(1, 1, 2, 3))
+
+
+def test_soft_dice_and_bce_hand_computed():
+    from nucleikit.losses import bce, dice_bce, soft_dice_loss
+
+    y = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    o = torch.tensor([[[[0.5, 0.5], [0.0, 0.0]]]])
+    # 1 - (2*0.5 + 1) / (1 + 1 + 1) = 1/3
+    assert float(soft_dice_loss(o, y)) == pytest.approx(1 / 3)
+    assert float(soft_dice_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))) == 0.0
+    expected_bce = (-torch.log(torch.tensor(0.5)) * 2 + 2 * -torch.log(torch.tensor(1 - 1e-6))) / 4
+    assert float(bce(o, y)) == pytest.approx(float(expected_bce), rel=1e-4)
+    assert float(dice_bce(o, y)) == pytest.approx(float(soft_dice_loss(o, y) + bce(o, y)))

@@ -5,6 +5,8 @@
   Background pixels (``y = 0``) keep a small weight ``lam * ybar`` so the
   network is pushed harder to get the nuclei right than the empty glass.
 * :func:`mse` — plain mean squared error (Alom et al.'s UD-Net).
+* :func:`dice_bce` — soft Dice loss plus binary cross-entropy for foreground
+  segmentation (U-Net, R2U-Net).
 * :func:`cross_entropy` — class-weighted cross-entropy of patch classifiers
   (DenseNet, DCRN), with :func:`class_weights` against class imbalance.
 
@@ -20,7 +22,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["weighted_mse", "mse", "cross_entropy", "class_weights", "get_loss", "LOSSES"]
+__all__ = [
+    "weighted_mse",
+    "mse",
+    "cross_entropy",
+    "class_weights",
+    "soft_dice_loss",
+    "bce",
+    "dice_bce",
+    "get_loss",
+    "LOSSES",
+]
 
 
 def weighted_mse(output: torch.Tensor, target: torch.Tensor, *, lam: float = 5.0) -> torch.Tensor:
@@ -131,7 +143,41 @@ def cross_entropy(
     return F.cross_entropy(logits, target.long(), weight=weight)
 
 
-LOSSES = {"weighted_mse": weighted_mse, "mse": mse, "cross_entropy": cross_entropy}
+def soft_dice_loss(output: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0) -> torch.Tensor:
+    """``1 - (2 sum(o y) + eps) / (sum(o) + sum(y) + eps)`` per sample, averaged.
+
+    ``output`` are probabilities (B, K, H, W); ``eps`` keeps an empty target
+    with an empty prediction at loss 0.
+    """
+    if output.shape != target.shape:
+        raise ValueError(f"output {tuple(output.shape)} and target {tuple(target.shape)} differ")
+    dims = tuple(range(1, output.ndim))
+    inter = (output * target).sum(dims)
+    total = output.sum(dims) + target.sum(dims)
+    return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
+
+
+def bce(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of probabilities (sigmoid outputs), mean over pixels."""
+    if output.shape != target.shape:
+        raise ValueError(f"output {tuple(output.shape)} and target {tuple(target.shape)} differ")
+    # clamp: a saturated sigmoid in bf16 can reach exactly 0 or 1
+    return F.binary_cross_entropy(output.clamp(1e-6, 1 - 1e-6), target)
+
+
+def dice_bce(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss plus binary cross-entropy (segmentation, Alom et al.)."""
+    return soft_dice_loss(output, target) + bce(output, target)
+
+
+LOSSES = {
+    "weighted_mse": weighted_mse,
+    "mse": mse,
+    "cross_entropy": cross_entropy,
+    "dice": soft_dice_loss,
+    "bce": bce,
+    "dice_bce": dice_bce,
+}
 
 
 def get_loss(name: str, **kwargs):

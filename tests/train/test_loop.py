@@ -113,3 +113,51 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert full.steps_done == resumed.steps_done == 4
+
+
+@dataclass
+class Blobs:
+    """A label sample: touching and separate discs."""
+
+    id: str
+    labels: np.ndarray
+    mpp: float | None = None
+
+    def load_image(self, mode="rgb"):
+        img = np.where(self.labels[..., None] > 0, 0.2, 0.9).astype(np.float32)
+        img = np.repeat(img, 3, axis=2)
+        return img if mode == "rgb" else img[..., :1]
+
+    def load_labels(self):
+        return self.labels
+
+
+def blob_sample(seed, size=64):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    labels = np.zeros((size, size), np.int32)
+    for k, (x, y) in enumerate(rng.uniform(8, size - 8, size=(5, 2)), start=1):
+        labels[((xx - x) ** 2 + (yy - y) ** 2 <= 25) & (labels == 0)] = k
+    return Blobs(f"blobs{seed}", labels)
+
+
+def test_segmentation_training_uses_the_same_loop(tmp_path):
+    from nucleikit.train.loop import train_segmenter
+
+    cfg = TrainConfig(model="unet", model_kwargs={"widths": [4, 8, 8, 8, 8]}, steps=2, val_every=2, batch_size=2,
+                      crop=48, threads=1, augment=AugmentConfig.none())
+    res = train_segmenter([blob_sample(0), blob_sample(1)], [blob_sample(2)], cfg, tmp_path, progress=False)
+    meta = read_weights_meta(res.best_weights)
+    assert meta["task"] == "segmentation" and meta["colour"] == "rgb"
+    assert set(meta["postprocess"]) == {"threshold", "min_distance", "min_size"}
+    assert 0.0 <= meta["validation"]["dice"] <= 1.0 and "dsb" in meta["validation"]
+    line = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert line["score"] == line["val_dice"]
+
+
+def test_detector_loop_refuses_a_segmenter(tmp_path):
+    from nucleikit.errors import ConfigError
+    from nucleikit.train.loop import train_segmenter
+
+    with pytest.raises(ConfigError):
+        train_segmenter([disc_image(0)], [disc_image(2)], tiny_config(), tmp_path, progress=False)

@@ -1,4 +1,4 @@
-"""``nucleikit train detection -o RUNDIR ...`` and ``nucleikit train classification -o RUNDIR ...``."""
+"""``nucleikit train detection|segmentation|classification -o RUNDIR ...``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ on the validation images) are RUNDIR/best.safetensors. Run the same command agai
 RUNDIR/checkpoint.pt. Data: the CRCHisto split of PROTOCOL.md (--dataset crchisto) or your own
 folders of images with point files beside them (--images/--val-images, --mpp).
 
+`train segmentation` trains a nucleus segmenter (--model unet or r2unet; default r2unet) on
+DSB2018 stage1_train (--dataset dsb2018; PROTOCOL.md's 536/134 split; --labels fixed (default) or
+original) with the same loop: Dice + BCE, validation Dice every --val-every steps, the foreground
+threshold and watershed values saved with the best weights.
+
 `train classification` trains a nucleus classifier (--model densenet or dcrn) on 32x32 patches of
 the classified CRCHisto nuclei of --fold (Alom et al.'s SGD recipe unless overridden), validating
 every epoch; the weights of the best validation weighted F1 are RUNDIR/best.safetensors, and the
@@ -30,10 +35,13 @@ _CLASSIFICATION_ONLY = {"epochs": None, "sampling": None, "limit_images": None}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=["detection", "classification"], help="what to train")
+    p.add_argument("task", choices=["detection", "segmentation", "classification"], help="what to train")
     p.add_argument("-o", "--out", required=True, metavar="RUNDIR", help="run folder (checkpoint, best weights, log)")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=["crchisto"], default=None, help="built-in data set (needs ../shared/data)")
+    data.add_argument("--dataset", choices=["crchisto", "dsb2018"], default=None,
+                      help="built-in data set (needs ../shared/data)")
+    data.add_argument("--labels", choices=["fixed", "original"], default="fixed",
+                      help="DSB2018 training labels (default: the community-corrected 'fixed' set)")
     data.add_argument("--data-root", default=None, metavar="DIR", help="folder holding crchisto/ (default: find ../shared/data)")
     data.add_argument("--fold", default="fixed", help="CRCHisto split: 'fixed' or a fold 0-4 (default: fixed)")
     data.add_argument("--images", default=None, metavar="DIR", help="your training images (point files beside them)")
@@ -43,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--mpp", type=positive_float, default=None, help="microns per pixel of your images (default: metadata)")
     m = p.add_argument_group("model and schedule")
     m.add_argument("--model", default=None,
-                   help="architecture (see `nucleikit models`; default: micronet, or dcrn for classification)")
+                   help="architecture (see `nucleikit models`; default: micronet, r2unet for segmentation, "
+                        "dcrn for classification)")
     m.add_argument("--init", default=None, metavar="NAME|PATH", help="start from these weights (fine-tuning)")
     m.add_argument("--freeze-blocks", type=int, default=0, metavar="K", help="freeze blocks 1..K (numbered from the input)")
     m.add_argument("--steps", type=positive_int, default=None, help="optimisation steps")
@@ -199,11 +208,34 @@ def _run_classification(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_segmentation(args: argparse.Namespace) -> int:
+    from ..io.datasets.dsb2018 import DSB2018
+    from ..train.loop import train_segmenter
+
+    _reject(args, _CLASSIFICATION_ONLY, "segmentation")
+    if args.dataset != "dsb2018":
+        raise ConfigError("`train segmentation` needs --dataset dsb2018")
+    if args.model is None:
+        args.model = "r2unet"
+    cfg = _config(args)
+    root = _data_root(args) / "dsb2018"
+    train = DSB2018(root, subset="train", labels=args.labels)
+    val = DSB2018(root, subset="validation", labels=args.labels)
+    meta = {"dataset": "DSB2018 stage1_train", "split": "dsb2018 536/134", "labels": args.labels}
+    result = train_segmenter(list(train), list(val), cfg, Path(args.out), progress=not args.no_progress,
+                             extra_meta=meta)
+    print(f"best validation Dice {result.best.get('score', float('nan')):.4f} at step {result.best_step} "
+          f"({result.steps_done} steps, {result.wall_time_s / 60:.1f} min); weights: {result.best_weights}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..train.loop import train_detector
 
     if args.task == "classification":
         return _run_classification(args)
+    if args.task == "segmentation":
+        return _run_segmentation(args)
     _reject(args, _CLASSIFICATION_ONLY, "detection")
     if args.freeze_blocks < 0:
         raise ConfigError("--freeze-blocks must be >= 0")
@@ -211,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     train, val, meta = _data(args)
     out = Path(args.out)
     result = train_detector(train, val, cfg, out, progress=not args.no_progress, extra_meta=meta)
-    print(f"best validation F1 {result.best.get('f1', float('nan')):.4f} at step {result.best_step} "
+    print(f"best validation score {result.best.get('score', float('nan')):.4f} at step {result.best_step} "
           f"({result.steps_done} steps, {result.wall_time_s / 60:.1f} min); weights: {result.best_weights}")
     return 0
 

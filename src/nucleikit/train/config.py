@@ -57,6 +57,11 @@ class TrainConfig:
     xi_grid, min_distance_grid : tuple of float
         Post-processing values tried on the validation images; the best pair is
         saved with the weights.
+    seg_min_distance, seg_min_size : int
+        Watershed seed distance and smallest instance (pixels) used to score
+        segmentation validation (DSB score).
+    colour : {"rgb", "grey"}
+        Input colour for segmentation models (Alom et al. used grey).
     seed : int
     threads : int
         torch intra-op threads.
@@ -89,6 +94,9 @@ class TrainConfig:
     val_radius_um: float = 6 * 0.55
     xi_grid: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
     min_distance_grid: tuple[float, ...] = (3, 4, 5, 6, 7, 8)
+    seg_min_distance: int = 5
+    seg_min_size: int = 10
+    colour: str = "rgb"
     seed: int = 0
     threads: int = 2
     bf16: bool = False
@@ -102,6 +110,8 @@ class TrainConfig:
             raise ConfigError(f"val_every must be at least 1, got {self.val_every}")
         if self.freeze_blocks < 0:
             raise ConfigError(f"freeze_blocks must be >= 0, got {self.freeze_blocks}")
+        if self.colour not in ("rgb", "grey"):
+            raise ConfigError(f"colour must be 'rgb' or 'grey', got {self.colour!r}")
         if self.optimizer not in (None, "sgd", "adam"):
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
 

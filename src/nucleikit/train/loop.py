@@ -1,15 +1,18 @@
-"""The detector training loop: checkpoints, resume, validation F1, best weights.
+"""The dense training loop: checkpoints, resume, validation, best weights, DDP.
 
-One function, :func:`train_detector`, serves MicroNet, UD-Net, the baselines,
-fine-tuning (``init`` + ``freeze_blocks``) and the transfer experiments. It
-writes into ``out_dir``:
+One loop, :func:`train_dense`, serves every dense model — the detectors
+(MicroNet, UD-Net, the baselines; :func:`train_detector`), the segmenters
+(U-Net, R2U-Net; :func:`train_segmenter`), fine-tuning (``init`` +
+``freeze_blocks``) and the transfer experiments. What differs between tasks
+(targets, loss, validation scoring) comes from an adapter in
+:mod:`nucleikit.train.tasks`. It writes into ``out_dir``:
 
 * ``checkpoint.pt`` — model, optimiser, scheduler, step and RNG states after
   the last validation (loaded with ``torch.load(weights_only=True)``); a run
   started again with the same ``out_dir`` resumes from it;
-* ``best.safetensors`` — the weights with the best validation F1 so far, with
-  their metadata (resolution, normalisation, tuned xi and peak distance, the
-  validation figures, the configuration);
+* ``best.safetensors`` — the weights with the best validation score so far
+  (F1 or Dice), with their metadata (resolution, normalisation, tuned
+  post-processing, the validation figures, the configuration);
 * ``log.jsonl`` — one JSON object per validation.
 """
 
@@ -26,70 +29,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
-from ..targets import gaussian_density_map, proximity_map, proximity_radius_px
-from ..transforms import channel_stats, resample, scale_factor, scale_points, standardise
+from ..errors import ConfigError
+from ..transforms import channel_stats, standardise
 from .augment import random_crop
 from .config import TrainConfig
-from .tuning import TuningResult, tune_peaks
+from .tasks import PreparedImage, task_for
 
-__all__ = ["PreparedImage", "prepare_images", "make_target", "train_detector", "TrainResult"]
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """One training/validation image at the model's resolution.
-
-    Attributes
-    ----------
-    id : str
-    pixels : (H, W, C) float32 in [0, 1]
-    points : (N, 2) float64, (x, y) at the model's resolution
-    target : (H, W) float32 or None (validation images need none)
-    weight : float
-        Relative loss weight of the data set this image belongs to (gamma).
-    """
-
-    id: str
-    pixels: np.ndarray
-    points: np.ndarray
-    target: np.ndarray | None
-    weight: float = 1.0
-
-
-def make_target(kind: str, points: np.ndarray, shape: tuple[int, int], cfg: TrainConfig, mpp: float) -> np.ndarray:
-    """Dense target of the kind the model regresses ("proximity" or "density")."""
-    if kind == "proximity":
-        return proximity_map(points, shape, d=proximity_radius_px(mpp, cfg.d_microns), alpha=cfg.alpha)
-    if kind == "density":
-        return gaussian_density_map(points, shape, sigma=cfg.sigma_px, dilation=cfg.dilation)
-    raise ConfigError(f"no detection target of kind {kind!r}")
-
-
-def prepare_images(
-    samples: Sequence[Any],
-    *,
-    mpp: float,
-    target_kind: str | None,
-    cfg: TrainConfig,
-    weight: float = 1.0,
-) -> list[PreparedImage]:
-    """Load point-annotated samples, resample them to ``mpp`` and build targets.
-
-    ``samples`` are objects with ``id``, ``points`` ((N, 2) x, y), ``mpp`` and
-    ``load_image()`` (e.g. :class:`nucleikit.io.datasets.base.PointSample`).
-    """
-    out = []
-    for s in samples:
-        pixels = s.load_image()
-        factor = scale_factor(s.mpp, mpp)
-        pixels = resample(pixels, factor)
-        pts = scale_points(s.points, factor)
-        target = None
-        if target_kind is not None:
-            target = make_target(target_kind, pts, pixels.shape[:2], cfg, mpp)
-        out.append(PreparedImage(str(s.id), pixels.astype(np.float32), pts, target, weight))
-    return out
+__all__ = ["train_dense", "train_detector", "train_segmenter", "TrainResult"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +45,7 @@ class TrainResult:
     Attributes
     ----------
     best_weights : Path
-        Weights with the best validation F1 (written by process 0).
+        Weights with the best validation score (written by process 0).
     best_step : int
     best : dict
         Their validation figures and post-processing values.
@@ -191,7 +137,17 @@ def _machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cpu, {platform.system()}"
 
 
-def train_detector(
+def train_detector(train_sets, val_samples, cfg: TrainConfig, out_dir, **kwargs) -> "TrainResult":
+    """Train a point detector (MicroNet, UD-Net, FCRN, U-Net regressor); see :func:`train_dense`."""
+    return train_dense(train_sets, val_samples, cfg, out_dir, task="detection", **kwargs)
+
+
+def train_segmenter(train_sets, val_samples, cfg: TrainConfig, out_dir, **kwargs) -> "TrainResult":
+    """Train a nucleus segmenter (U-Net, R2U-Net) on labelled samples; see :func:`train_dense`."""
+    return train_dense(train_sets, val_samples, cfg, out_dir, task="segmentation", **kwargs)
+
+
+def train_dense(
     train_sets: Sequence[Sequence[Any]] | Sequence[Any],
     val_samples: Sequence[Any],
     cfg: TrainConfig,
@@ -202,19 +158,21 @@ def train_detector(
     progress: bool = True,
     extra_meta: dict | None = None,
     on_validate: Callable[[int, dict], None] | None = None,
+    task: str | None = None,
 ) -> TrainResult:
-    """Train a point detector with validation-driven checkpointing.
+    """Train a dense model with validation-driven checkpointing.
 
     Parameters
     ----------
     train_sets : sequence of samples, or sequence of sequences of samples
-        Training images (see :func:`prepare_images`). Several sets (target and
+        Training images (point samples for detection, label samples for
+        segmentation; see :mod:`nucleikit.train.tasks`). Several sets (target and
         auxiliary data) may be given; each batch draws images from all of them
         in proportion to their sizes and each loss term is multiplied by the
         set's weight (``set_weights``; Xing et al.'s gamma).
     val_samples : sequence of samples
-        Validation images: F1 every ``cfg.val_every`` steps picks the best
-        weights and the post-processing values saved with them.
+        Validation images: the score every ``cfg.val_every`` steps picks the
+        best weights and the post-processing values saved with them.
     cfg : TrainConfig
     out_dir : path
         Run folder (checkpoint, best weights, log).
@@ -236,6 +194,8 @@ def train_detector(
     validation F1 so that all processes follow one learning-rate schedule.
     on_validate : callable or None
         Called as ``on_validate(step, record)`` after each validation.
+    task : {"detection", "segmentation"} or None
+        Must match the model's registry task when given (None: the model's).
 
     Returns
     -------
@@ -252,8 +212,9 @@ def train_detector(
 
     cfg = cfg.resolved()
     spec = get_spec(cfg.model)
-    if spec.task != "detection":
-        raise ConfigError(f"model {cfg.model!r} is a {spec.task} model, not a detector")
+    if task is not None and spec.task != task:
+        raise ConfigError(f"model {cfg.model!r} is a {spec.task} model, not a {task} model")
+    adapter = task_for(spec.target, spec.task, cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if train_sets and not isinstance(train_sets[0], (list, tuple)) and hasattr(train_sets[0], "load_image"):
@@ -272,13 +233,9 @@ def train_detector(
     # --- data -----------------------------------------------------------------
     train_images: list[PreparedImage] = []
     for samples, w in zip(train_sets, weights_per_set):
-        train_images += prepare_images(samples, mpp=cfg.mpp, target_kind=spec.target, cfg=cfg, weight=w)
-    for im in train_images:
-        if len(im.points) == 0 and len(train_images) == 1:
-            raise InputError(im.id, "the only training image has no points")
-    if not any(len(im.points) for im in train_images):
-        raise ConfigError("no training image has any annotated point")
-    val_images = prepare_images(val_samples, mpp=cfg.mpp, target_kind=None, cfg=cfg)
+        train_images += adapter.prepare(samples, weight=w, training=True)
+    adapter.check(train_images)
+    val_images = adapter.prepare(val_samples, training=False)
     sizes = np.array([im.pixels.shape[0] * im.pixels.shape[1] for im in train_images], float)
     probs = sizes / sizes.sum()
 
@@ -318,7 +275,7 @@ def train_detector(
     loss_fn = get_loss(spec.loss, **loss_kwargs)
 
     step = 0
-    best: dict = {"f1": -1.0}
+    best: dict = {"score": -1.0}
     best_step = 0
     elapsed = 0.0
     ckpt_path = out / "checkpoint.pt"
@@ -332,6 +289,7 @@ def train_detector(
         sched.load_state_dict(ck["scheduler"])
         step = int(ck["step"])
         best = dict(ck["best"])
+        best.setdefault("score", best.get("f1", -1.0))  # checkpoints of version 0.1.0 runs
         best_step = int(ck["best_step"])
         elapsed = float(ck["elapsed"])
         mean = np.asarray(ck["mean"], np.float32)
@@ -340,12 +298,11 @@ def train_detector(
         if dist.rank:
             torch.manual_seed(cfg.seed + dist.rank + step)  # the checkpoint holds process 0's generator
 
-    radius_px = cfg.val_radius_um / cfg.mpp
     meta_base = {
         "name": (extra_meta or {}).get("name", cfg.model),
         "model": cfg.model,
         "model_kwargs": model_kwargs,
-        "task": "detection",
+        "task": spec.task,
         "target": spec.target,
         "mpp": cfg.mpp,
         "in_channels": int(len(mean)),
@@ -355,23 +312,16 @@ def train_detector(
         "train_config": cfg.to_dict(),
         "init": init_meta.get("name") if cfg.init else None,
         "machine": _machine(),
+        **adapter.meta(),
         **(extra_meta or {}),
     }
 
-    def validate() -> TuningResult:
+    def validate():
         model.eval()
         predictor = DensePredictor(
             model, mean=mean, std=std, halo=halo, config=InferenceConfig(threads=None, channels_last=cfg.channels_last)
         )
-        maps = [predictor(im.pixels)[0] for im in val_images]
-        res = tune_peaks(
-            maps,
-            [im.points for im in val_images],
-            radius=radius_px,
-            xi_grid=cfg.xi_grid,
-            min_distance_grid=cfg.min_distance_grid,
-        )
-        return res
+        return adapter.validate([predictor(im.pixels) for im in val_images], val_images)
 
     # Validation images are small (usually one tile), so validation uses the
     # untrained network's receptive field; the halo saved with the weights is
@@ -406,13 +356,13 @@ def train_detector(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]:.4f}  F1 {task.fields[f1]:.3f}"),
+            TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[score]:.3f}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
         bar.start()
-        task = bar.add_task(f"train {cfg.model}", total=cfg.steps, completed=step, loss=float("nan"),
-                            f1=max(best["f1"], 0.0))
+        task_bar = bar.add_task(f"train {cfg.model}", total=cfg.steps, completed=step, loss=float("nan"),
+                                score=max(best["score"], 0.0))
     t0 = time.perf_counter() - elapsed
     running = []
     # Augmentation (NumPy/SciPy, which release the GIL) of the next batch runs
@@ -446,40 +396,33 @@ def train_detector(
             step += 1
             running.append(float(loss.detach()))
             if bar is not None:
-                bar.update(task, completed=step, loss=float(np.mean(running[-50:])))
+                bar.update(task_bar, completed=step, loss=float(np.mean(running[-50:])))
             if step % cfg.val_every == 0 or step == cfg.steps:
                 res = validate() if dist.main else None
                 # every process follows the same learning-rate schedule
-                sched.step(dist.broadcast(res.f1 if res is not None else None))
+                sched.step(dist.broadcast(res.score if res is not None else None))
                 if not dist.main:
                     continue
                 record = {
                     "step": step,
                     "loss": float(np.mean(running)) if running else None,
-                    "val_f1": res.f1,
-                    "val_precision": res.precision,
-                    "val_recall": res.recall,
-                    "threshold_rel": res.threshold_rel,
-                    "min_distance": res.min_distance,
+                    **res.record,
+                    "score": res.score,
                     "lr": opt.param_groups[0]["lr"],
                     "elapsed_s": time.perf_counter() - t0,
                 }
                 running = []
-                if res.f1 > best["f1"]:
-                    best = {k: record[k] for k in ("val_f1", "val_precision", "val_recall", "threshold_rel", "min_distance")}
-                    best["f1"] = res.f1
+                if res.score > best["score"]:
+                    best = {**res.record, **res.postprocess, "score": res.score}
                     best_step = step
                     meta = dict(meta_base)
                     meta.update(
                         {
-                            "postprocess": {"threshold_rel": res.threshold_rel, "min_distance": res.min_distance},
+                            "postprocess": dict(res.postprocess),
                             "halo": trained_halo(),
                             "step": step,
                             "validation": {
-                                "f1": res.f1,
-                                "precision": res.precision,
-                                "recall": res.recall,
-                                "radius_px": radius_px,
+                                **{k[4:] if k.startswith("val_") else k: v for k, v in res.record.items()},
                                 "images": [im.id for im in val_images],
                             },
                         }
@@ -493,7 +436,7 @@ def train_detector(
                 _save_checkpoint(ckpt_path, model, opt, sched, step, best, best_step, time.perf_counter() - t0,
                                  mean, std, cfg)
                 if bar is not None:
-                    bar.update(task, f1=max(best["f1"], 0.0))
+                    bar.update(task_bar, score=max(best["score"], 0.0))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if log is not None:

@@ -1,0 +1,195 @@
+"""What differs between dense training tasks: targets, loss, validation.
+
+The training loop (:func:`nucleikit.train.loop.train_dense`) is one; a task
+adapter tells it how to turn annotated samples into dense targets, which loss
+to minimise and how to score validation maps:
+
+* :class:`DetectionTask` — points → proximity map (Xing) or Gaussian density
+  (Alom); validation F1 over a grid of xi and peak distances (the best pair is
+  saved with the weights).
+* :class:`SegmentationTask` — instance labels → foreground mask; validation
+  pixel Dice over a grid of thresholds, and the DSB score of the watershed
+  instances at the best threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..targets import gaussian_density_map, proximity_map, proximity_radius_px
+from ..transforms import resample, scale_factor, scale_points
+from .config import TrainConfig
+from .tuning import tune_peaks
+
+__all__ = ["PreparedImage", "Validation", "DetectionTask", "SegmentationTask", "make_target", "task_for"]
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One training/validation image at the model's resolution.
+
+    Attributes
+    ----------
+    id : str
+    pixels : (H, W, C) float32 in [0, 1]
+    truth : Any
+        What validation compares with: (N, 2) points (x, y) for detection, an
+        (H, W) int32 label image for segmentation; at the model's resolution.
+    target : (H, W) float32 or None
+        The dense training target (None for validation images).
+    weight : float
+        Relative loss weight of the data set this image belongs to (gamma).
+    """
+
+    id: str
+    pixels: np.ndarray
+    truth: Any
+    target: np.ndarray | None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A validation result.
+
+    Attributes
+    ----------
+    score : float
+        The selection criterion (higher is better): F1 or Dice.
+    record : dict
+        Figures logged and saved with the weights (``val_*`` keys).
+    postprocess : dict
+        Post-processing values tuned on the validation images.
+    """
+
+    score: float
+    record: dict
+    postprocess: dict
+
+
+def make_target(kind: str, points: np.ndarray, shape: tuple[int, int], cfg: TrainConfig, mpp: float) -> np.ndarray:
+    """Dense detection target ("proximity" or "density") at resolution ``mpp``."""
+    if kind == "proximity":
+        return proximity_map(points, shape, d=proximity_radius_px(mpp, cfg.d_microns), alpha=cfg.alpha)
+    if kind == "density":
+        return gaussian_density_map(points, shape, sigma=cfg.sigma_px, dilation=cfg.dilation)
+    raise ConfigError(f"no detection target of kind {kind!r}")
+
+
+class DetectionTask:
+    """Point detection by regressing a dense map (see module docstring)."""
+
+    name = "detection"
+
+    def __init__(self, target: str, cfg: TrainConfig) -> None:
+        if cfg.mpp is None:
+            raise ConfigError("detection training needs a resolution (mpp)")
+        self.target = target
+        self.cfg = cfg
+        self.radius_px = cfg.val_radius_um / cfg.mpp
+
+    def prepare(self, samples: Sequence[Any], *, weight: float = 1.0, training: bool = True) -> list[PreparedImage]:
+        """Samples with ``id``, ``points``, ``mpp``, ``load_image()``, resampled to the model's mpp."""
+        out = []
+        for s in samples:
+            factor = scale_factor(s.mpp, self.cfg.mpp)
+            pixels = resample(s.load_image(), factor).astype(np.float32)
+            pts = scale_points(s.points, factor)
+            target = make_target(self.target, pts, pixels.shape[:2], self.cfg, self.cfg.mpp) if training else None
+            out.append(PreparedImage(str(s.id), pixels, pts, target, weight))
+        return out
+
+    def check(self, images: list[PreparedImage]) -> None:
+        if not any(len(im.truth) for im in images):
+            raise ConfigError("no training image has any annotated point")
+
+    def validate(self, maps: list[np.ndarray], images: list[PreparedImage]) -> Validation:
+        res = tune_peaks(
+            [m[0] for m in maps],
+            [im.truth for im in images],
+            radius=self.radius_px,
+            xi_grid=self.cfg.xi_grid,
+            min_distance_grid=self.cfg.min_distance_grid,
+        )
+        record = {
+            "val_f1": res.f1,
+            "val_precision": res.precision,
+            "val_recall": res.recall,
+            "threshold_rel": res.threshold_rel,
+            "min_distance": res.min_distance,
+        }
+        post = {"threshold_rel": res.threshold_rel, "min_distance": res.min_distance}
+        return Validation(res.f1, record, post)
+
+    def meta(self) -> dict:
+        if self.target == "proximity":
+            params = {"d_microns": self.cfg.d_microns, "alpha": self.cfg.alpha}
+        else:
+            params = {"sigma_px": self.cfg.sigma_px, "dilation": self.cfg.dilation}
+        return {"target_params": params, "radius_px": self.radius_px}
+
+
+class SegmentationTask:
+    """Foreground segmentation with watershed instances (see module docstring).
+
+    Samples have ``id``, ``load_image(mode)``, ``load_labels()`` and ``mpp``
+    (e.g. :class:`nucleikit.io.datasets.base.LabelSample`); images without a
+    resolution are used as they are.
+    """
+
+    name = "segmentation"
+
+    def __init__(self, target: str, cfg: TrainConfig, *, colour: str = "rgb") -> None:
+        self.target = target
+        self.cfg = cfg
+        self.colour = colour
+
+    def prepare(self, samples: Sequence[Any], *, weight: float = 1.0, training: bool = True) -> list[PreparedImage]:
+        out = []
+        for s in samples:
+            pixels = s.load_image(mode=self.colour)
+            labels = s.load_labels()
+            factor = scale_factor(getattr(s, "mpp", None), self.cfg.mpp)
+            if factor != 1.0:
+                pixels = resample(pixels, factor)
+                labels = resample(labels.astype(np.float32), factor, order=0).astype(np.int32)
+            target = (labels > 0).astype(np.float32) if training else None
+            out.append(PreparedImage(str(s.id), pixels.astype(np.float32), labels, target, weight))
+        return out
+
+    def check(self, images: list[PreparedImage]) -> None:
+        if not any(np.any(im.truth > 0) for im in images):
+            raise ConfigError("no training image has any labelled nucleus")
+
+    def validate(self, maps: list[np.ndarray], images: list[PreparedImage]) -> Validation:
+        from ..metrics import dice, dsb_score
+        from ..postprocess import instances_from_probability
+
+        thresholds = (0.3, 0.4, 0.5, 0.6, 0.7)
+        truths = [im.truth for im in images]
+        dices = [float(np.mean([dice(t, m[0] > th) for t, m in zip(truths, maps)])) for th in thresholds]
+        k = int(np.argmax(dices))
+        th = thresholds[k]
+        md = self.cfg.seg_min_distance
+        ms = self.cfg.seg_min_size
+        dsb = [dsb_score(t, instances_from_probability(m[0], threshold=th, min_distance=md, min_size=ms))["score"]
+               for t, m in zip(truths, maps)]
+        record = {"val_dice": dices[k], "val_dsb": float(np.mean(dsb)), "threshold": th}
+        post = {"threshold": th, "min_distance": md, "min_size": ms}
+        return Validation(dices[k], record, post)
+
+    def meta(self) -> dict:
+        return {"colour": self.colour}
+
+
+def task_for(target: str, task: str, cfg: TrainConfig):
+    """The adapter of a registry task ("detection" or "segmentation")."""
+    if task == "detection":
+        return DetectionTask(target, cfg)
+    if task == "segmentation":
+        return SegmentationTask(target, cfg, colour=cfg.colour)
+    raise ConfigError(f"no dense training for {task!r} models (classifiers: nucleikit.train.classify)")
