@@ -1,0 +1,744 @@
+"""Whole-slide detection: tiled, seam-exact, memory-bounded and resumable.
+
+:func:`detect_slide` runs a :class:`~nucleikit.infer.predict.Detector` over a slide that
+never fits in memory and gives the nuclei that :meth:`Detector.detect
+<nucleikit.infer.predict.Detector.detect>` would give on the same pixels held as one
+array (within floating-point noise of the network, and ties apart). It is built from
+the package's own parts: :mod:`nucleikit.io.slides` reads regions,
+:mod:`nucleikit.infer.tissue` skips glass, :func:`~nucleikit.infer.tiling.predict_tiles`
+(the one tiling engine) runs the network, :func:`~nucleikit.postprocess.find_peaks`
+finds centres, :mod:`nucleikit.export_store` writes the tables.
+
+Steps
+-----
+1. **Level and resolution** (:func:`slide_geometry`). The pyramid level is the coarsest
+   one not coarser than the model (:meth:`Slide.best_level_for_mpp
+   <nucleikit.io.slides.Slide.best_level_for_mpp>`), or the one asked for. The slide is
+   then seen through a virtual image **at the model's resolution**, the *model grid*: a
+   level of ``Hk x Wk`` pixels at ``mk`` µm/px and a model at ``mm`` µm/px give a grid of
+   ``Hm = round(Hk * f) x Wm = round(Wk * f)`` pixels with ``f = mk / mm``, exactly the
+   size :func:`nucleikit.transforms.resample` would give the level held as an array
+   (``f`` is 1 when the two agree within 2 %, and then nothing is resampled).
+2. **Exact window arithmetic.** All tiling happens on the model grid. Per axis, with
+   ``s = Hm / Hk`` (the scale ``skimage.transform.resize`` actually applies), model pixel
+   ``o`` is centred on level coordinate ``u = (o + 0.5) / s - 0.5`` (pixel-centre
+   convention, PROTOCOL.md). A block of model pixels ``[o0, o1)`` is computed from the
+   level pixels ``[floor(u(o0)) - r, floor(u(o1 - 1)) + 2 + r)``, read with reflection
+   about the level border, where ``r`` is the radius of the anti-aliasing Gaussian
+   (``sigma = (1/s - 1) / 2``, truncated at 4 sigma, only when shrinking): that margin
+   holds every pixel the interpolation and the filter touch, so the block equals the same
+   pixels of ``resample(level, f)`` (bilinear, ``mode="reflect"``), whatever the block.
+   Pixels *outside* the model grid (the halo of a border tile) are made up by reflection
+   about the **model grid's** border, as for an array: the virtual image is handed to
+   ``predict_tiles``, whose :func:`~nucleikit.windows.read_window` does that, and only ever
+   slices it inside. Standardisation (per-channel affine) is applied to the block.
+   Back to the slide: model point ``p`` is level-0 point ``(p + 0.5) * a - 0.5`` per axis,
+   with ``a = (H0 / Hk) / s`` level-0 pixels per model pixel.
+3. **Tissue** (:mod:`nucleikit.infer.tissue`): computed on a ~8 µm/px thumbnail, or the
+   user's mask, or none (``tissue_mask="all"``). A tile runs when any part of its core is
+   tissue; a slide without any tissue is an :class:`~nucleikit.errors.InputError`.
+4. **Tiles and seams.** A :class:`~nucleikit.infer.tiling.TileGrid` over the model grid
+   with the predictor's halo plus ``d`` (the peak distance) rounded up to a multiple of 16
+   (so the read windows lie on the same pooling lattice as the one-pass map's; a halo
+   that differs by 8 shifts MicroNet's pooling cells and changes the map): each tile's output
+   is kept over its core **grown by d** on every side (clipped to the grid), which is
+   still at least the receptive-field radius from the read window's edge, so equals the
+   one-pass map there. Peaks are found on that grown core and kept if the tile owns them
+   (:meth:`Tile.owns <nucleikit.infer.tiling.Tile.owns>`): a peak's candidacy depends only
+   on the map within ``d`` of it (:func:`~nucleikit.postprocess.find_peaks`), which the
+   grown core contains for every core pixel, so each tile finds exactly the one-pass
+   peaks of its core (ties apart: plateaus are broken in raster order, which a tile sees
+   differently). Every nucleus is found once, by one tile.
+5. **The global xi * max rule, in one pass.** Xing et al. keep peaks above ``xi * M``,
+   ``M`` the maximum of the map over the *whole* image. Tiles come one at a time, so the
+   running maximum ``M_t`` (over the cores processed so far, the current one included)
+   only grows to the final ``M``. Each tile stores its peaks above ``xi * M_t``, with their
+   scores and the tile's core maximum; at the end ``M`` is the maximum over the stored
+   tile maxima and the nuclei are the stored peaks with ``score > xi * M``. This is exact:
+   (a) ``find_peaks`` at a higher threshold returns exactly the lower threshold's peaks
+   whose score exceeds it (candidacy does not depend on the threshold), and (b) since
+   ``M_t <= M``, no peak above ``xi * M`` was left out when its tile was stored. The
+   threshold is compared in float32, as ``find_peaks`` compares a float32 map. ``M`` is the
+   maximum over the tiles that ran (tissue), not over skipped glass.
+6. **Streaming and resume.** Each finished tile is one row of ``<stem>.resume.sqlite`` in
+   the output folder (tile index, core maximum, peaks as a blob of level-0 (x, y, score)),
+   committed in its own transaction, so memory holds one batch of tiles, and a killed
+   run loses at most the tiles in flight. The file also records a fingerprint of
+   everything that decides the tiles (slide file, size and time, level, model grid, tile
+   and halo, peak distance, xi, bf16, the weights, the tiles selected); a rerun with
+   ``resume=True`` and the same fingerprint skips the finished tiles, any other rerun
+   starts afresh. The outputs
+   are then written by streaming the rows in tile order (bounded memory), each atomically
+   (temporary name, then rename), and the resume file is deleted. A completed slide is
+   computed again when run again.
+
+Outputs (``<stem>`` is the slide's file stem), in **level-0 pixel centres** (x, y), 0-based:
+
+- ``<stem>.csv``: ``x,y,score``;
+- ``<stem>.parquet``: the same columns at full precision;
+- ``<stem>.geojson``: QuPath detections (:func:`nucleikit.export.qupath_features`);
+- ``<stem>.sqlite``: table ``nuclei(id, x, y, score)`` with an R*Tree ``nuclei_rtree``;
+  the nuclei of level-0 region ``[1000, 2000) x [500, 1500)`` (x, then y)::
+
+      SELECT n.x, n.y, n.score FROM nuclei AS n JOIN nuclei_rtree AS r ON r.id = n.id
+      WHERE r.max_x >= 1000 AND r.min_x <= 2000 AND r.max_y >= 500 AND r.min_y <= 1500
+        AND n.x >= 1000 AND n.x < 2000 AND n.y >= 500 AND n.y < 1500;
+
+  or :func:`nucleikit.export_store.query_region` (see :mod:`nucleikit.export_store`);
+- ``<stem>_tissue.png``: the tissue mask used (not written with ``tissue_mask="all"``);
+  pixel ``(r, c)`` covers level-0 ``[r / scale, (r + 1) / scale)`` rows and likewise for
+  columns, ``scale`` as in :class:`SlideResult`.
+
+Memory: one batch of read windows and outputs, one chunk of nuclei while writing, the
+tissue mask (at most 2048 pixels a side) and the tile list; none of it grows with the
+number of nuclei, and only the tile list (a few bytes per tile) with the slide's area.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..export import qupath_features, write_geojson
+from ..export_store import write_points_csv_chunks, write_points_parquet, write_points_sqlite
+from ..postprocess import find_peaks
+from ..transforms import scale_factor
+from ..windows import Window, read_window
+from .tiling import Tile, TileGrid, predict_tiles
+
+__all__ = [
+    "FORMATS",
+    "SlideGeometry",
+    "SlideProgress",
+    "SlideResult",
+    "slide_geometry",
+    "detect_slide",
+    "resume_path",
+]
+
+#: Output tables :func:`detect_slide` can write.
+FORMATS = ("csv", "geojson", "parquet", "sqlite")
+
+#: Total downsampling of the networks; the lattice :class:`~nucleikit.infer.predict.DensePredictor`
+#: uses (``predict_tiled``'s default), so slide and array paths tile alike.
+ALIGN = 16
+
+#: Largest side of a tissue mask read from a user's file.
+MASK_SIDE = 2048
+
+# Nuclei per chunk when streaming the outputs.
+_CHUNK = 65536
+_STORE_VERSION = 1
+_COLUMNS = {"score": "float32"}
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class SlideGeometry:
+    """How the model grid (the slide at the model's resolution) lies on a pyramid level.
+
+    Attributes
+    ----------
+    level : int
+        Pyramid level read.
+    level_mpp : float or None
+        µm/px of that level (None if the slide's pixel size is unknown).
+    factor : float
+        Nominal resize factor ``level_mpp / model_mpp`` (1.0 within 2 % or when unknown).
+    level_shape : (int, int)
+        (Hk, Wk) of the level.
+    model_shape : (int, int)
+        (Hm, Wm) = ``round(Hk * factor), round(Wk * factor)`` (as ``resample``).
+    scale : (float, float)
+        (sy, sx) = ``(Hm / Hk, Wm / Wk)``: model pixels per level pixel, per axis.
+    level0_per_model : (float, float)
+        (ay, ax): level-0 pixels per model pixel, per axis.
+    """
+
+    level: int
+    level_mpp: float | None
+    factor: float
+    level_shape: tuple[int, int]
+    model_shape: tuple[int, int]
+    scale: tuple[float, float]
+    level0_per_model: tuple[float, float]
+
+    @property
+    def resampled(self) -> bool:
+        """True when model pixels are not level pixels."""
+        return self.factor != 1.0
+
+    def to_level0(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) model-grid (x, y) pixel centres → level-0 (x, y) pixel centres (float64)."""
+        p = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        ay, ax = self.level0_per_model
+        return np.stack([(p[:, 0] + 0.5) * ax - 0.5, (p[:, 1] + 0.5) * ay - 0.5], axis=1)
+
+
+def slide_geometry(slide: Any, model_mpp: float, *, level: int | None = None) -> SlideGeometry:
+    """Choose the level to read and the model grid over it.
+
+    Parameters
+    ----------
+    slide : SlideReader
+        An open slide.
+    model_mpp : float
+        The model's µm/px.
+    level : int or None
+        Level to read; None picks the coarsest level not coarser than the model
+        (:meth:`Slide.best_level_for_mpp <nucleikit.io.slides.Slide.best_level_for_mpp>`,
+        5 % slack), which needs the slide's pixel size.
+
+    Returns
+    -------
+    SlideGeometry
+
+    Raises
+    ------
+    InputError
+        ``level`` does not exist, or it is None and the pixel size is unknown.
+    """
+    if level is None:
+        level, level_mpp = slide.best_level_for_mpp(model_mpp)
+    else:
+        slide.level_view(level)  # raises InputError naming the levels that exist
+        level = int(level)
+        # Unknown pixel size with an explicit level: the user says that level is the model's.
+        level_mpp = slide.mpp * slide.level_downsamples[level] if slide.mpp is not None else None
+    factor = scale_factor(level_mpp, model_mpp)
+    wk, hk = slide.level_dimensions[level]
+    w0, h0 = slide.dimensions
+    hm, wm = max(1, int(round(hk * factor))), max(1, int(round(wk * factor)))
+    sy, sx = hm / hk, wm / wk
+    return SlideGeometry(
+        level=int(level),
+        level_mpp=level_mpp,
+        factor=factor,
+        level_shape=(hk, wk),
+        model_shape=(hm, wm),
+        scale=(sy, sx),
+        level0_per_model=((h0 / hk) / sy, (w0 / wk) / sx),
+    )
+
+
+class _ModelGrid:
+    """The slide at the model's resolution, standardised: a lazy (Hm, Wm, 3) float32 array.
+
+    Supports in-bounds unit-step slicing ``grid[y0:y1, x0:x1]`` (what
+    :func:`~nucleikit.windows.read_window` asks for); see the module docstring, step 2.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    def __init__(self, level: Any, geometry: SlideGeometry, mean: np.ndarray, std: np.ndarray) -> None:
+        self._level = level
+        self._geometry = geometry
+        self._mean = np.asarray(mean, dtype=np.float32)
+        self._std = np.asarray(std, dtype=np.float32)
+        self.shape = (*geometry.model_shape, 3)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, cols = key[:2] if isinstance(key, tuple) else (key, slice(None))
+        y0, y1, _ = rows.indices(self.shape[0])
+        x0, x1, _ = cols.indices(self.shape[1])
+        if y1 <= y0 or x1 <= x0:
+            return np.zeros((max(0, y1 - y0), max(0, x1 - x0), 3), dtype=np.float32)
+        if self._geometry.resampled:
+            pixels = _resample_block(self._level, self._geometry, y0, y1, x0, x1)
+        else:
+            pixels = np.asarray(self._level[y0:y1, x0:x1], dtype=np.float32)
+        return (pixels - self._mean) / self._std
+
+
+def _sources(o0: int, o1: int, scale: float, antialias: bool) -> tuple[np.ndarray, float, int]:
+    """Level coordinates of model pixels ``o0 .. o1 - 1``, the Gaussian sigma and its radius."""
+    u = (np.arange(o0, o1, dtype=np.float64) + 0.5) / scale - 0.5
+    sigma = max(0.0, (1.0 / scale - 1.0) / 2.0) if antialias else 0.0
+    radius = int(4.0 * sigma + 0.5) if sigma > 0 else 0  # scipy's truncate=4 kernel radius
+    return u, sigma, radius
+
+
+def _lerp(block: np.ndarray, u: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of ``block`` at fractional positions ``u`` along ``axis`` (float64)."""
+    i0 = np.floor(u).astype(np.int64)
+    w = u - i0
+    a = np.take(block, i0, axis=axis).astype(np.float64)
+    b = np.take(block, i0 + 1, axis=axis).astype(np.float64)
+    shape = [1] * block.ndim
+    shape[axis] = len(u)
+    w = w.reshape(shape)
+    return a * (1.0 - w) + b * w
+
+
+def _resample_block(level: Any, g: SlideGeometry, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Model-grid pixels ``[y0, y1) x [x0, x1)`` (inside the grid) from level pixels; (h, w, 3) float32."""
+    from scipy import ndimage
+
+    antialias = g.factor < 1.0  # as resample(): anti-aliasing when shrinking
+    uy, sy, ry = _sources(y0, y1, g.scale[0], antialias)
+    ux, sx, rx = _sources(x0, x1, g.scale[1], antialias)
+    ly0, lx0 = int(math.floor(uy[0])) - ry, int(math.floor(ux[0])) - rx
+    ly1, lx1 = int(math.floor(uy[-1])) + 2 + ry, int(math.floor(ux[-1])) + 2 + rx
+    block = read_window(level, Window(ly0, lx0, ly1, lx1), pad_mode="reflect")
+    if sy > 0 or sx > 0:
+        # The margin holds the whole kernel for every pixel interpolated, so the filter's own
+        # border mode never reaches them; mirror is skimage's "reflect".
+        block = ndimage.gaussian_filter(block, (sy, sx, 0.0), mode="mirror")
+    out = _lerp(_lerp(block, uy - ly0, axis=0), ux - lx0, axis=1)
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- tissue
+
+
+def _tissue(slide: Any, tissue_mask: Any) -> tuple[np.ndarray | None, float]:
+    """(mask, mask pixels per level-0 pixel); (None, 1.0) for ``"all"``."""
+    from .tissue import load_mask, slide_tissue_mask
+
+    w0, h0 = slide.dimensions
+    if tissue_mask is None:
+        return slide_tissue_mask(slide)
+    if isinstance(tissue_mask, str) and tissue_mask == "all":
+        return None, 1.0
+    if isinstance(tissue_mask, np.ndarray):
+        mask = tissue_mask
+        if mask.ndim != 2 or mask.dtype != np.bool_:
+            raise ConfigError(f"a tissue mask array must be 2-D bool, got {mask.dtype} of shape {mask.shape}")
+        h, w = mask.shape
+        if abs(h - w * h0 / w0) > max(1.0, 0.05 * h):
+            raise ConfigError(f"tissue mask of {w}x{h} px does not have the slide's aspect ratio ({w0}x{h0} px)")
+        return mask, w / w0
+    if isinstance(tissue_mask, (str, Path)):
+        scale = min(1.0, MASK_SIDE / max(w0, h0))
+        shape = (max(1, math.ceil(h0 * scale)), max(1, math.ceil(w0 * scale)))
+        return load_mask(tissue_mask, shape), scale
+    raise ConfigError(f"tissue_mask must be None, 'all', a mask file or a bool array, got {tissue_mask!r}")
+
+
+# --------------------------------------------------------------------------- resume store
+
+
+def resume_path(out_dir: str | Path, stem: str) -> Path:
+    """Where :func:`detect_slide` keeps the finished tiles of slide ``stem`` while it runs."""
+    return Path(out_dir) / f"{stem}.resume.sqlite"
+
+
+class _TileStore:
+    """Finished tiles in a SQLite file: one committed row per tile (module docstring, step 6)."""
+
+    def __init__(self, path: Path, fingerprint: str, *, resume: bool) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not (resume and self._matches(path, fingerprint)):
+            path.unlink()
+        self.con = sqlite3.connect(path)
+        try:
+            self.con.execute("PRAGMA synchronous = NORMAL")
+            self.con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self.con.execute(
+                "CREATE TABLE IF NOT EXISTS tiles (tile INTEGER PRIMARY KEY, core_max REAL NOT NULL, "
+                "n INTEGER NOT NULL, points BLOB NOT NULL)"
+            )
+            self.con.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+            self.con.commit()
+        except BaseException:
+            self.con.close()
+            raise
+
+    @staticmethod
+    def _matches(path: Path, fingerprint: str) -> bool:
+        try:
+            with contextlib.closing(sqlite3.connect(path)) as con:
+                row = con.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+        except sqlite3.DatabaseError:  # damaged or not ours: start afresh
+            return False
+        return row is not None and row[0] == fingerprint
+
+    def close(self) -> None:
+        self.con.close()
+
+    def finished(self) -> tuple[set[int], float, int]:
+        """(tile indices done, maximum of their core maxima (-inf if none), stored peaks)."""
+        done = {int(r[0]) for r in self.con.execute("SELECT tile FROM tiles")}
+        top, count = self.con.execute("SELECT MAX(core_max), COALESCE(SUM(n), 0) FROM tiles").fetchone()
+        return done, (float(top) if top is not None else -math.inf), int(count)
+
+    def add(self, tile: int, core_max: float, xy0: np.ndarray, scores: np.ndarray) -> None:
+        data = np.column_stack([xy0, scores.astype(np.float64)]) if len(scores) else np.zeros((0, 3))
+        blob = np.ascontiguousarray(data, dtype="<f8").tobytes()
+        with self.con:  # one transaction per tile: it is there entirely or not at all
+            self.con.execute("INSERT OR REPLACE INTO tiles VALUES (?, ?, ?, ?)", (tile, core_max, len(scores), blob))
+
+    def chunks(self, threshold: float, tiles: set[int]) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Stored peaks with ``score > threshold`` (float32 comparison), in tile order, in chunks."""
+        buffer: list[np.ndarray] = []
+        size = 0
+        thr32 = np.float32(threshold)
+        for tile, blob in self.con.execute("SELECT tile, points FROM tiles ORDER BY tile"):
+            if tile not in tiles:
+                continue
+            data = np.frombuffer(blob, dtype="<f8").reshape(-1, 3)
+            data = data[data[:, 2].astype(np.float32) > thr32]
+            if len(data):
+                buffer.append(data)
+                size += len(data)
+            if size >= _CHUNK:
+                yield _as_chunk(buffer)
+                buffer, size = [], 0
+        yield _as_chunk(buffer)  # possibly empty: the writers still get the schema
+
+
+def _as_chunk(parts: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    data = np.concatenate(parts) if parts else np.zeros((0, 3))
+    return data[:, :2], {"score": data[:, 2].astype(np.float32)}
+
+
+def _fingerprint(slide_path: Path, detector: Any, geometry: SlideGeometry, grid: TileGrid,
+                 min_distance: int, xi: float, selected: np.ndarray) -> str:
+    stat = slide_path.stat()
+    digest = hashlib.sha256()
+    digest.update(json.dumps(detector.meta, sort_keys=True, default=str).encode())
+    for name, tensor in detector.predictor.model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(np.packbits(selected).tobytes())
+    record = {
+        "version": _STORE_VERSION,
+        "slide": str(slide_path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "geometry": [geometry.level, list(geometry.model_shape), list(geometry.scale)],
+        "grid": [list(grid.core_shape), grid.read_halo, grid.align],
+        "min_distance": min_distance,
+        "xi": xi,
+        "bf16": bool(detector.predictor.config.bf16),
+        "weights_and_tiles": digest.hexdigest(),
+    }
+    return json.dumps(record, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class SlideProgress:
+    """Passed to ``on_tile`` after each tile is stored.
+
+    Attributes
+    ----------
+    tile : int
+        Index of the tile just stored (in its :class:`~nucleikit.infer.tiling.TileGrid`).
+    done, total : int
+        Tissue tiles finished (including resumed ones) and to do.
+    candidates : int
+        Peaks stored so far: an upper bound on the nuclei, exact once the running maximum
+        has stopped growing.
+    """
+
+    tile: int
+    done: int
+    total: int
+    candidates: int
+
+
+@dataclass(frozen=True)
+class SlideResult:
+    """What :func:`detect_slide` produced for one slide.
+
+    Attributes
+    ----------
+    path : Path
+        The slide.
+    count : int
+        Nuclei found.
+    level : int
+        Pyramid level read.
+    mpp : float or None
+        Level-0 µm/px used (None if unknown and a level was given).
+    mpp_source : str
+        ``"option"`` (given) or ``"metadata"`` (the file's); ``"unknown"`` when None.
+    factor : float
+        Resize factor from the level to the model grid (1.0: none).
+    model_shape : (int, int)
+        (H, W) of the model grid.
+    tiles_total : int
+        Tiles in the grid.
+    tiles_tissue : int
+        Tiles with tissue (run or resumed).
+    tiles_resumed : int
+        Tissue tiles found finished in the resume file.
+    map_max : float
+        Maximum of the probability map over the tissue tiles.
+    threshold : float
+        Absolute score threshold applied, ``xi * map_max``.
+    mask_scale : float
+        Tissue-mask pixels per level-0 pixel (1.0 without a mask).
+    seconds : float
+        Wall time.
+    outputs : dict of str to Path
+        Format (``"csv"``, ``"parquet"``, ``"geojson"``, ``"sqlite"``, ``"tissue"``) → file.
+    """
+
+    path: Path
+    count: int
+    level: int
+    mpp: float | None
+    mpp_source: str
+    factor: float
+    model_shape: tuple[int, int]
+    tiles_total: int
+    tiles_tissue: int
+    tiles_resumed: int
+    map_max: float
+    threshold: float
+    mask_scale: float
+    seconds: float
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    out = tuple(dict.fromkeys(str(f).lower() for f in formats))
+    unknown = [f for f in out if f not in FORMATS]
+    if unknown or not out:
+        raise ConfigError(f"formats must be one or more of {', '.join(FORMATS)}; got {', '.join(unknown) or 'none'}")
+    return out
+
+
+def _slide_halo(halo: int, margin: int) -> int:
+    """The predictor's halo plus room for the peak margin, on the predictor's pooling lattice.
+
+    Read windows start at ``core start - halo``; the one-pass map (``predict_tiled`` with
+    the predictor's halo, rounded up to ``ALIGN / 2``) and the slide's agree only if both
+    halos are congruent modulo ``ALIGN`` (tiling module docstring, condition 3), so the
+    extra context is a multiple of ``ALIGN``.
+    """
+    half = ALIGN // 2
+    return -(-halo // half) * half + -(-margin // ALIGN) * ALIGN
+
+
+def _grown(tile: Tile, margin: int, shape: tuple[int, int]) -> Tile:
+    """``tile`` with its core grown by ``margin`` on each side, clipped to the grid."""
+    c = tile.core
+    core = Window(max(c.y0 - margin, 0), max(c.x0 - margin, 0), min(c.y1 + margin, shape[0]),
+                  min(c.x1 + margin, shape[1]))
+    return Tile(index=tile.index, position=tile.position, read=tile.read, core=core)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, name: str, total: int, done: int) -> Iterator[Callable[[int, int], None]]:
+    """A Rich bar (tiles done/total, nuclei so far, elapsed, ETA); yields ``update(done, nuclei)``."""
+    if not enabled:
+        yield lambda done, nuclei: None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
+               TextColumn("{task.fields[nuclei]:,} nuclei"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(name, total=total, completed=done, nuclei=0)
+        yield lambda done, nuclei: bar.update(task, completed=done, nuclei=nuclei)
+
+
+def detect_slide(
+    slide_path: str | Path,
+    detector: Any,
+    out_dir: str | Path,
+    *,
+    mpp: float | None = None,
+    level: int | None = None,
+    tile: int | None = None,
+    tissue_mask: Any = None,
+    resume: bool = True,
+    formats: Sequence[str] = FORMATS,
+    threshold_rel: float | None = None,
+    min_distance: float | None = None,
+    progress: bool = True,
+    on_tile: Callable[[SlideProgress], None] | None = None,
+) -> SlideResult:
+    """Detect the nuclei of a whole slide, tile by tile, and write them (module docstring).
+
+    Parameters
+    ----------
+    slide_path : str or Path
+        A slide :func:`~nucleikit.io.slides.open_slide` reads (SVS, NDPI, pyramidal TIFF...).
+    detector : Detector
+        Its network, µm/px, xi (``threshold_rel``) and peak distance, and its
+        ``predictor.config`` (tile size, batch size, threads) are used.
+    out_dir : str or Path
+        Output folder (created); see the module docstring for the files.
+    mpp : float or None
+        Level-0 µm/px, overriding the file's metadata.
+    level : int or None
+        Pyramid level to read; None: the coarsest level not coarser than the model.
+    tile : int or None
+        Tile core side in model pixels; None: ``detector.predictor.config.tile``.
+    tissue_mask : None, "all", str, Path or (h, w) bool ndarray
+        None: detected on a thumbnail; ``"all"``: every tile runs; a path: a mask image
+        (:func:`~nucleikit.infer.tissue.load_mask`); an array: a mask covering the whole
+        slide with its aspect ratio.
+    resume : bool
+        Continue from the finished tiles of an interrupted run with the same settings.
+    formats : sequence of str, or str
+        Any of :data:`FORMATS` (or a comma-separated string).
+    threshold_rel, min_distance : float or None
+        Override the detector's xi and peak distance (model pixels).
+    progress : bool
+        Show a Rich progress bar on stderr.
+    on_tile : callable or None
+        Called with a :class:`SlideProgress` after each tile is stored (an exception it
+        raises stops the run; the stored tiles stay for a resume).
+
+    Returns
+    -------
+    SlideResult
+
+    Raises
+    ------
+    InputError
+        Unreadable slide, missing level, unknown pixel size (with ``level=None``), no tissue,
+        a bad mask file.
+    ConfigError
+        Unknown format, bad ``tissue_mask``.
+    """
+    from ..io.slides import open_slide
+
+    t_start = time.perf_counter()
+    slide_path = Path(slide_path)
+    out = Path(out_dir)
+    formats = _check_formats(formats)
+    xi = detector.threshold_rel if threshold_rel is None else float(threshold_rel)
+    if not 0.0 <= xi <= 1.0:
+        raise ConfigError(f"threshold (xi) must be in [0, 1], got {xi}")
+    distance = detector.min_distance if min_distance is None else min_distance
+    md = int(distance)
+    if md != distance or md < 1:
+        raise ConfigError(f"min_distance must be a whole number of pixels >= 1, got {distance}")
+    predictor = detector.predictor
+    stem = slide_path.stem
+
+    with open_slide(slide_path, mpp=mpp) as slide:
+        geometry = slide_geometry(slide, detector.mpp, level=level)
+        mask, mask_scale = _tissue(slide, tissue_mask)
+        grid = TileGrid(geometry.model_shape, tile=tile or predictor.config.tile,
+                        halo=_slide_halo(predictor.halo, md), align=ALIGN)
+        if mask is None:
+            selected = np.ones(len(grid), dtype=bool)
+        else:
+            from .tissue import tiles_with_tissue
+
+            # mask pixels per model pixel (the two axes differ only by the pyramid's rounding)
+            per_model = mask_scale * float(np.mean(geometry.level0_per_model))
+            selected = tiles_with_tissue(mask, per_model, grid, min_fraction=0.0)
+        if not selected.any():
+            raise InputError(slide_path, "no tissue found (the tissue mask is empty); "
+                                         "use --tissue-mask all to process every tile")
+        tissue_tiles = {int(i) for i in np.flatnonzero(selected)}
+        fingerprint = _fingerprint(slide_path, detector, geometry, grid, md, xi, selected)
+        store = _TileStore(resume_path(out, stem), fingerprint, resume=resume)
+        try:
+            done_before, running_max, candidates = store.finished()
+            done_before &= tissue_tiles
+            pending = [grid[i] for i in sorted(tissue_tiles - done_before)]
+            total, done = len(tissue_tiles), len(done_before)
+            model_grid = _ModelGrid(slide.level_view(geometry.level), geometry, predictor.mean, predictor.std)
+            grown = (_grown(t, md, geometry.model_shape) for t in pending)
+            with _progress_bar(progress, stem, total, done) as update:
+                update(done, candidates)
+                for big, output in predict_tiles(predictor.forward, model_grid, grown,
+                                                 batch_size=predictor.config.batch_size):
+                    prob = output[0]
+                    own = grid[big.index]
+                    core = prob[own.core.y0 - big.core.y0 : own.core.y1 - big.core.y0,
+                                own.core.x0 - big.core.x0 : own.core.x1 - big.core.x0]
+                    core_max = float(core.max())
+                    running_max = max(running_max, core_max)
+                    # Floor xi * M_t <= xi * M: nothing kept at the end is dropped here (step 5).
+                    xy, scores = find_peaks(prob, min_distance=md, threshold=xi * max(running_max, 0.0))
+                    xy = xy + (big.core.x0, big.core.y0)
+                    keep = own.owns(xy)
+                    store.add(own.index, core_max, geometry.to_level0(xy[keep]), scores[keep])
+                    done += 1
+                    candidates += int(keep.sum())
+                    update(done, candidates)
+                    if on_tile is not None:
+                        on_tile(SlideProgress(tile=own.index, done=done, total=total, candidates=candidates))
+            _, map_max, _ = store.finished()
+            # As Detector.peaks: a map that is nowhere positive has no nuclei.
+            threshold = xi * map_max if map_max > 0 else math.inf
+            outputs, count = _write_outputs(out, stem, formats, store, threshold, tissue_tiles, detector.name)
+        finally:
+            store.close()
+        if mask is not None:
+            from .tissue import save_mask_png
+
+            outputs["tissue"] = save_mask_png(out / f"{stem}_tissue.png", mask)
+        resume_path(out, stem).unlink(missing_ok=True)
+        source = "option" if mpp is not None else ("metadata" if slide.mpp is not None else "unknown")
+        mpp_used = slide.mpp
+    return SlideResult(
+        path=slide_path,
+        count=count,
+        level=geometry.level,
+        mpp=mpp_used,
+        mpp_source=source,
+        factor=geometry.factor,
+        model_shape=geometry.model_shape,
+        tiles_total=len(grid),
+        tiles_tissue=total,
+        tiles_resumed=len(done_before),
+        map_max=float(map_max),
+        threshold=float(threshold) if math.isfinite(threshold) else math.inf,
+        mask_scale=float(mask_scale),
+        seconds=time.perf_counter() - t_start,
+        outputs=outputs,
+    )
+
+
+def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileStore, threshold: float,
+                   tiles: set[int], model_name: str) -> tuple[dict[str, Path], int]:
+    """Stream the kept nuclei into each requested file; returns the files and the count."""
+    outputs: dict[str, Path] = {}
+    count = 0
+
+    def counted() -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        nonlocal count
+        count = 0
+        for xy, columns in store.chunks(threshold, tiles):
+            count += len(xy)
+            yield xy, columns
+
+    for fmt in formats:
+        path = out / f"{stem}.{fmt}"
+        if fmt == "csv":
+            outputs[fmt] = write_points_csv_chunks(path, counted(), columns=_COLUMNS)
+        elif fmt == "parquet":
+            outputs[fmt] = write_points_parquet(path, counted(), columns=_COLUMNS)
+        elif fmt == "sqlite":
+            outputs[fmt] = write_points_sqlite(path, counted(), columns=_COLUMNS)
+        else:  # geojson
+            features = (
+                feature
+                for xy, columns in counted()
+                for feature in qupath_features(points=xy, measurements={f"{model_name} score": columns["score"]})
+            )
+            outputs[fmt] = write_geojson(path, features)
+    return outputs, count
