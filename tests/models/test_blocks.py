@@ -18,28 +18,8 @@ from nucleikit.models.blocks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 def _n(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def _randomise_bn(module: nn.Module) -> None:
-    """Give every BatchNorm non-trivial affine parameters and running statistics."""
-    for bn in module.modules():
-        if isinstance(bn, nn.BatchNorm2d):
-            with torch.no_grad():
-                bn.weight.uniform_(0.5, 1.5)
-                bn.bias.uniform_(-0.5, 0.5)
-                bn.running_mean.uniform_(-0.2, 0.2)
-                bn.running_var.uniform_(0.5, 2.0)
 
 
 # pad_to_match ------------------------------------------------------------
@@ -123,9 +103,9 @@ def test_recurrent_conv_parameters_do_not_grow_with_t():
     assert RecurrentConv(4, 6, t=5).t == 5
 
 
-def test_recurrent_conv_t1_equals_manual_computation():
+def test_recurrent_conv_t1_equals_manual_computation(randomise_bn):
     layer = RecurrentConv(3, 4, t=1).eval()
-    _randomise_bn(layer)
+    randomise_bn(layer)
     x = torch.randn(2, 3, 9, 8)
     bn = layer.bn
 
@@ -141,9 +121,9 @@ def test_recurrent_conv_t1_equals_manual_computation():
         assert not torch.allclose(h1, h0, atol=1e-3)
 
 
-def test_recurrent_conv_t2_reuses_the_same_kernels():
+def test_recurrent_conv_t2_reuses_the_same_kernels(randomise_bn):
     layer = RecurrentConv(2, 2, t=2, activation="elu").eval()
-    _randomise_bn(layer)
+    randomise_bn(layer)
     x = torch.randn(1, 2, 6, 6)
     bn = layer.bn
 

@@ -18,27 +18,8 @@ from nucleikit.models.blocks import RecurrentConv, freeze_blocks
 TINY = {"growth": 2, "stem_width": 4, "compression": 0.5, "layers": (2, 2), "n_classes": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 def _n(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def _randomise_bn(module: nn.Module) -> None:
-    for bn in module.modules():
-        if isinstance(bn, nn.BatchNorm2d):
-            with torch.no_grad():
-                bn.weight.uniform_(0.5, 1.5)
-                bn.bias.uniform_(-0.5, 0.5)
-                bn.running_mean.uniform_(-0.2, 0.2)
-                bn.running_var.uniform_(0.5, 2.0)
 
 
 def _bn(bn: nn.BatchNorm2d, y: torch.Tensor) -> torch.Tensor:
@@ -100,9 +81,9 @@ def test_shapes_logits_and_features(name, width):
         assert model(torch.randn(1, 3, 17, 23)).shape == (1, 4)
 
 
-def test_features_are_the_pooled_last_block():
+def test_features_are_the_pooled_last_block(randomise_bn):
     model = dn.DenseNet(**TINY).eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     x = torch.randn(2, 3, 9, 10)
     with torch.no_grad():
         y = x
@@ -120,10 +101,10 @@ def test_input_smaller_than_the_poolings_is_refused():
         model(torch.randn(1, 3, 7, 32))
 
 
-def test_dcrn_with_t0_computes_the_densenet():
+def test_dcrn_with_t0_computes_the_densenet(randomise_bn):
     dense = dn.DenseNet(**TINY).eval()
     rec = dn.DCRN(**TINY, t=0).eval()
-    _randomise_bn(dense)
+    randomise_bn(dense)
     # Map DenseNet's tensors onto DCRN's: each 3x3 conv is DCRN's feed-forward kernel.
     state = {k.replace(".conv.weight", ".conv.conv_f.weight"): v for k, v in dense.state_dict().items()}
     missing = rec.load_state_dict(state, strict=False).missing_keys
@@ -133,9 +114,9 @@ def test_dcrn_with_t0_computes_the_densenet():
         assert torch.allclose(rec(x), dense(x), atol=1e-6)
 
 
-def test_dcrn_layer_t1_equals_manual_computation():
+def test_dcrn_layer_t1_equals_manual_computation(randomise_bn):
     model = dn.DCRN(**TINY, t=1).eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     layer = model.blocks[1][0][1]  # stage 1, dense block, second layer (6 -> 2 channels)
     rc = layer.conv
     x = torch.randn(2, 6, 7, 5)
@@ -150,9 +131,9 @@ def test_dcrn_layer_t1_equals_manual_computation():
         assert not torch.allclose(h1, feed, atol=1e-3)  # the recurrence contributes
 
 
-def test_recurrent_conv_pre_order_t2_and_bad_order():
+def test_recurrent_conv_pre_order_t2_and_bad_order(randomise_bn):
     rc = RecurrentConv(2, 3, t=2, order="pre").eval()
-    _randomise_bn(rc)
+    randomise_bn(rc)
     x = torch.randn(1, 2, 6, 6)
     feed = F.conv2d(x, rc.conv_f.weight, padding=1)
     h = feed

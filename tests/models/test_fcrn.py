@@ -10,15 +10,6 @@ from torch import nn
 from nucleikit.models.fcrn import FCRN_A_NUM_PARAMS, FCRN_B_NUM_PARAMS, fcrn_a, fcrn_b
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 def _convs(model: nn.Module) -> list[tuple[int, int]]:
     return [(m.out_channels, m.kernel_size[0]) for m in model.modules() if isinstance(m, nn.Conv2d)]
 

@@ -12,15 +12,6 @@ from nucleikit.models.micronet import MICRONET_NUM_PARAMS, MicroNet
 from nucleikit.models.unet import UNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 def _n(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -18,15 +18,6 @@ DETECTION = ["fcrn_a", "fcrn_b", "micronet", "udnet", "unet_regressor"]
 SEGMENTATION = ["r2unet", "unet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """A copy of the registry that a test may register into."""

@@ -11,15 +11,6 @@ from nucleikit.models.blocks import RecurrentConv, RecurrentResidualBlock
 from nucleikit.models.unet import EncoderDecoder, R2UNet, UNet, r2unet, udnet, unet, unet_regressor
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 def _n(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

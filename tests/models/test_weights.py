@@ -14,15 +14,6 @@ from nucleikit.errors import ConfigError, WeightsError
 from nucleikit.models import build_model, load_weights, read_weights_meta, resolve_weights, save_weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 META = {"model": "micronet", "model_kwargs": {"width": 4}, "mpp": 0.55, "peaks": {"threshold": 0.3, "min_distance": 3}}
 
 
