@@ -24,7 +24,10 @@ The output of a tile at a core pixel equals the untiled output there when three 
    ``align``. Core starts are multiples of the core size, itself a multiple of ``align``, so
    every read window starts at ``core start - halo``: all origins lie on the lattice
    ``-halo + align * Z``, the same lattice as the untiled pass (the single tile whose read
-   window starts at ``-halo``). This holds whatever the halo.
+   window starts at ``-halo``). This holds whatever the halo, as long as both passes use
+   the same one: two passes whose halos differ by a non-multiple of ``align`` sit on
+   shifted lattices and their outputs differ (the whole-slide path therefore grows its
+   halo only in steps of ``align``).
 
 The network also needs each window side to be a multiple of ``align`` (the skip connections
 of a U-Net must line up). The side is ``core + 2 * halo`` with the core a multiple of
