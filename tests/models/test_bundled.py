@@ -1,0 +1,31 @@
+"""The weights shipped inside the package describe themselves truthfully."""
+
+import pytest
+
+from nucleikit.models import build_model
+from nucleikit.models.weights import bundled_weights_dir, load_weights, read_weights_meta
+
+BUNDLED = sorted(bundled_weights_dir().glob("*.safetensors"))
+
+
+def test_the_default_detector_is_bundled():
+    assert "micronet" in [p.stem for p in BUNDLED]
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=[p.stem for p in BUNDLED])
+def test_bundled_weights_metadata_matches_reality(path):
+    meta = read_weights_meta(path)
+    model = build_model(meta["model"], **meta["model_kwargs"])
+    assert meta["num_params"] == sum(p.numel() for p in model.parameters())
+    assert path.stat().st_size < 15e6  # a few MB, inside the package
+    for key in ("mpp", "mean", "std", "postprocess", "halo", "training", "validation", "test"):
+        assert key in meta, key
+    if meta["task"] == "detection":
+        assert 0 < meta["postprocess"]["threshold_rel"] < 1 and meta["postprocess"]["min_distance"] >= 1
+        assert meta["halo"] % 16 == 0
+        t = meta["test"]
+        assert 0 < t["f1_r6"] <= t["f1_r8"] <= 1  # a larger radius never loses pairs
+        p, r = t["precision_r6"], t["recall_r6"]
+        assert t["f1_r6"] == pytest.approx(2 * p * r / (p + r))
+    loaded, _ = load_weights(path)
+    assert not loaded.training
