@@ -3,7 +3,7 @@
     python tools/ship_weights.py runs/micronet_crchisto --name micronet
 
 1. measures the receptive field of the *trained* network with an impulse
-   (size 512, relative tolerance 1e-4) and stores it as the tiling halo;
+   (a 512 px probe, 1024 px if needed; relative tolerance 1e-4) and stores it as the tiling halo;
 2. tunes xi and the peak distance again on the validation images over a
    finer and wider grid than the training loop's (validation only);
 3. scores the weights once on the CRCHisto fixed-split test images at
@@ -52,7 +52,18 @@ def main() -> None:
         with torch.inference_mode():
             return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
 
-    halo = measure_halo(forward, in_channels=len(meta["mean"]), size=512, tol=1e-4)
+    import warnings
+
+    for size in (512, 1024):  # a field reaching the probe's border needs a bigger probe
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                halo = measure_halo(forward, in_channels=len(meta["mean"]), size=size, tol=1e-4)
+                break
+            except UserWarning:
+                continue
+    else:
+        sys.exit("receptive field wider than a 1024 px probe: tiled output would not equal untiled output")
     meta = dict(meta, name=args.name, halo=int(halo))
     print(f"halo (trained receptive field, tol 1e-4): {halo} px")
 
