@@ -327,3 +327,16 @@ def test_measure_halo_global_context_warns_and_constant_raises():
         assert measure_halo(global_mean, in_channels=1, size=32, align=1, multiple=1) >= 15
     with pytest.raises(ValueError, match="does not depend"):
         measure_halo(lambda x: np.zeros_like(x), in_channels=1, size=32, align=1)
+
+
+def test_measure_halo_grown_uses_a_bigger_probe_when_needed():
+    from scipy import ndimage
+
+    from nucleikit.infer.tiling import measure_halo_grown
+
+    def box(batch, r=40):  # receptive-field radius 40: too wide for a 64 px probe
+        return ndimage.uniform_filter(batch, size=(1, 1, 2 * r + 1, 2 * r + 1), mode="constant")
+
+    assert measure_halo_grown(box, in_channels=1, sizes=(64, 128), tol=1e-6) == 48
+    with pytest.raises(ValueError):
+        measure_halo_grown(box, in_channels=1, sizes=(32, 64), tol=1e-6)

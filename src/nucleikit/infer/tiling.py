@@ -66,6 +66,7 @@ __all__ = [
     "predict_tiles",
     "predict_tiled",
     "measure_halo",
+    "measure_halo_grown",
 ]
 
 
@@ -447,3 +448,33 @@ def measure_halo(
             stacklevel=2,
         )
     return _round_up(radius, multiple)
+
+
+def measure_halo_grown(
+    forward: Forward,
+    *,
+    in_channels: int = 3,
+    sizes: Iterable[int] = (256, 512, 1024),
+    tol: float = 1e-4,
+) -> int:
+    """:func:`measure_halo` with probes of growing size until the field fits in one.
+
+    A trained network's effective receptive field can be much wider than an
+    untrained one's (recurrent convolutions, deep bottlenecks); a probe it
+    reaches the border of would under-measure it.
+
+    Raises
+    ------
+    ValueError
+        The field reaches the border of the largest probe.
+    """
+    last = None
+    for size in sizes:
+        last = size
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            try:
+                return measure_halo(forward, in_channels=in_channels, size=size, tol=tol)
+            except UserWarning:
+                continue
+    raise ValueError(f"the receptive field is wider than a {last} px probe: tiled output cannot equal untiled output")

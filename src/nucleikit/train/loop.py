@@ -204,7 +204,7 @@ def train_dense(
     import torch
 
     from ..infer.predict import DensePredictor, InferenceConfig
-    from ..infer.tiling import measure_halo
+    from ..infer.tiling import measure_halo, measure_halo_grown
     from ..losses import get_loss
     from ..models import build_model, get_spec
     from ..models.blocks import freeze_blocks
@@ -334,18 +334,14 @@ def train_dense(
     )
 
     def trained_halo() -> int:
-        import warnings
-
         model.eval()
         fwd = DensePredictor(model, mean=mean, std=std, halo=0, config=InferenceConfig(channels_last=cfg.channels_last)).forward
-        # a 256 probe first; a field reaching its border needs the bigger probe
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            try:
-                return measure_halo(fwd, in_channels=len(mean), size=256, tol=1e-4)
-            except UserWarning:
-                pass
-        return measure_halo(fwd, in_channels=len(mean), size=512, tol=1e-4)
+        try:
+            return measure_halo_grown(fwd, in_channels=len(mean), tol=1e-4)
+        except ValueError:
+            # wider than any probe: keep training, save the widest measurement
+            # (measure_halo warns that tiled output will differ from untiled)
+            return measure_halo(fwd, in_channels=len(mean), size=1024, tol=1e-4)
 
     log = open(out / "log.jsonl", "a", encoding="utf-8") if dist.main else None
     bar = None
