@@ -5,7 +5,8 @@
 Inputs: the 20 CRCHisto test images (500x500 PNG) and one 2000x2000 mosaic of
 16 of them, as files on disk. "End to end" = read the file, resample if
 needed, standardise, tile, run the network, find peaks, write CSV and GeoJSON
-(`nucleikit.infer.pipelines.detect_file` without the overlay). The reference is
+(`nucleikit.infer.pipelines.detect_file` without the overlay), in fp32 with and
+without channels_last and in bf16 (BN folding on in all three). The reference is
 the same network as a plain fp32 eager forward pass (NCHW, no channels_last,
 `torch.no_grad`) over the same pixels padded to a multiple of 16, excluding
 reading and writing. Throughput is megapixels of input per second (PROTOCOL §4).
@@ -81,8 +82,10 @@ def main() -> None:
         row = {"megapixels": mp}
         reference_forward(model, pixels[:1], mean, std)  # warm-up
         row["reference_fp32_s"] = min(reference_forward(model, pixels, mean, std) for _ in range(args.repeat))
-        for variant, bf16 in (("e2e_fp32", False), ("e2e_bf16", True)):
-            det = Detector.from_weights(args.model, config=InferenceConfig(threads=args.threads, bf16=bf16))
+        variants = (("e2e_fp32_nchw", False, False), ("e2e_fp32", False, True), ("e2e_bf16", True, True))
+        for variant, bf16, channels_last in variants:
+            config = InferenceConfig(threads=args.threads, bf16=bf16, channels_last=channels_last)
+            det = Detector.from_weights(args.model, config=config)
             out = tmp / variant
             detect_file(paths[0], det, out, overlay=False)  # warm-up
             best = float("inf")
@@ -93,17 +96,17 @@ def main() -> None:
                 best = min(best, time.perf_counter() - t0)
             row[f"{variant}_s"] = best
         row["reference_mp_s"] = mp / row["reference_fp32_s"]
-        for variant in ("e2e_fp32", "e2e_bf16"):
+        for variant, _, _ in variants:
             row[f"{variant}_mp_s"] = mp / row[f"{variant}_s"]
             row[f"{variant}_ratio"] = row[f"{variant}_mp_s"] / row["reference_mp_s"]
         results["sets"][set_name] = row
     path = save(f"detection_speed_{args.model}", results)
     print(f"model {args.model}, {args.threads} threads")
-    print("| input | reference fp32 forward MP/s | end-to-end fp32 MP/s (ratio) | end-to-end bf16 MP/s (ratio) |")
-    print("|---|---:|---:|---:|")
+    print("| input | reference fp32 forward | fp32 NCHW | fp32 channels_last | bf16 channels_last |")
+    print("|---|---:|---:|---:|---:|")
     for name, r in results["sets"].items():
-        print(f"| {name} ({r['megapixels']:.2f} MP) | {r['reference_mp_s']:.2f} | {r['e2e_fp32_mp_s']:.2f} "
-              f"({r['e2e_fp32_ratio']:.2f}x) | {r['e2e_bf16_mp_s']:.2f} ({r['e2e_bf16_ratio']:.2f}x) |")
+        cells = " | ".join(f"{r[v + '_mp_s']:.2f} ({r[v + '_ratio']:.2f}x)" for v in ("e2e_fp32_nchw", "e2e_fp32", "e2e_bf16"))
+        print(f"| {name} ({r['megapixels']:.2f} MP) | {r['reference_mp_s']:.2f} | {cells} |")
     print(f"wrote {path}")
 
 
