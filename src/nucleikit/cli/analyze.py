@@ -7,7 +7,14 @@ from pathlib import Path
 
 from .classify import DEFAULT_CLASSIFIER
 from .detect import IMAGE_SUFFIXES
-from .options import add_mpp_option, add_runtime_options, expand_inputs, inference_config, positive_int
+from .options import (
+    add_mpp_option,
+    add_peak_options,
+    add_runtime_options,
+    expand_inputs,
+    inference_config,
+    positive_int,
+)
 from .report import BatchReport
 
 DESCRIPTION = """Find and type the nuclei of each image: the detector finds the centres, the
@@ -27,10 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, metavar="NAME|PATH",
                    help=f"bundled classifier name or a .safetensors file (default: {DEFAULT_CLASSIFIER})")
     add_mpp_option(p)
-    p.add_argument("--threshold", type=float, default=None, metavar="XI",
-                   help="keep peaks above XI times the map maximum (default: the value tuned with the weights)")
-    p.add_argument("--min-distance", type=float, default=None, metavar="PX",
-                   help="minimum distance between peaks in model pixels (default: tuned with the weights)")
+    add_peak_options(p)
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     add_runtime_options(p)
     p.add_argument("--patch-batch", type=positive_int, default=256, metavar="N",

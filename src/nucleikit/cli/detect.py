@@ -8,6 +8,7 @@ from pathlib import Path
 from .options import (
     add_model_option,
     add_mpp_option,
+    add_peak_options,
     add_runtime_options,
     add_scale_out_options,
     add_slide_options,
@@ -35,10 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created)")
     add_model_option(p)
     add_mpp_option(p)
-    p.add_argument("--threshold", type=float, default=None, metavar="XI",
-                   help="keep peaks above XI times the map maximum (default: the value tuned with the weights)")
-    p.add_argument("--min-distance", type=float, default=None, metavar="PX",
-                   help="minimum distance between peaks in model pixels (default: tuned with the weights)")
+    add_peak_options(p)
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs (images only)")
     add_runtime_options(p)
     add_slide_options(p)

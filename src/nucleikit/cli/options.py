@@ -58,6 +58,14 @@ def add_mpp_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_peak_options(p: argparse.ArgumentParser) -> None:
+    """Override the post-processing tuned with the weights (xi and peak distance)."""
+    p.add_argument("--threshold", type=float, default=None, metavar="XI",
+                   help="keep peaks above XI times the map maximum (default: the value tuned with the weights)")
+    p.add_argument("--min-distance", type=float, default=None, metavar="PX",
+                   help="minimum distance between peaks in model pixels (default: tuned with the weights)")
+
+
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch (default: 2)")
