@@ -1,6 +1,6 @@
 """Whole-slide detection: end-to-end speed, peak memory at two slide sizes, and 1 vs 2 Dask workers.
 
-    python benchmarks/wsi_speed.py [--model micronet] [--sizes 5000 10000] [--threads 2]
+    python benchmarks/wsi_speed.py [--model micronet] [--sizes 5000 10000] [--threads 2] [--bf16]
     python benchmarks/wsi_speed.py --quick        # tiny sizes: checks the script, not the machine
 
 Slides: synthetic pyramidal TIFFs (JPEG tiles of 256 px, levels 1, 1/2, 1/4, ... as scanners
@@ -141,7 +141,7 @@ def child_slide(args: argparse.Namespace) -> dict:
     from nucleikit.infer.predict import Detector, InferenceConfig
     from nucleikit.infer.wsi import detect_slide
 
-    det = Detector.from_weights(args.model, config=InferenceConfig(threads=args.threads))
+    det = Detector.from_weights(args.model, config=InferenceConfig(threads=args.threads, bf16=args.bf16))
     t0 = time.perf_counter()
     res = detect_slide(args.child, det, args.out, tissue_mask="all", resume=False, progress=False)
     seconds = time.perf_counter() - t0
@@ -151,11 +151,12 @@ def child_slide(args: argparse.Namespace) -> dict:
 
 def child_dask(args: argparse.Namespace) -> dict:
     from nucleikit.infer.distributed import SlideFailure, detect_slides_dask
+    from nucleikit.infer.predict import InferenceConfig
 
     slides = [Path(p) for p in args.child.split(",")]
     t0 = time.perf_counter()
     results = detect_slides_dask(slides, args.model, args.out, workers=args.dask_workers, tissue_mask="all",
-                                 resume=False, formats=("csv",))
+                                 resume=False, formats=("csv",), config=InferenceConfig(threads=1, bf16=args.bf16))
     failed = [r.reason for r in results if isinstance(r, SlideFailure)]
     return {"seconds": time.perf_counter() - t0, "failed": failed}
 
@@ -215,6 +216,7 @@ def main() -> None:
     ap.add_argument("--dask-slides", type=int, default=4, help="independent slides for the Dask runs")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "nk-wsi-bench")
     ap.add_argument("--quick", action="store_true", help="tiny slides (512, 1024; Dask on 2 x 512)")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the nucleikit runs (not the reference)")
     # internal: one measurement in a fresh process
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -232,13 +234,13 @@ def main() -> None:
     cells = _load_cells()
     small, large = args.sizes
     results: dict = {"machine": machine(), "model": args.model if trained else "micronet (untrained)",
-                     "trained": trained, "threads": args.threads, "mpp": MPP, "slides": {}, "dask": {}}
+                     "trained": trained, "threads": args.threads, "bf16": args.bf16, "mpp": MPP, "slides": {}, "dask": {}}
     results["reference_fp32_mp_s"] = reference_mp_s(weights, args.threads)
 
     for side in (small, large):
         slide = build_slide(args.workdir / f"crc_{side}.tif", side, cells, seed=side)
         row = _run_child(["--child", str(slide), "--out", str(args.workdir / "out"), "--model", weights,
-                          "--threads", str(args.threads)])
+                          "--threads", str(args.threads), *(["--bf16"] if args.bf16 else [])])
         row["megapixels"] = side * side / 1e6
         row["mp_s"] = row["megapixels"] / row["seconds"]
         row["model_megapixels"] = row["model_shape"][0] * row["model_shape"][1] / 1e6
@@ -251,14 +253,14 @@ def main() -> None:
              for k in range(args.dask_slides)]
     for workers in (1, 2):
         row = _run_child(["--child", ",".join(map(str, batch)), "--out", str(args.workdir / f"dask{workers}"),
-                          "--model", weights, "--dask-workers", str(workers)])
+                          "--model", weights, "--dask-workers", str(workers), *(["--bf16"] if args.bf16 else [])])
         results["dask"][str(workers)] = row
         print(f"Dask, {workers} worker(s), {len(batch)} slides of {small}^2: {row['seconds']:.1f} s", flush=True)
     t1, t2 = results["dask"]["1"]["seconds"], results["dask"]["2"]["seconds"]
     results["dask_speedup"] = t1 / t2
     results["dask_efficiency"] = t1 / t2 / 2
 
-    name = "wsi_speed_quick" if args.quick else "wsi_speed"
+    name = ("wsi_speed_quick" if args.quick else "wsi_speed") + ("_bf16" if args.bf16 else "")
     path = save(name, results)
     print(f"\nreference fp32 forward: {results['reference_fp32_mp_s']:.2f} model MP/s, {args.threads} threads")
     print("| slide | MP | end to end MP/s | model MP/s / reference | peak RSS (MiB) | nuclei |")
