@@ -9,5 +9,6 @@ from nucleikit.io.datasets.base import LabelSample, PointSample, find_shared_dir
 from nucleikit.io.datasets.crchisto import CRCHisto
 from nucleikit.io.datasets.dsb2018 import DSB2018
 from nucleikit.io.datasets.folder import point_folder
+from nucleikit.io.datasets.monuseg import MoNuSeg
 
-__all__ = ["CRCHisto", "DSB2018", "LabelSample", "PointSample", "find_shared_dir", "point_folder"]
+__all__ = ["CRCHisto", "DSB2018", "LabelSample", "MoNuSeg", "PointSample", "find_shared_dir", "point_folder"]
