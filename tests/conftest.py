@@ -58,3 +58,44 @@ def slides_dir(shared_dir: Path) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def make_segmenter_weights(tmp_path_factory):
+    """Factory: a tiny randomly initialised ``unet``/``r2unet`` saved as a complete weights file.
+
+    ``make_segmenter_weights(model="unet", colour="rgb", mpp=None, **postprocess)`` returns its
+    path. Mechanics only (shapes, dtypes, files); nothing here depends on bundled weights.
+    """
+    import torch
+
+    from nucleikit.models import build_model
+    from nucleikit.models.weights import save_weights
+
+    folder = tmp_path_factory.mktemp("seg_weights")
+    made: dict[tuple, Path] = {}
+
+    def make(model: str = "unet", colour: str = "rgb", mpp: float | None = None, **postprocess) -> Path:
+        key = (model, colour, mpp, tuple(sorted(postprocess.items())))
+        if key in made:
+            return made[key]
+        torch.manual_seed(0)
+        channels = 1 if colour == "grey" else 3
+        kwargs = {"widths": [4, 8, 16], "in_channels": channels}
+        net = build_model(model, **kwargs)
+        meta = {
+            "name": f"tiny_{model}",
+            "model": model,
+            "model_kwargs": kwargs,
+            "task": "segmentation",
+            "target": "mask",
+            "mpp": mpp,
+            "colour": colour,
+            "mean": [0.5] * channels,
+            "std": [0.25] * channels,
+            "postprocess": {"threshold": 0.5, "min_distance": 3, "min_size": 4, **postprocess},
+        }
+        made[key] = save_weights(folder / f"tiny_{len(made)}.safetensors", net, meta)
+        return made[key]
+
+    return make

@@ -50,7 +50,13 @@ __all__ = [
     "qupath_features",
     "write_geojson",
     "write_overlay",
+    "write_label_tiff",
+    "write_table_csv",
+    "UINT16_MAX_LABEL",
 ]
+
+#: Largest label a uint16 label TIFF holds.
+UINT16_MAX_LABEL = 65535
 
 #: Colours (RGB) of the CRCHistoPhenotypes nucleus classes; other names get a palette colour.
 DEFAULT_CLASS_COLORS: Mapping[str, tuple[int, int, int]] = {
@@ -310,6 +316,66 @@ def write_points_csv(
         data[str(name)] = v
     with atomic_write(path, "w", newline="") as f:
         pd.DataFrame(data).to_csv(f, index=False, lineterminator="\n")
+    return Path(path)
+
+
+def write_table_csv(
+    path: str | os.PathLike[str], columns: Mapping[str, Any], *, value_precision: int = 4
+) -> Path:
+    """Write equal-length columns as CSV, header = the column names in the given order.
+
+    For tables that do not start with (x, y), e.g. ``id,x,y,area,mean_intensity`` of
+    segmented nuclei. Floating columns are rounded to ``value_precision`` decimals
+    (written in their shortest form, as :func:`write_points_csv`); others as is. Written
+    atomically; no rows writes the header only.
+    """
+    import pandas as pd
+
+    cols = dict(columns)
+    if not cols:
+        raise ValueError("give at least one column")
+    n = len(np.asarray(next(iter(cols.values()))))
+    data: dict[str, Any] = {}
+    for name, values in cols.items():
+        v = _as_column(values, name, n)
+        if np.issubdtype(v.dtype, np.floating):
+            v = np.round(v.astype(np.float64), value_precision) + 0.0
+        data[str(name)] = v
+    with atomic_write(path, "w", newline="") as f:
+        pd.DataFrame(data).to_csv(f, index=False, lineterminator="\n")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- label TIFF
+
+
+def write_label_tiff(path: str | os.PathLike[str], labels: Any) -> Path:
+    """Write an (H, W) instance label image as a uint16 TIFF (zlib), atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output ``.tif``; parent folders created.
+    labels : (H, W) array_like of int
+        0 = background; values must lie in 0..65535 (:data:`UINT16_MAX_LABEL`).
+
+    Raises
+    ------
+    ValueError
+        Not a 2-D integer image, negative labels or labels above 65535 (nothing is written:
+        a uint16 file would wrap them round silently).
+    """
+    import tifffile
+
+    arr = np.asarray(labels)
+    if arr.ndim != 2 or arr.dtype.kind not in "iu":
+        raise ValueError(f"labels must be an (H, W) integer image, got {arr.dtype} {arr.shape}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > UINT16_MAX_LABEL):
+        raise ValueError(
+            f"labels must lie in 0..{UINT16_MAX_LABEL} for a uint16 TIFF, got {int(arr.min())}..{int(arr.max())}"
+        )
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, arr.astype(np.uint16), compression="zlib", photometric="minisblack")
     return Path(path)
 
 

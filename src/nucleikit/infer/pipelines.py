@@ -18,8 +18,9 @@ from ..export import qupath_features, write_geojson, write_overlay, write_points
 from ..io.images import read_image
 from .predict import Detections, Detector
 
-if TYPE_CHECKING:  # the classifier module is only needed by the typing pipelines
+if TYPE_CHECKING:  # the classifier and segmenter modules are only needed by their pipelines
     from .classify import Classifier
+    from .segment import Segmentation, Segmenter
 
 __all__ = [
     "FileResult",
@@ -29,6 +30,8 @@ __all__ = [
     "classify_file",
     "detect_file",
     "resolve_mpp",
+    "segment_file",
+    "segmentation_features",
 ]
 
 
@@ -88,6 +91,8 @@ class FileResult:
         What :func:`detect_file` found.
     typed : TypedNuclei or None
         What :func:`analyze_file` or :func:`classify_file` typed.
+    segmentation : Segmentation or None
+        What :func:`segment_file` found.
     """
 
     path: Path
@@ -98,6 +103,7 @@ class FileResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     detections: Detections | None = field(default=None, repr=False)
     typed: TypedNuclei | None = field(default=None, repr=False)
+    segmentation: "Segmentation | None" = field(default=None, repr=False)
 
 
 def resolve_mpp(option: float | None, metadata: float | None, model: float) -> tuple[float, str]:
@@ -345,4 +351,113 @@ def classify_file(
         seconds=time.perf_counter() - t0,
         outputs={"csv": Path(written)},
         typed=typed,
+    )
+
+
+def segmentation_features(seg: "Segmentation", outlines: list[np.ndarray]) -> list[dict]:
+    """QuPath detection features of segmented nuclei: polygon outlines and their measurements.
+
+    ``outlines`` are (K, 2) (x, y) rings in nucleikit's pixel-centre convention, one per
+    instance in ascending label order (:func:`nucleikit.postprocess.label_outlines`);
+    :func:`nucleikit.export.qupath_features` shifts them by +0.5 to QuPath's pixel corners.
+    The centroid measurements are given in QuPath's convention too (+0.5), so that they
+    agree with the centroid QuPath computes from the polygon; the label ties each object to
+    ``<stem>_labels.tif`` and ``<stem>.csv``.
+    """
+    m = seg.measurements
+    return qupath_features(
+        polygons=outlines,
+        measurements={
+            "Label": m["label"],
+            "Centroid X px": m["x"] + 0.5,
+            "Centroid Y px": m["y"] + 0.5,
+            "Area px^2": m["area"],
+            "Mean intensity": m["mean_intensity"],
+        },
+    )
+
+
+def segment_file(
+    path: str | Path,
+    segmenter: "Segmenter",
+    out_dir: str | Path,
+    *,
+    mpp: float | None = None,
+    threshold: float | None = None,
+    overlay: bool = True,
+) -> FileResult:
+    """Segment the nuclei of one image file and write its four outputs.
+
+    Writes ``<stem>_labels.tif`` (uint16 instance labels, 0 = background),
+    ``<stem>.geojson`` (QuPath detections with polygon geometry; label, centroid, area and
+    mean intensity in ``measurements``), ``<stem>.csv`` (header
+    ``id,x,y,area,mean_intensity``: the label, centroid as 0-based pixel centres, area in
+    pixels, mean BT.601 luminance in [0, 1]) and, with ``overlay``, ``<stem>_overlay.png``
+    (outlines on the image).
+
+    Parameters
+    ----------
+    path : path
+        Image file (PNG, TIFF, BMP, JPEG).
+    segmenter : Segmenter
+    out_dir : path
+        Output folder (created).
+    mpp : float or None
+        Input resolution (um/px); None: from the file. Used only by segmenters that record a
+        resolution (DSB2018 models run at input resolution).
+    threshold : float or None
+        Override the tuned foreground threshold.
+    overlay : bool
+        Also write the overlay PNG.
+
+    Returns
+    -------
+    FileResult
+        ``mpp`` is the input resolution used (NaN when unknown and irrelevant).
+
+    Raises
+    ------
+    InputError
+        Unreadable image, or more than 65535 nuclei (a uint16 label TIFF cannot hold
+        them). Everything is computed before the first file is written and every file is
+        written atomically, so a failure leaves no partial output.
+    """
+    from ..export import UINT16_MAX_LABEL, write_label_tiff, write_table_csv
+    from ..postprocess import label_outlines
+
+    t0 = time.perf_counter()
+    path = Path(path)
+    out = Path(out_dir)
+    image = read_image(path, mode="rgb")
+    if segmenter.mpp is not None:
+        use_mpp, source = resolve_mpp(mpp, image.mpp, segmenter.mpp)
+    else:
+        use_mpp, source = (mpp, "option") if mpp is not None else (image.mpp, "metadata")
+        if use_mpp is None:
+            source = "unknown"
+    seg = segmenter.segment(image.pixels, mpp=use_mpp, threshold=threshold)
+    top = int(seg.labels.max()) if seg.labels.size else 0
+    if top > UINT16_MAX_LABEL:
+        raise InputError(path, f"{top} nuclei: more than a uint16 label TIFF holds ({UINT16_MAX_LABEL})")
+    outlines = label_outlines(seg.labels)
+    m = seg.measurements
+    stem = path.stem
+    outputs = {
+        "labels": write_label_tiff(out / f"{stem}_labels.tif", seg.labels),
+        "geojson": write_geojson(out / f"{stem}.geojson", segmentation_features(seg, outlines)),
+        "csv": write_table_csv(
+            out / f"{stem}.csv",
+            {"id": m["label"], "x": m["x"], "y": m["y"], "area": m["area"], "mean_intensity": m["mean_intensity"]},
+        ),
+    }
+    if overlay:
+        outputs["overlay"] = write_overlay(out / f"{stem}_overlay.png", image.pixels, polygons=outlines)
+    return FileResult(
+        path=path,
+        count=len(seg),
+        mpp=float(use_mpp) if use_mpp is not None else float("nan"),
+        mpp_source=source,
+        seconds=time.perf_counter() - t0,
+        outputs={k: Path(v) for k, v in outputs.items()},
+        segmentation=seg,
     )

@@ -86,6 +86,7 @@ __all__ = [
     "MAX_PIXELS",
     "MPP_RANGE",
     "SUPPORTED_SUFFIXES",
+    "convert_mode",
     "read_image",
     "sample_image_path",
 ]
@@ -564,6 +565,19 @@ def _composite_over_white(pixels: np.ndarray, layout: str) -> np.ndarray:
     if np.all(alpha == 1.0):
         return np.ascontiguousarray(colour)
     return colour * alpha + (np.float32(1.0) - alpha)
+
+
+def convert_mode(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """An (H, W, 1) or (H, W, 3) float image in the colour ``mode`` (as :func:`read_image` does).
+
+    ``"rgb"`` replicates grey to three channels; ``"grey"`` turns RGB into
+    BT.601 luminance, (H, W, 1). An image already in ``mode`` is returned as is.
+    """
+    if mode not in _MODES:
+        raise ConfigError(f"image mode must be one of {_MODES}, not {mode!r}")
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
+        raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {pixels.shape}")
+    return _convert_mode(pixels, mode)
 
 
 def _convert_mode(pixels: np.ndarray, mode: str) -> np.ndarray:

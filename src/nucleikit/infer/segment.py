@@ -1,0 +1,266 @@
+"""Nucleus instance segmentation: image in, one label per nucleus out.
+
+:class:`Segmenter` is to segmentation models (``unet``, ``r2unet``) what
+:class:`~nucleikit.infer.predict.Detector` is to detectors: the trained
+network, the colour and resolution it was trained at, and the instance
+post-processing tuned on validation images, all read from the weights file.
+
+Pipeline for an (H, W, C) image in [0, 1]:
+
+1. colour: converted to the weights' ``colour`` ("rgb" or "grey", BT.601
+   luminance) so that a grey-trained model never sees RGB and vice versa;
+2. resolution: resampled to the weights' ``mpp`` when both the weights and the
+   input record one (DSB2018 models record none: they run at input resolution);
+3. the foreground probability map, tiled through
+   :class:`~nucleikit.infer.predict.DensePredictor` (halo = the trained
+   network's measured receptive field, stored with the weights);
+4. instances: :func:`~nucleikit.postprocess.instances_from_probability` with
+   the saved ``threshold``, ``min_distance`` and ``min_size`` (model pixels),
+   seeded by the distance transform (default) or by the peaks of a nucleikit
+   detector (``seeds="detector"``);
+5. labels mapped back to the input's pixels (nearest neighbour) and measured.
+
+Coordinates are (x, y), 0-based pixel centres of the input image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, WeightsError
+from ..io.images import convert_mode
+from ..postprocess import instances_from_probability, label_measurements
+from ..transforms import resample, scale_factor, scale_points
+from .predict import DensePredictor, Detector, InferenceConfig
+
+__all__ = ["SEED_KINDS", "Segmentation", "Segmenter", "resize_labels", "DEFAULT_SEED_DETECTOR"]
+
+#: Watershed marker sources: distance-transform maxima, or a detector's peaks.
+SEED_KINDS = ("distance", "detector")
+#: Bundled detector used for ``seeds="detector"`` unless the weights name another.
+DEFAULT_SEED_DETECTOR = "micronet"
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """Nucleus instances of one image.
+
+    Attributes
+    ----------
+    prob : (H', W') float32
+        Foreground probability at the model's resolution (H' x W' = H x W when
+        the model runs at input resolution).
+    labels : (H, W) int32
+        Instance labels at the input's resolution; 0 = background, instances
+        1..N in raster order of their first pixel at model resolution (a label
+        too small to survive the mapping back to a coarser input is absent).
+    measurements : dict of (N,) ndarray
+        ``label`` (int32), centroid ``x``, ``y`` (float64, 0-based pixel
+        centres of the input), ``area`` (int64, input pixels) and
+        ``mean_intensity`` (float64, mean BT.601 luminance in [0, 1] of the
+        input over the instance), in ascending label order.
+    seeds : str
+        Which markers split touching nuclei ("distance" or "detector").
+    """
+
+    prob: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    measurements: dict[str, np.ndarray] = field(repr=False)
+    seeds: str = "distance"
+
+    def __len__(self) -> int:
+        return len(self.measurements["label"])
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an (h, w) label image to ``shape`` = (H, W).
+
+    Pixel centres map as ``x_small = (x + 0.5) * w / W - 0.5`` (the convention
+    of :func:`~nucleikit.transforms.scale_points`); labels are never blended.
+    """
+    h, w = labels.shape
+    if (h, w) == tuple(shape):
+        return labels
+    rows = np.clip(np.floor((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.intp), 0, h - 1)
+    cols = np.clip(np.floor((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.intp), 0, w - 1)
+    return labels[np.ix_(rows, cols)]
+
+
+def _check_seeds(seeds: str) -> str:
+    if seeds not in SEED_KINDS:
+        raise ConfigError(f"seeds must be one of {', '.join(SEED_KINDS)}, got {seeds!r}")
+    return seeds
+
+
+class Segmenter:
+    """A nucleus segmenter: trained network, its colour and resolution, and its tuned post-processing.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A network mapping (B, C, h, w) to (B, 1, h, w) foreground probabilities.
+    meta : dict
+        The weights' metadata: ``mean``, ``std``, ``colour`` ("rgb"/"grey"),
+        ``mpp`` (None: run at input resolution), ``halo`` and ``postprocess``
+        {``threshold``, ``min_distance``, ``min_size``, optional ``seeds`` and
+        ``seed_detector``}.
+    config : InferenceConfig
+    seeds : {"distance", "detector"} or None
+        Watershed markers; None takes ``meta["postprocess"]["seeds"]`` (the
+        kind chosen on validation when the weights were shipped), else
+        "distance".
+    detector : Detector or None
+        The detector giving the seeds for ``seeds="detector"``; None loads
+        ``meta["postprocess"]["seed_detector"]`` (default the bundled
+        ``micronet``) when first needed.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        meta: dict,
+        *,
+        config: InferenceConfig = InferenceConfig(),
+        seeds: str | None = None,
+        detector: Detector | None = None,
+    ) -> None:
+        if meta.get("task", "segmentation") != "segmentation":
+            raise WeightsError(meta.get("name", "weights"), f"is a {meta.get('task')} model, not a segmenter")
+        self.meta = meta
+        self.config = config
+        self.colour = str(meta.get("colour", "rgb"))
+        if self.colour not in ("rgb", "grey"):
+            raise WeightsError(meta.get("name", "weights"), f"unknown colour {self.colour!r} in the metadata")
+        self.mpp = float(meta["mpp"]) if meta.get("mpp") is not None else None
+        post = dict(meta.get("postprocess", {}))
+        self.threshold = float(post.get("threshold", 0.5))
+        self.min_distance = int(post.get("min_distance", 5))
+        self.min_size = int(post.get("min_size", 10))
+        self.seeds = _check_seeds(seeds if seeds is not None else str(post.get("seeds", "distance")))
+        self.seed_detector_name = str(post.get("seed_detector", DEFAULT_SEED_DETECTOR))
+        self._detector = detector
+        self.predictor = DensePredictor(
+            model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config
+        )
+
+    @classmethod
+    def from_weights(
+        cls,
+        name_or_path: str | Path,
+        config: InferenceConfig = InferenceConfig(),
+        *,
+        seeds: str | None = None,
+        detector: Detector | None = None,
+    ) -> "Segmenter":
+        """Load bundled weights by name (e.g. ``"r2unet"``) or a ``.safetensors`` file.
+
+        Raises
+        ------
+        WeightsError
+            No such file or bundled name, damaged file, or not a segmentation model.
+        """
+        from ..models.weights import load_weights, resolve_weights
+
+        path = resolve_weights(name_or_path)
+        model, meta = load_weights(path)
+        if meta.get("task") != "segmentation":
+            raise WeightsError(path, f"is a {meta.get('task')!r} model, not a segmentation model")
+        return cls(model, meta, config=config, seeds=seeds, detector=detector)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.meta.get("model", "segmenter")))
+
+    @property
+    def detector(self) -> Detector:
+        """The seed detector (loaded on first use, with the same runtime settings)."""
+        if self._detector is None:
+            self._detector = Detector.from_weights(self.seed_detector_name, config=self.config)
+        return self._detector
+
+    def probability_map(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W) foreground probability of an image already in the model's colour and resolution."""
+        return self.predictor(pixels)[0]
+
+    def seed_points(self, pixels: np.ndarray, mpp: float | None, factor: float, shape: tuple[int, int]) -> np.ndarray:
+        """Detector peaks as (N, 2) (x, y) in model pixels (clipped onto the map).
+
+        ``pixels`` is the input image (any colour: it is given to the detector
+        as RGB), ``mpp`` its resolution (None: the detector assumes its own),
+        ``factor`` the input → model resize and ``shape`` = (H', W') the map's.
+        """
+        rgb = convert_mode(pixels, "rgb")
+        found = self.detector.detect(rgb, mpp=mpp)
+        xy = scale_points(found.xy, factor)
+        # a peak of a resampled detector map can land a fraction outside the segmenter's map
+        xy[:, 0] = np.clip(xy[:, 0], 0, shape[1] - 1)
+        xy[:, 1] = np.clip(xy[:, 1], 0, shape[0] - 1)
+        return xy
+
+    def instances(
+        self,
+        prob: np.ndarray,
+        *,
+        seeds: np.ndarray | None = None,
+        threshold: float | None = None,
+        min_distance: int | None = None,
+    ) -> np.ndarray:
+        """(H', W') int32 instances of a probability map with the tuned post-processing.
+
+        ``seeds`` are (N, 2) (x, y) marker points in map pixels (None: the
+        distance transform's maxima); ``threshold`` and ``min_distance``
+        override the tuned values.
+        """
+        return instances_from_probability(
+            prob,
+            threshold=self.threshold if threshold is None else float(threshold),
+            min_distance=self.min_distance if min_distance is None else int(min_distance),
+            min_size=self.min_size,
+            seeds=seeds,
+        )
+
+    def segment(
+        self,
+        pixels: np.ndarray,
+        *,
+        mpp: float | None = None,
+        threshold: float | None = None,
+        prob: np.ndarray | None = None,
+    ) -> Segmentation:
+        """Segment the nuclei of an (H, W, C) image in [0, 1] (C = 1 or 3).
+
+        Parameters
+        ----------
+        pixels : (H, W, 1) or (H, W, 3) float32
+        mpp : float or None
+            Resolution of ``pixels`` in um/px; used only when the weights record
+            an ``mpp`` too (then the image is resampled to it). None assumes the
+            model's own resolution.
+        threshold : float or None
+            Foreground probability threshold; None uses the tuned value.
+        prob : (H', W') float32 or None
+            A probability map already computed for this image at the model's
+            resolution (e.g. while tuning); skips the network.
+
+        Returns
+        -------
+        Segmentation
+            Labels and measurements in the input's pixels.
+        """
+        arr = np.asarray(pixels, dtype=np.float32)
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3) or min(arr.shape[:2]) < 1:
+            raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {arr.shape}")
+        factor = scale_factor(mpp, self.mpp)
+        if prob is None:
+            work = resample(convert_mode(arr, self.colour), factor)
+            prob = self.probability_map(work)
+        seed_xy = self.seed_points(arr, mpp, factor, prob.shape) if self.seeds == "detector" else None
+        small = self.instances(prob, seeds=seed_xy, threshold=threshold)
+        labels = resize_labels(small, arr.shape[:2])
+        grey = convert_mode(arr, "grey")[:, :, 0]
+        measured = label_measurements(labels, grey)
+        return Segmentation(prob=prob, labels=labels, measurements=measured, seeds=self.seeds)

@@ -1,0 +1,127 @@
+"""``nucleikit segment``: outputs, atomicity, bad input, and missing bundled weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+
+from nucleikit.cli.main import main
+from nucleikit.models.weights import bundled_weights_dir
+
+OUTPUTS = ("discs_labels.tif", "discs.geojson", "discs.csv", "discs_overlay.png")
+
+
+def _run(weights, inputs, out, *extra):
+    return main(["segment", *map(str, inputs), "-o", str(out), "--model", str(weights), "--threads", "1", *extra])
+
+
+@pytest.fixture
+def seg_weights(make_segmenter_weights):
+    return make_segmenter_weights(model="unet")
+
+
+def test_writes_labels_geojson_csv_overlay(seg_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    out = tmp_path / "out"
+    # a threshold of 0 keeps everything the untrained net outputs: at least one nucleus to check
+    assert _run(seg_weights, [image], out, "--threshold", "0") == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    labels = tifffile.imread(out / "discs_labels.tif")
+    assert labels.dtype == np.uint16 and labels.shape == (80, 96)
+    ids = np.unique(labels[labels > 0])
+    assert len(ids) >= 1
+    table = pd.read_csv(out / "discs.csv")
+    assert list(table.columns) == ["id", "x", "y", "area", "mean_intensity"]
+    assert table["id"].tolist() == ids.tolist()
+    assert table["area"].tolist() == [int(np.count_nonzero(labels == i)) for i in ids]
+    assert table["mean_intensity"].between(0, 1).all()
+    gj = json.loads((out / "discs.geojson").read_text())
+    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == len(ids)
+    for feature, row in zip(gj["features"], table.itertuples()):
+        props = feature["properties"]
+        assert props["objectType"] == "detection"
+        ring = feature["geometry"]["coordinates"][0]
+        assert feature["geometry"]["type"] == "Polygon" and ring[0] == ring[-1] and len(ring) >= 4
+        m = props["measurements"]
+        assert m["Label"] == row.id and m["Area px^2"] == row.area
+        assert m["Centroid X px"] == pytest.approx(row.x + 0.5, abs=0.01)  # QuPath's pixel corners
+        xs = np.array(ring)[:, 0]
+        assert xs.min() >= 0 and xs.max() <= 96  # QuPath coordinates of a 96 px wide image
+    overlay = np.asarray(Image.open(out / "discs_overlay.png"))
+    assert overlay.shape == (80, 96, 3)
+    assert "1 of 1 inputs processed" in capsys.readouterr().out
+
+
+def test_polygons_rasterise_back_to_the_labels(seg_weights, tmp_path):
+    """Each GeoJSON outline, read back by nucleikit's QuPath reader, covers its instance."""
+    from nucleikit.io.labels import read_geojson_polygons, polygons_to_labels
+    from nucleikit.metrics import dice
+
+    h, w = 60, 70
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.full((h, w, 3), 220, np.uint8)
+    img[(xx - 20) ** 2 + (yy - 25) ** 2 <= 49] = 30
+    Image.fromarray(img).save(tmp_path / "one.png")
+    out = tmp_path / "o"
+    assert _run(seg_weights, [tmp_path / "one.png"], out, "--threshold", "0") == 0
+    labels = tifffile.imread(out / "one_labels.tif").astype(np.int32)
+    back = polygons_to_labels(read_geojson_polygons(out / "one.geojson", allow_empty=True), (h, w))
+    assert dice(labels, back) > 0.95
+
+
+def test_batch_goes_on_past_bad_files(seg_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"II*\x00 truncated")
+    out = tmp_path / "out"
+    code = _run(seg_weights, [empty, image, junk, tmp_path / "missing.png"], out)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "3 failed" in err and "Traceback" not in err
+    for name in ("empty.png", "junk.tif", "missing.png"):
+        assert sum(name in line and line.startswith("nucleikit: error:") for line in err.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)  # nothing half-written
+
+
+def test_too_many_instances_fail_cleanly(seg_weights, disc_png, tmp_path, monkeypatch, capsys):
+    import nucleikit.export as export
+
+    image, _ = disc_png
+    monkeypatch.setattr(export, "UINT16_MAX_LABEL", 0)  # any nucleus is one too many
+    out = tmp_path / "out"
+    assert _run(seg_weights, [image], out, "--threshold", "0") == 2
+    err = capsys.readouterr().err
+    assert "more than a uint16 label TIFF holds" in err and "discs.png" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_bundled_default_is_one_line(disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    if (bundled_weights_dir() / "r2unet.safetensors").exists():
+        pytest.skip("r2unet weights are bundled: the default model exists")
+    assert main(["segment", str(image), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nucleikit: error: r2unet")
+
+
+def test_detector_weights_are_refused(tiny_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    assert main(["segment", str(image), "-o", str(tmp_path / "o"), "--model", str(tiny_weights)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a segmentation model" in err[0]
+
+
+def test_detector_seeds_from_given_weights(seg_weights, make_segmenter_weights, tiny_weights, disc_png, tmp_path):
+    """--seeds detector uses the detector the weights name (here a tiny one)."""
+    image, _ = disc_png
+    weights = make_segmenter_weights(model="unet", seed_detector=str(tiny_weights))
+    out = tmp_path / "o"
+    assert _run(weights, [image], out, "--seeds", "detector", "--no-overlay") == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS[:3])

@@ -1,0 +1,154 @@
+"""Segmenter: colour, resolution, tiling and post-processing read from the weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nucleikit.errors import ConfigError, WeightsError
+from nucleikit.infer.predict import Detections, InferenceConfig
+from nucleikit.infer.segment import Segmenter, resize_labels
+
+ONE_THREAD = InferenceConfig(threads=1, tile=64)
+
+
+def two_touching_discs(h: int = 40, w: int = 60) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """A probability map of two discs of radius 8 whose centres are 14 px apart (they overlap)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    centres = [(22, 20), (36, 20)]
+    prob = np.zeros((h, w), np.float32)
+    for x, y in centres:
+        prob[(xx - x) ** 2 + (yy - y) ** 2 <= 64] = 0.9
+    return prob, centres
+
+
+class FixedDetector:
+    """Stands in for a Detector: returns given centres, records what it was given."""
+
+    def __init__(self, xy):
+        self.xy = np.asarray(xy, float)
+        self.calls = []
+
+    def detect(self, pixels, *, mpp=None, **_):
+        self.calls.append((pixels.shape, mpp))
+        return Detections(xy=self.xy.copy(), scores=np.ones(len(self.xy), np.float32), map_max=1.0)
+
+
+@pytest.mark.parametrize("model", ["unet", "r2unet"])
+def test_segment_shapes_dtypes_and_measurements(make_segmenter_weights, model, rng):
+    seg = Segmenter.from_weights(make_segmenter_weights(model=model), ONE_THREAD)
+    image = rng.random((70, 90, 3)).astype(np.float32)
+    out = seg.segment(image)
+    assert out.prob.shape == (70, 90) and out.prob.dtype == np.float32
+    assert out.labels.shape == (70, 90) and out.labels.dtype == np.int32
+    m = out.measurements
+    assert sorted(m) == ["area", "label", "mean_intensity", "x", "y"]
+    assert np.array_equal(m["label"], np.unique(out.labels[out.labels > 0]))
+    assert int(m["area"].sum()) == int(np.count_nonzero(out.labels))
+    assert np.all((m["x"] >= 0) & (m["x"] <= 89) & (m["y"] >= 0) & (m["y"] <= 69))
+
+
+def test_tiled_equals_untiled(make_segmenter_weights, rng):
+    path = make_segmenter_weights(model="r2unet")
+    image = rng.random((100, 130, 3)).astype(np.float32)
+    small = Segmenter.from_weights(path, InferenceConfig(threads=1, tile=32)).segment(image)
+    whole = Segmenter.from_weights(path, InferenceConfig(threads=1, tile=256)).segment(image)
+    assert whole.prob.std() > 1e-3  # the map varies, so equality is a real check
+    assert np.abs(small.prob - whole.prob).max() < 1e-4
+
+
+def test_two_touching_discs_split_into_two_instances(make_segmenter_weights):
+    seg = Segmenter.from_weights(make_segmenter_weights(), ONE_THREAD)
+    prob, centres = two_touching_discs()
+    image = np.full(prob.shape + (3,), 0.8, np.float32)
+    image[prob > 0] = 0.2  # dark nuclei: mean luminance 0.2
+    out = seg.segment(image, prob=prob)
+    assert len(out) == 2
+    xs = np.sort(out.measurements["x"])
+    assert np.allclose(xs, [c[0] for c in centres], atol=1.5)
+    assert np.allclose(out.measurements["mean_intensity"], 0.2, atol=1e-5)
+    assert out.measurements["area"].sum() == np.count_nonzero(prob)
+
+
+def test_detector_seeds_are_the_markers(make_segmenter_weights):
+    prob, centres = two_touching_discs()
+    image = np.full(prob.shape + (1,), 0.5, np.float32)
+    one = FixedDetector([centres[0]])
+    seg = Segmenter.from_weights(make_segmenter_weights(), ONE_THREAD, seeds="detector", detector=one)
+    assert len(seg.segment(image, prob=prob)) == 1  # one marker floods the joined component
+    assert one.calls[0][0] == prob.shape + (3,)  # the detector always sees RGB
+    two = FixedDetector(centres)
+    seg = Segmenter.from_weights(make_segmenter_weights(), ONE_THREAD, seeds="detector", detector=two)
+    out = seg.segment(image, prob=prob)
+    assert len(out) == 2 and out.seeds == "detector"
+
+
+def test_seeds_default_comes_from_the_weights(make_segmenter_weights):
+    seg = Segmenter.from_weights(make_segmenter_weights(seeds="detector"), ONE_THREAD, detector=FixedDetector([]))
+    assert seg.seeds == "detector"
+    assert Segmenter.from_weights(make_segmenter_weights(), ONE_THREAD).seeds == "distance"
+    with pytest.raises(ConfigError):
+        Segmenter.from_weights(make_segmenter_weights(), ONE_THREAD, seeds="centroids")
+
+
+def test_threshold_override(make_segmenter_weights):
+    seg = Segmenter.from_weights(make_segmenter_weights(), ONE_THREAD)
+    prob, _ = two_touching_discs()
+    image = np.zeros(prob.shape + (3,), np.float32)
+    assert len(seg.segment(image, prob=prob, threshold=0.95)) == 0
+    assert len(seg.segment(image, prob=prob, threshold=0.5)) == 2
+
+
+def test_grey_weights_take_rgb_and_grey_input(make_segmenter_weights, rng):
+    seg = Segmenter.from_weights(make_segmenter_weights(colour="grey"), ONE_THREAD)
+    grey = rng.random((48, 40, 1)).astype(np.float32)
+    a = seg.segment(np.repeat(grey, 3, axis=2))
+    b = seg.segment(grey)
+    assert np.allclose(a.prob, b.prob, atol=1e-5)
+    rgb_seg = Segmenter.from_weights(make_segmenter_weights(colour="rgb"), ONE_THREAD)
+    assert rgb_seg.segment(grey).labels.shape == (48, 40)
+
+
+def test_mpp_resampling_maps_labels_back(make_segmenter_weights, rng):
+    seg = Segmenter.from_weights(make_segmenter_weights(mpp=0.5), ONE_THREAD)
+    image = rng.random((80, 64, 3)).astype(np.float32)
+    out = seg.segment(image, mpp=0.25)  # a 2x finer input: the model sees half the pixels
+    assert out.prob.shape == (40, 32)
+    assert out.labels.shape == (80, 64)
+    same = seg.segment(image)  # unknown input resolution: the model's own is assumed
+    assert same.prob.shape == (80, 64)
+
+
+def test_no_mpp_in_weights_runs_at_input_resolution(make_segmenter_weights, rng):
+    seg = Segmenter.from_weights(make_segmenter_weights(mpp=None), ONE_THREAD)
+    assert seg.segment(rng.random((30, 50, 3)).astype(np.float32), mpp=0.25).prob.shape == (30, 50)
+
+
+def test_resize_labels_nearest_neighbour():
+    small = np.array([[1, 2], [3, 0]], np.int32)
+    big = resize_labels(small, (4, 4))
+    assert np.array_equal(big, np.kron(small, np.ones((2, 2), np.int32)))
+    assert np.array_equal(resize_labels(big, (2, 2)), small)
+    assert resize_labels(small, (2, 2)) is small
+
+
+def test_rejects_a_detector_as_segmenter(tmp_path):
+    from nucleikit.models import build_model
+    from nucleikit.models.weights import save_weights
+
+    path = save_weights(tmp_path / "det.safetensors", build_model("micronet", width=4),
+                        {"model": "micronet", "model_kwargs": {"width": 4}, "task": "detection", "mpp": 0.5,
+                         "mean": [0.5] * 3, "std": [0.25] * 3})
+    with pytest.raises(WeightsError, match="not a segmentation model"):
+        Segmenter.from_weights(path, ONE_THREAD)
+
+
+def test_missing_bundled_name_is_a_weights_error():
+    with pytest.raises(WeightsError, match="no-such-segmenter"):
+        Segmenter.from_weights("no-such-segmenter", ONE_THREAD)
+
+
+def test_bad_pixels_shape(make_segmenter_weights):
+    seg = Segmenter.from_weights(make_segmenter_weights(), ONE_THREAD)
+    with pytest.raises(ValueError, match="pixels must be"):
+        seg.segment(np.zeros((10, 10), np.float32))
