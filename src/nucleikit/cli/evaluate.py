@@ -1,4 +1,5 @@
-"""``nucleikit evaluate detection|typed --pred DIR --truth DIR --radius R [--json]``."""
+"""``nucleikit evaluate detection|typed --pred DIR --truth DIR --radius R [--json]``,
+``nucleikit evaluate segmentation --pred DIR --truth DIR|FILE.csv [--json]``."""
 
 from __future__ import annotations
 
@@ -26,10 +27,13 @@ POINT_SUFFIXES = (".csv", ".geojson", ".json", ".mat")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", choices=["detection", "typed"], help="what to evaluate")
-    p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted point files")
-    p.add_argument("--truth", required=True, metavar="DIR", help="folder of truth point files (searched recursively)")
-    p.add_argument("--radius", required=True, type=float, metavar="R", help="matching radius in pixels")
+    p.add_argument("task", choices=["detection", "typed", "segmentation"], help="what to evaluate")
+    p.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted point files (label TIFFs)")
+    p.add_argument("--truth", required=True, metavar="DIR",
+                   help="folder of truth point files (searched recursively) or label images / mask folders; "
+                        "segmentation also takes an RLE .csv file")
+    p.add_argument("--radius", type=float, default=None, metavar="R",
+                   help="matching radius in pixels (detection and typed: required)")
     p.add_argument("--json", action="store_true", help="print one JSON object (precision, recall, f1, ed, tp, fp, fn, ...)")
     p.add_argument("--per-image", action="store_true", help="include per-image figures in the JSON")
     p.add_argument("--min-score", type=float, default=None, help="ignore predictions scored below this")
@@ -135,10 +139,16 @@ def run(args: argparse.Namespace) -> int:
     from ..io.points import read_points
     from ..metrics import evaluate_points
 
+    if args.task == "segmentation":
+        from .evaluate_segmentation import run_segmentation
+
+        return run_segmentation(args)
     pred_dir, truth_dir = Path(args.pred), Path(args.truth)
     for d in (pred_dir, truth_dir):
         if not d.is_dir():
             raise InputError(d, "not a folder")
+    if args.radius is None:
+        raise ConfigError(f"evaluate {args.task} needs --radius R (the matching radius in pixels)")
     if not args.radius > 0:
         raise InputError(str(args.radius), "the radius must be positive")
     preds = sorted(p for p in pred_dir.iterdir() if p.is_file() and p.suffix.lower() == ".csv")

@@ -1,0 +1,138 @@
+"""``nucleikit evaluate segmentation``: predicted label images against truth (PROTOCOL.md section 2).
+
+Kept apart from :mod:`nucleikit.cli.evaluate` (points) because its inputs are label images,
+found in three truth layouts: label image files, Kaggle mask folders, an RLE CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+
+__all__ = ["PRED_SUFFIX", "prediction_files", "truth_index", "load_truth", "segmentation_summary", "run_segmentation"]
+
+#: What ``nucleikit segment`` names its label images: ``<stem>_labels.tif``.
+PRED_SUFFIX = "_labels.tif"
+_LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def prediction_files(folder: Path) -> dict[str, Path]:
+    """``<stem>_labels.tif`` files of a folder, by stem (sorted)."""
+    return {p.name[: -len(PRED_SUFFIX)]: p for p in sorted(folder.iterdir())
+            if p.is_file() and p.name.endswith(PRED_SUFFIX)}
+
+
+def truth_index(folder: Path) -> dict[str, Path]:
+    """Truth of each stem in a folder: a label image file or a Kaggle ``<stem>/masks/`` folder.
+
+    Files ``<stem>.png``, ``<stem>.tif``, ``<stem>.tiff`` and ``<stem>_labels.tif`` directly in
+    ``folder`` are label images (not searched recursively: a Kaggle folder's
+    ``<stem>/images/<stem>.png`` is an image, not a label); ``<stem>/masks`` folders hold one
+    binary mask per nucleus. A label file wins over a mask folder of the same stem.
+    """
+    index: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in _LABEL_SUFFIXES:
+            stem = p.name[: -len(PRED_SUFFIX)] if p.name.endswith(PRED_SUFFIX) else p.stem
+            index.setdefault(stem, p)
+    for d in sorted(folder.iterdir()):
+        if d.is_dir() and (d / "masks").is_dir():
+            index.setdefault(d.name, d / "masks")
+    return index
+
+
+def load_truth(source: Path, stem: str, shape: tuple[int, int], table=None) -> np.ndarray:
+    """The (H, W) int32 truth label image of ``stem``, checked against the prediction's ``shape``.
+
+    ``source`` is a label file or a ``masks`` folder, or the RLE CSV whose parsed ``table``
+    (:class:`~nucleikit.io.rle.RLETable`) is given.
+
+    Raises
+    ------
+    InputError
+        Unreadable truth, or a truth of another height and width (the truth file is named).
+    """
+    from ..io.labels import read_label_image, read_mask_folder
+
+    if table is not None:
+        # RLE files without Height/Width take the prediction's; with them a mismatch is named there
+        return table.labels(stem, shape=shape)
+    truth = read_mask_folder(source) if source.is_dir() else read_label_image(source)
+    if truth.shape != tuple(shape):
+        raise InputError(source, f"truth is {truth.shape[0]} x {truth.shape[1]} px but the prediction of {stem} "
+                                 f"is {shape[0]} x {shape[1]} px")
+    return truth
+
+
+def segmentation_summary(report, names: list[str], *, per_image: bool = False) -> dict:
+    """The figures ``evaluate segmentation`` prints, from a :class:`~nucleikit.metrics.SegmentationReport`."""
+    result = {
+        "images": len(names),
+        "dice": report.dice,
+        "pooled_dice": report.pooled_dice,
+        "iou": report.iou,
+        "pooled_iou": report.pooled_iou,
+        "dsb_score": report.dsb,
+        "ap50": report.ap50,
+        "aji": report.aji,
+        "pq": report.pq,
+        "sq": report.sq,
+        "rq": report.rq,
+    }
+    if per_image:
+        result["per_image"] = {n: s.to_dict() for n, s in zip(names, report.per_image)}
+    return result
+
+
+def run_segmentation(args: argparse.Namespace) -> int:
+    from ..io.labels import read_label_image
+    from ..io.rle import read_rle_csv
+    from ..metrics import evaluate_segmentation
+
+    if args.radius is not None or args.min_score is not None or args.classes is not None:
+        raise ConfigError("--radius, --min-score and --classes do not apply to `evaluate segmentation`")
+    pred_dir, truth_src = Path(args.pred), Path(args.truth)
+    if not pred_dir.is_dir():
+        raise InputError(pred_dir, "not a folder")
+    preds = prediction_files(pred_dir)
+    if not preds:
+        raise InputError(pred_dir, f"no prediction *{PRED_SUFFIX} files in this folder")
+    table = None
+    if truth_src.is_file() and truth_src.suffix.lower() == ".csv":
+        table = read_rle_csv(truth_src)
+        truths = {stem: truth_src for stem in preds if stem in table}
+    elif truth_src.is_dir():
+        truths = truth_index(truth_src)
+    else:
+        raise InputError(truth_src, "not a folder or an RLE .csv file")
+    missing = [stem for stem in preds if stem not in truths]
+    if missing:
+        raise InputError(truth_src, f"no truth for {len(missing)} prediction(s), e.g. {preds[missing[0]].name}")
+    pred_labels, truth_labels, names = [], [], []
+    for stem, path in preds.items():
+        pred = read_label_image(path)
+        truth_labels.append(load_truth(truths[stem], stem, pred.shape, table))
+        pred_labels.append(pred)
+        names.append(stem)
+    report = evaluate_segmentation(truth_labels, pred_labels)
+    result = segmentation_summary(report, names, per_image=args.per_image)
+    if args.json:
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{len(names)} images")
+    print(f"Dice {result['dice']:.4f} (pooled {result['pooled_dice']:.4f})  "
+          f"IoU {result['iou']:.4f} (pooled {result['pooled_iou']:.4f})")
+    print(f"DSB score {result['dsb_score']:.4f}  AP50 {result['ap50']:.4f}  AJI {result['aji']:.4f}  "
+          f"PQ {result['pq']:.4f} (SQ {result['sq']:.4f}, RQ {result['rq']:.4f})")
+    if args.per_image:
+        for n, s in zip(names, report.per_image):
+            print(f"  {n}: Dice {s.dice:.4f}  DSB {s.dsb:.4f}  AJI {s.aji:.4f}  PQ {s.pq:.4f}  "
+                  f"{s.n_pred} predicted / {s.n_truth} true nuclei")
+    return 0
