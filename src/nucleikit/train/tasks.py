@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..targets import gaussian_density_map, proximity_map, proximity_radius_px
-from ..transforms import resample, scale_factor, scale_points
+from ..transforms import percentile_normalise, resample, scale_factor, scale_points
 from .config import TrainConfig
 from .tuning import tune_peaks
 
@@ -143,15 +143,18 @@ class SegmentationTask:
 
     name = "segmentation"
 
-    def __init__(self, target: str, cfg: TrainConfig, *, colour: str = "rgb") -> None:
+    def __init__(self, target: str, cfg: TrainConfig, *, colour: str = "rgb", intensity: str = "none") -> None:
         self.target = target
         self.cfg = cfg
         self.colour = colour
+        self.intensity = intensity
 
     def prepare(self, samples: Sequence[Any], *, weight: float = 1.0, training: bool = True) -> list[PreparedImage]:
         out = []
         for s in samples:
             pixels = s.load_image(mode=self.colour)
+            if self.intensity == "percentile":
+                pixels = percentile_normalise(pixels)
             labels = s.load_labels()
             factor = scale_factor(getattr(s, "mpp", None), self.cfg.mpp)
             if factor != 1.0:
@@ -183,7 +186,7 @@ class SegmentationTask:
         return Validation(dices[k], record, post)
 
     def meta(self) -> dict:
-        return {"colour": self.colour}
+        return {"colour": self.colour, "intensity": self.intensity}
 
 
 def task_for(target: str, task: str, cfg: TrainConfig):
@@ -191,5 +194,5 @@ def task_for(target: str, task: str, cfg: TrainConfig):
     if task == "detection":
         return DetectionTask(target, cfg)
     if task == "segmentation":
-        return SegmentationTask(target, cfg, colour=cfg.colour)
+        return SegmentationTask(target, cfg, colour=cfg.colour, intensity=cfg.intensity)
     raise ConfigError(f"no dense training for {task!r} models (classifiers: nucleikit.train.classify)")
