@@ -36,3 +36,22 @@ def test_channel_stats_and_standardise():
     assert np.allclose(z, 1.0)
     with pytest.raises(ValueError):
         standardise(np.zeros((2, 2, 1), np.float32), mean, std)
+
+
+def test_percentile_normalise_maps_percentiles_to_0_and_1():
+    from nucleikit.transforms import percentile_normalise
+
+    image = np.arange(1000, dtype=np.float32).reshape(10, 100) / 999.0
+    out = percentile_normalise(image, low=0.0, high=100.0)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    assert out.min() == pytest.approx(0.0, abs=1e-6) and out.max() == pytest.approx(1.0, abs=1e-6)
+    dim = 0.05 * image  # a dim fluorescence image stretches to the same range
+    np.testing.assert_allclose(percentile_normalise(dim, 1, 99), percentile_normalise(image, 1, 99), atol=1e-5)
+
+
+def test_percentile_normalise_constant_image_and_bad_percentiles():
+    from nucleikit.transforms import percentile_normalise
+
+    assert not percentile_normalise(np.full((4, 4, 3), 0.7)).any()
+    with pytest.raises(ValueError):
+        percentile_normalise(np.zeros((2, 2)), low=50, high=10)
