@@ -1,16 +1,32 @@
 """Turn a training run's best weights into bundled, self-describing weights.
 
-    python tools/ship_weights.py runs/micronet_crchisto --name micronet
+    python tools/ship_weights.py runs/micronet_crchisto --name micronet        # a detector
+    python tools/ship_weights.py runs/r2unet_dsb2018 --name r2unet              # a segmenter
+    python tools/ship_weights.py runs/dcrn_crchisto --name dcrn                 # a nucleus classifier
 
-1. measures the receptive field of the *trained* network with an impulse
-   (a 512 px probe, 1024 px if needed; relative tolerance 1e-4) and stores it as the tiling halo;
-2. tunes xi and the peak distance again on the validation images over a
-   finer and wider grid than the training loop's (validation only);
-3. scores the weights once on the CRCHisto fixed-split test images at
-   r = 6 and 8 px with the xi and peak distance tuned on validation;
-4. writes src/nucleikit/weights/<name>.safetensors (float16 storage) with the
-   training summary and test figures in its metadata, and copies the run's
-   log to docs/training/<name>.log.jsonl.
+What is done depends on the model's task in the registry (``SHIPPERS``). Always first: the
+weights are rounded through float16 storage, and everything below is measured on the weights
+as shipped.
+
+detection (CRCHisto)
+    the receptive field of the trained network measured with an impulse (512 px probe, 1024 px
+    if needed; relative tolerance 1e-4) and stored as the tiling halo; xi and the peak distance
+    tuned again on the validation images over a finer, wider grid than the training loop's;
+    the fixed-split test images scored once at r = 6 and 8 px.
+segmentation (DSB2018)
+    the halo as above; the foreground threshold and the watershed min_distance tuned on the
+    validation images (highest mean DSB score) for distance-transform seeds, the threshold for
+    seeds from the bundled ``micronet`` detector; the seed kind better on validation is shipped
+    as the default; stage1_test (stage1_solution.csv) scored once with both kinds: mean and
+    pooled Dice, IoU, DSB score, AP50, AJI, PQ.
+classification (CRCHisto patches)
+    the fixed-split test patches scored once (nucleikit.metrics.classification_report).
+
+The weights are written to src/nucleikit/weights/<name>.safetensors (float16 storage) with
+the training summary and test figures in their metadata, and the run's log is copied to
+docs/training/<name>.log.jsonl. ``--limit-images N`` runs on the first N validation and test
+images for a quick check: its figures are labelled as not protocol figures, and the weights go
+to <run>/<name>.limited.safetensors (or --out) instead of the package.
 """
 
 from __future__ import annotations
@@ -20,10 +36,219 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+SEG_THRESHOLDS = tuple(np.round(np.arange(0.30, 0.751, 0.05), 2).tolist())
+SEG_MIN_DISTANCES = (2, 3, 4, 5, 6, 8, 10)
+SEED_DETECTOR = "micronet"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def limited(samples: Sequence[Any], limit: int | None) -> list:
+    """The first ``limit`` samples (all when None)."""
+    items = list(samples)
+    return items if limit is None else items[:limit]
+
+
+def figures_label(split: str, n: int, limit: int | None) -> dict[str, Any]:
+    """What the figures were measured on; a limited run is marked as not a protocol figure."""
+    if limit is None:
+        return {"split": f"{split} ({n} images)", "protocol": True}
+    return {"split": f"{split}, first {n} images only (--limit-images {limit})", "protocol": False,
+            "note": "quick check: not a PROTOCOL.md figure"}
+
+
+def output_path(run: Path, name: str, limit: int | None, out: Path | None) -> Path:
+    """Where the shipped weights go: --out, else the package (full runs) or the run folder (limited)."""
+    if out is not None:
+        return out
+    if limit is not None:
+        return run / f"{name}.limited.safetensors"
+    from nucleikit.models.weights import bundled_weights_dir
+
+    return bundled_weights_dir() / f"{name}.safetensors"
+
+
+def training_summary(log: list[dict], *, score_key: str, count_key: str, name: str, command: str) -> dict:
+    """Budget and best validation record of a run's ``log.jsonl`` records.
+
+    ``score_key`` is the validation figure the run kept the best weights by (e.g. ``"score"``,
+    ``"val_weighted_f1"``); ``count_key`` the progress counter (``"step"`` or ``"epoch"``).
+    """
+    if not log:
+        raise ValueError("the run's log.jsonl is empty")
+    best = max(log, key=lambda rec: rec[score_key])
+    return {
+        f"{count_key}s": log[-1][count_key],
+        f"best_{count_key}": best[count_key],
+        "wall_time_min": round(log[-1]["elapsed_s"] / 60, 1),
+        "command": command,
+        "log": f"docs/training/{name}.log.jsonl",
+    }
+
+
+def float16_round_trip(model, meta: dict, folder: Path):
+    """The model as float16 storage gives it back, and the largest output change on a random input."""
+    import torch
+
+    from nucleikit.models.weights import load_weights, save_weights
+
+    tmp = folder / ".ship.f16.safetensors"
+    save_weights(tmp, model, meta, storage="float16")
+    shipped, _ = load_weights(tmp)
+    tmp.unlink()
+    torch.manual_seed(0)
+    if meta.get("task") == "classification":
+        x = torch.randn(8, len(meta["mean"]), int(meta["patch"]), int(meta["patch"]))
+    else:
+        x = torch.randn(1, len(meta["mean"]), 256, 256)
+    with torch.inference_mode():
+        diff = float((model.eval()(x) - shipped.eval()(x)).abs().max())
+    return shipped, diff
+
+
+def trained_halo(model, in_channels: int) -> int:
+    """Receptive field of the trained network (impulse probe, grown until it fits)."""
+    import torch
+
+    from nucleikit.infer.tiling import measure_halo_grown
+
+    def forward(batch):
+        with torch.inference_mode():
+            return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
+
+    return int(measure_halo_grown(forward, in_channels=in_channels, sizes=(512, 1024), tol=1e-4))
+
+
+def _shared_data() -> Path:
+    from nucleikit.io.datasets.base import find_shared_dir
+
+    shared = find_shared_dir(REPO)
+    if shared is None:
+        sys.exit("needs ../shared/data for the validation and test figures")
+    return shared / "data"
+
+
+# --------------------------------------------------------------------------- per task
+
+
+def ship_detector(args, model, meta: dict, log: list[dict]) -> dict:
+    from nucleikit.infer.evaluate import run_detector, score_run
+    from nucleikit.infer.predict import Detector, InferenceConfig
+    from nucleikit.io.datasets.crchisto import CRCHisto
+    from nucleikit.train.tuning import tune_peaks
+
+    halo = trained_halo(model, len(meta["mean"]))
+    meta = dict(meta, name=args.name, halo=halo)
+    print(f"halo (trained receptive field, tol 1e-4): {halo} px")
+    root = _shared_data() / "crchisto"
+    val = limited(CRCHisto(root, split="fixed", subset="validation"), args.limit_images)
+    det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
+    maps = [det.probability_map(s.load_image()) for s in val]
+    tuned = tune_peaks(maps, [s.points for s in val], radius=6.0,
+                       xi_grid=np.round(np.arange(0.05, 0.91, 0.025), 3), min_distance_grid=range(2, 11))
+    meta["postprocess"] = {"threshold_rel": tuned.threshold_rel, "min_distance": tuned.min_distance}
+    meta["validation"] = dict(meta.get("validation", {}), f1=tuned.f1, precision=tuned.precision,
+                              recall=tuned.recall, radius_px=6.0, tuned_by="tools/ship_weights.py")
+    print(f"validation: xi {tuned.threshold_rel}, min distance {tuned.min_distance}, F1 {tuned.f1:.4f}")
+    score_key = "score" if "score" in log[0] else "val_f1"
+    meta["training"] = training_summary(log, score_key=score_key, count_key="step", name=args.name,
+                                        command=args.command)
+    test = limited(CRCHisto(root, split="fixed", subset="test"), args.limit_images)
+    det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
+    scored = score_run(run_detector(det, test), xi=det.threshold_rel, radii=(6.0, 8.0))
+    figures = figures_label("crchisto fixed test", len(test), args.limit_images)
+    for r in ("6", "8"):
+        d = scored["radius"][r]
+        for k in ("precision", "recall", "f1", "ed", "mean_image_f1", "tp", "fp", "fn"):
+            figures[f"{k}_r{r}"] = d[k]
+    meta["test"] = figures
+    return meta
+
+
+def ship_segmenter(args, model, meta: dict, log: list[dict]) -> dict:
+    from nucleikit.infer.predict import Detector, InferenceConfig
+    from nucleikit.infer.segment import Segmenter
+    from nucleikit.infer.segment_eval import run_segmenter, score_instances, tune_instances
+    from nucleikit.io.datasets.dsb2018 import DSB2018
+
+    halo = trained_halo(model, len(meta["mean"]))
+    meta = dict(meta, name=args.name, halo=halo)
+    print(f"halo (trained receptive field, tol 1e-4): {halo} px")
+    config = InferenceConfig(threads=args.threads)
+    detector = Detector.from_weights(SEED_DETECTOR, config=config)
+    seg = Segmenter(model, meta, config=config, seeds="distance", detector=detector)
+    root = _shared_data() / "dsb2018"
+    labels = meta.get("labels", "fixed")
+    val = limited(DSB2018(root, subset="validation", labels=labels), args.limit_images)
+    run = run_segmenter(seg, val, detector_seeds=True)
+    print(f"validation: {len(val)} images through the network and {SEED_DETECTOR} in {run.seconds:.0f} s")
+    tuned = {
+        kind: tune_instances(seg, run, seeds=kind, thresholds=SEG_THRESHOLDS, min_distances=SEG_MIN_DISTANCES)
+        for kind in ("distance", "detector")
+    }
+    for kind, t in tuned.items():
+        print(f"  {kind} seeds: threshold {t.threshold}, min distance {t.min_distance}, "
+              f"DSB {t.figures['dsb_score']:.4f}, Dice {t.figures['dice']:.4f}")
+    chosen = max(tuned.values(), key=lambda t: (t.figures["dsb_score"], t.figures["dice"]))
+    print(f"shipping {chosen.seeds} seeds (higher validation DSB score)")
+    meta["postprocess"] = {
+        "threshold": chosen.threshold,
+        "min_distance": tuned["distance"].min_distance if chosen.seeds == "detector" else chosen.min_distance,
+        "min_size": seg.min_size,
+        "seeds": chosen.seeds,
+        "seed_detector": SEED_DETECTOR,
+        "tuned": {k: {"threshold": t.threshold, "min_distance": t.min_distance} for k, t in tuned.items()},
+    }
+    meta["validation"] = dict(
+        meta.get("validation", {}),
+        **{f"{k}_seeds": dict(t.figures) for k, t in tuned.items()},
+        chosen_seeds=chosen.seeds,
+        criterion="mean DSB score",
+        images=[s.id for s in val],
+        tuned_by="tools/ship_weights.py",
+    )
+    meta["training"] = training_summary(log, score_key="score", count_key="step", name=args.name,
+                                        command=args.command)
+    test = limited(DSB2018(root, subset="test"), args.limit_images)
+    run = run_segmenter(seg, test, detector_seeds=True)
+    figures = figures_label("dsb2018 stage1_test, stage1_solution.csv", len(test), args.limit_images)
+    for kind, t in tuned.items():
+        figures[kind] = score_instances(seg, run, seeds=kind, threshold=t.threshold, min_distance=t.min_distance)
+    figures["shipped_seeds"] = chosen.seeds
+    meta["test"] = figures
+    return meta
+
+
+def ship_classifier(args, model, meta: dict, log: list[dict]) -> dict:
+    from nucleikit.infer.classify import Classifier, PatchInferenceConfig
+    from nucleikit.io.datasets.crchisto import CRCHisto
+    from nucleikit.metrics import classification_report
+    from nucleikit.train.classify import PatchSet
+
+    meta = dict(meta, name=args.name)
+    meta["training"] = training_summary(log, score_key="val_weighted_f1", count_key="epoch", name=args.name,
+                                        command=args.command)
+    clf = Classifier(model, meta, config=PatchInferenceConfig(threads=args.threads))
+    root = _shared_data() / "crchisto"
+    test = limited(CRCHisto(root, split="fixed", subset="test", task="classification"), args.limit_images)
+    patches = PatchSet.from_samples(test, classes=clf.classes, patch=clf.patch, mpp=clf.mpp)
+    probs = clf.predict_patches(patches.patches)
+    names = np.asarray(clf.classes)
+    report = classification_report(names[patches.labels], names[probs.argmax(axis=1)], probs, clf.classes)
+    meta["test"] = {**figures_label("crchisto fixed test", len(test), args.limit_images), **report}
+    print(f"test: accuracy {report['accuracy']:.4f}, weighted F1 {report['weighted_f1']:.4f}, "
+          f"macro F1 {report['macro_f1']:.4f} ({report['n']} patches)")
+    return meta
+
+
+SHIPPERS = {"detection": ship_detector, "segmentation": ship_segmenter, "classification": ship_classifier}
 
 
 def main() -> None:
@@ -32,80 +257,31 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--command", default="", help="the training command, recorded in the metadata")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit-images", type=int, default=None, metavar="N",
+                    help="quick check on the first N validation and test images (not protocol figures)")
+    ap.add_argument("--out", type=Path, default=None, help="weights file to write (default: see above)")
     args = ap.parse_args()
 
     import torch
 
-    from nucleikit.infer.evaluate import run_detector, score_run
-    from nucleikit.infer.predict import Detector, InferenceConfig
-    from nucleikit.infer.tiling import measure_halo_grown
-    from nucleikit.io.datasets.base import find_shared_dir
-    from nucleikit.io.datasets.crchisto import CRCHisto
-    from nucleikit.models.weights import bundled_weights_dir, load_weights, save_weights
-    from nucleikit.train.tuning import tune_peaks
+    from nucleikit.models import get_spec
+    from nucleikit.models.weights import load_weights, save_weights
 
     torch.set_num_threads(args.threads)
     model, meta = load_weights(args.run / "best.safetensors")
-    # Everything below (halo, tuning, test figures) is measured on the weights as
-    # shipped: rounded through float16 storage first.
-    out = bundled_weights_dir() / f"{args.name}.safetensors"
-    tmp = out.with_name(f".{args.name}.f16.safetensors")
-    save_weights(tmp, model, meta, storage="float16")
-    shipped, _ = load_weights(tmp)
-    tmp.unlink()
-    x = torch.randn(1, len(meta["mean"]), 256, 256)
-    with torch.inference_mode():
-        diff = float((model.eval()(x) - shipped(x)).abs().max())
-    print(f"float16 storage: max output difference {diff:.2e} on a random input")
-    model = shipped
-    log = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
-
-    def forward(batch):
-        with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
-
-    halo = measure_halo_grown(forward, in_channels=len(meta["mean"]), sizes=(512, 1024), tol=1e-4)
-    meta = dict(meta, name=args.name, halo=int(halo))
-    print(f"halo (trained receptive field, tol 1e-4): {halo} px")
-
-    shared = find_shared_dir(REPO)
-    if shared is None:
-        sys.exit("needs ../shared/data for the validation and test figures")
-    root = shared / "data" / "crchisto"
-    val = list(CRCHisto(root, split="fixed", subset="validation"))
-    det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
-    maps = [det.probability_map(s.load_image()) for s in val]
-    tuned = tune_peaks(
-        maps,
-        [s.points for s in val],
-        radius=6.0,
-        xi_grid=np.round(np.arange(0.05, 0.91, 0.025), 3),
-        min_distance_grid=range(2, 11),
-    )
-    meta["postprocess"] = {"threshold_rel": tuned.threshold_rel, "min_distance": tuned.min_distance}
-    meta["validation"] = dict(meta.get("validation", {}), f1=tuned.f1, precision=tuned.precision,
-                              recall=tuned.recall, radius_px=6.0, tuned_by="tools/ship_weights.py")
-    print(f"validation: xi {tuned.threshold_rel}, min distance {tuned.min_distance}, F1 {tuned.f1:.4f}")
-    best = max(log, key=lambda rec: rec["val_f1"])
-    meta["training"] = {
-        "steps": log[-1]["step"],
-        "best_step": best["step"],
-        "wall_time_min": round(log[-1]["elapsed_s"] / 60, 1),
-        "command": args.command,
-        "log": f"docs/training/{args.name}.log.jsonl",
-    }
-    test = list(CRCHisto(root, split="fixed", subset="test"))
-    det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
-    scored = score_run(run_detector(det, test), xi=det.threshold_rel, radii=(6.0, 8.0))
-    figures = {"split": "crchisto fixed test (20 images)"}
-    for r in ("6", "8"):
-        d = scored["radius"][r]
-        for k in ("precision", "recall", "f1", "ed", "mean_image_f1", "tp", "fp", "fn"):
-            figures[f"{k}_r{r}"] = d[k]
-    meta["test"] = figures
+    task = get_spec(meta["model"]).task
+    if task not in SHIPPERS:
+        sys.exit(f"no shipping recipe for {task!r} models")
+    out = output_path(args.run, args.name, args.limit_images, args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model, diff = float16_round_trip(model, meta, out.parent)
+    print(f"{task}: float16 storage changes the output by at most {diff:.2e} on a random input")
+    log = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines() if line.strip()]
+    meta = SHIPPERS[task](args, model, meta, log)
     save_weights(out, model, meta, storage="float16")
-    shutil.copy(args.run / "log.jsonl", REPO / "docs" / "training" / f"{args.name}.log.jsonl")
-    print(json.dumps(figures, indent=1))
+    if args.limit_images is None and args.out is None:
+        shutil.copy(args.run / "log.jsonl", REPO / "docs" / "training" / f"{args.name}.log.jsonl")
+    print(json.dumps(meta["test"], indent=1))
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 

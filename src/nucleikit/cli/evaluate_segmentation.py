@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 
-__all__ = ["PRED_SUFFIX", "prediction_files", "truth_index", "load_truth", "segmentation_summary", "run_segmentation"]
+__all__ = ["PRED_SUFFIX", "prediction_files", "truth_index", "load_truth", "run_segmentation"]
 
 #: What ``nucleikit segment`` names its label images: ``<stem>_labels.tif``.
 PRED_SUFFIX = "_labels.tif"
@@ -70,29 +70,10 @@ def load_truth(source: Path, stem: str, shape: tuple[int, int], table=None) -> n
     return truth
 
 
-def segmentation_summary(report, names: list[str], *, per_image: bool = False) -> dict:
-    """The figures ``evaluate segmentation`` prints, from a :class:`~nucleikit.metrics.SegmentationReport`."""
-    result = {
-        "images": len(names),
-        "dice": report.dice,
-        "pooled_dice": report.pooled_dice,
-        "iou": report.iou,
-        "pooled_iou": report.pooled_iou,
-        "dsb_score": report.dsb,
-        "ap50": report.ap50,
-        "aji": report.aji,
-        "pq": report.pq,
-        "sq": report.sq,
-        "rq": report.rq,
-    }
-    if per_image:
-        result["per_image"] = {n: s.to_dict() for n, s in zip(names, report.per_image)}
-    return result
-
-
 def run_segmentation(args: argparse.Namespace) -> int:
     from ..io.labels import read_label_image
     from ..io.rle import read_rle_csv
+    from ..infer.segment_eval import segmentation_summary
     from ..metrics import evaluate_segmentation
 
     if args.radius is not None or args.min_score is not None or args.classes is not None:
@@ -121,7 +102,9 @@ def run_segmentation(args: argparse.Namespace) -> int:
         pred_labels.append(pred)
         names.append(stem)
     report = evaluate_segmentation(truth_labels, pred_labels)
-    result = segmentation_summary(report, names, per_image=args.per_image)
+    result = segmentation_summary(report)
+    if args.per_image:
+        result["per_image"] = {n: s.to_dict() for n, s in zip(names, report.per_image)}
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")

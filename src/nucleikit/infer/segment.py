@@ -223,6 +223,32 @@ class Segmenter:
             seeds=seeds,
         )
 
+    def prepare(self, pixels: np.ndarray, mpp: float | None = None) -> tuple[np.ndarray, float]:
+        """The network's input for an (H, W, C) image: (work, factor).
+
+        ``work`` is the image in the model's colour, resampled by ``factor``
+        (input → model pixels; 1.0 when the weights or the input record no
+        resolution).
+        """
+        arr = np.asarray(pixels, dtype=np.float32)
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3) or min(arr.shape[:2]) < 1:
+            raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {arr.shape}")
+        factor = scale_factor(mpp, self.mpp)
+        return resample(convert_mode(arr, self.colour), factor), factor
+
+    def labels_at_input(
+        self,
+        prob: np.ndarray,
+        shape: tuple[int, int],
+        *,
+        seeds: np.ndarray | None = None,
+        threshold: float | None = None,
+        min_distance: int | None = None,
+    ) -> np.ndarray:
+        """(H, W) int32 instances of a model-resolution map, mapped to the input's ``shape``."""
+        small = self.instances(prob, seeds=seeds, threshold=threshold, min_distance=min_distance)
+        return resize_labels(small, tuple(shape))
+
     def segment(
         self,
         pixels: np.ndarray,
@@ -251,16 +277,12 @@ class Segmenter:
         Segmentation
             Labels and measurements in the input's pixels.
         """
+        work, factor = self.prepare(pixels, mpp)
         arr = np.asarray(pixels, dtype=np.float32)
-        if arr.ndim != 3 or arr.shape[2] not in (1, 3) or min(arr.shape[:2]) < 1:
-            raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {arr.shape}")
-        factor = scale_factor(mpp, self.mpp)
         if prob is None:
-            work = resample(convert_mode(arr, self.colour), factor)
             prob = self.probability_map(work)
         seed_xy = self.seed_points(arr, mpp, factor, prob.shape) if self.seeds == "detector" else None
-        small = self.instances(prob, seeds=seed_xy, threshold=threshold)
-        labels = resize_labels(small, arr.shape[:2])
+        labels = self.labels_at_input(prob, arr.shape[:2], seeds=seed_xy, threshold=threshold)
         grey = convert_mode(arr, "grey")[:, :, 0]
         measured = label_measurements(labels, grey)
         return Segmentation(prob=prob, labels=labels, measurements=measured, seeds=self.seeds)
