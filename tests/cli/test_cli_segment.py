@@ -125,3 +125,24 @@ def test_detector_seeds_from_given_weights(seg_weights, make_segmenter_weights, 
     out = tmp_path / "o"
     assert _run(weights, [image], out, "--seeds", "detector", "--no-overlay") == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS[:3])
+
+
+@pytest.mark.data
+def test_segment_and_evaluate_real_dsb2018_test_images(seg_weights, dsb2018_dir, tmp_path, capsys):
+    """Two stage1_test images end to end; their truth from stage1_solution.csv (RLE, Height/Width)."""
+    from nucleikit.io.datasets.dsb2018 import DSB2018
+
+    samples = list(DSB2018(dsb2018_dir, subset="test"))[:2]
+    out = tmp_path / "out"
+    assert _run(seg_weights, [s.image_path for s in samples], out, "--no-overlay") == 0
+    for s in samples:
+        labels = tifffile.imread(out / f"{s.id}_labels.tif")
+        assert labels.shape == s.load_labels().shape and labels.dtype == np.uint16
+    capsys.readouterr()
+    code = main(["evaluate", "segmentation", "--pred", str(out), "--truth", str(dsb2018_dir / "stage1_solution.csv"),
+                 "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 2
+    for key in ("dice", "pooled_dice", "iou", "dsb_score", "ap50", "aji", "pq"):
+        assert 0.0 <= result[key] <= 1.0

@@ -18,8 +18,11 @@ def test_bundled_weights_metadata_matches_reality(path):
     model = build_model(meta["model"], **meta["model_kwargs"])
     assert meta["num_params"] == sum(p.numel() for p in model.parameters())
     assert path.stat().st_size < 15e6  # a few MB, inside the package
-    for key in ("mpp", "mean", "std", "postprocess", "halo", "training", "validation", "test"):
+    dense = meta["task"] in ("detection", "segmentation")
+    keys = ("mpp", "mean", "std", "training", "validation", "test") + (("postprocess", "halo") if dense else ())
+    for key in keys:
         assert key in meta, key
+    assert meta["test"].get("protocol", True) is True  # never weights shipped from a --limit-images check
     if meta["task"] == "detection":
         assert 0 < meta["postprocess"]["threshold_rel"] < 1 and meta["postprocess"]["min_distance"] >= 1
         assert meta["halo"] % 16 == 0
@@ -27,5 +30,17 @@ def test_bundled_weights_metadata_matches_reality(path):
         assert 0 < t["f1_r6"] <= t["f1_r8"] <= 1  # a larger radius never loses pairs
         p, r = t["precision_r6"], t["recall_r6"]
         assert t["f1_r6"] == pytest.approx(2 * p * r / (p + r))
+    if meta["task"] == "segmentation":
+        post = meta["postprocess"]
+        assert 0 < post["threshold"] < 1 and post["min_distance"] >= 1 and post["min_size"] >= 0
+        assert post["seeds"] in ("distance", "detector") and meta["colour"] in ("rgb", "grey")
+        t = meta["test"]
+        assert t["shipped_seeds"] == post["seeds"] == meta["validation"]["chosen_seeds"]
+        for kind in ("distance", "detector"):
+            assert t[kind]["images"] == 65
+            assert 0 <= t[kind]["dsb_score"] <= t[kind]["ap50"] <= 1  # the mean over IoU 0.5..0.95 <= its first term
+    if meta["task"] == "classification":
+        t = meta["test"]
+        assert 0 < t["weighted_f1"] <= 1 and sorted(t["classes"]) == sorted(meta["classes"])
     loaded, _ = load_weights(path)
     assert not loaded.training
