@@ -146,3 +146,14 @@ def test_segment_and_evaluate_real_dsb2018_test_images(seg_weights, dsb2018_dir,
     assert result["images"] == 2
     for key in ("dice", "pooled_dice", "iou", "dsb_score", "ap50", "aji", "pq"):
         assert 0.0 <= result[key] <= 1.0
+
+
+def test_models_headline_per_task():
+    from nucleikit.cli.models import headline
+
+    assert headline({"f1_r6": 0.8275}) == "F1 0.828 (r=6 px)"
+    seg = {"shipped_seeds": "detector", "distance": {"dice": 0.1, "dsb_score": 0.1},
+           "detector": {"dice": 0.9, "dsb_score": 0.55}}
+    assert headline(seg) == "Dice 0.900, DSB 0.550"
+    assert headline({"weighted_f1": 0.7512}) == "weighted F1 0.751"
+    assert headline(None) == "-"

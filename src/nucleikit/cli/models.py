@@ -12,6 +12,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def headline(test: dict | None) -> str:
+    """The test figure a weights file is known by: F1 at r = 6 px, DSB score of the shipped seeds, weighted F1."""
+    test = test or {}
+    if isinstance(test.get("f1_r6"), float):
+        return f"F1 {test['f1_r6']:.3f} (r=6 px)"
+    seeds = test.get("shipped_seeds")
+    if seeds and isinstance(test.get(seeds), dict):
+        t = test[seeds]
+        return f"Dice {t['dice']:.3f}, DSB {t['dsb_score']:.3f}"
+    if isinstance(test.get("weighted_f1"), float):
+        return f"weighted F1 {test['weighted_f1']:.3f}"
+    return "-"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..models import get_spec, list_models
     from ..models.weights import bundled_weights_dir, read_weights_meta
@@ -47,12 +61,10 @@ def run(args: argparse.Namespace) -> int:
         t.add_row(s.name, s.task, s.target, s.loss, "-" if s.mpp is None else f"{s.mpp:g}")
     console.print(t)
     w = Table(title=f"bundled weights ({bundled_weights_dir()})")
-    for col in ("name", "model", "task", "um/px", "params", "test F1 (r=6 px)"):
+    for col in ("name", "model", "task", "um/px", "params", "test"):
         w.add_column(col)
     for b in bundled:
-        test = b.get("test") or {}
-        f1 = test.get("f1_r6")
         w.add_row(b["name"], str(b["model"]), str(b["task"]), f"{b['mpp']}", f"{b['num_params']:,}" if b["num_params"] else "?",
-                  f"{f1:.3f}" if isinstance(f1, float) else "-")
+                  headline(b.get("test")))
     console.print(w)
     return 0
