@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import tifffile
 from PIL import Image
+from shapely.geometry import shape
 
 from nucleikit.cli.main import main
 from nucleikit.models.weights import bundled_weights_dir
@@ -52,9 +53,20 @@ def test_writes_labels_geojson_csv_overlay(seg_weights, disc_png, tmp_path, caps
         assert m["Centroid X px"] == pytest.approx(row.x + 0.5, abs=0.01)  # QuPath's pixel corners
         xs = np.array(ring)[:, 0]
         assert xs.min() >= 0 and xs.max() <= 96  # QuPath coordinates of a 96 px wide image
+        assert shape(feature["geometry"]).is_valid
     overlay = np.asarray(Image.open(out / "discs_overlay.png"))
     assert overlay.shape == (80, 96, 3)
     assert "1 of 1 inputs processed" in capsys.readouterr().out
+
+
+def test_no_nuclei_gives_empty_but_valid_outputs(seg_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    out = tmp_path / "out"
+    assert _run(seg_weights, [image], out, "--threshold", "1.0") == 0  # nothing is above 1
+    assert not tifffile.imread(out / "discs_labels.tif").any()
+    assert (out / "discs.csv").read_text() == "id,x,y,area,mean_intensity\n"
+    assert json.loads((out / "discs.geojson").read_text()) == {"type": "FeatureCollection", "features": []}
+    assert "0 nuclei" in capsys.readouterr().out
 
 
 def test_polygons_rasterise_back_to_the_labels(seg_weights, tmp_path):
