@@ -15,7 +15,9 @@ outlines; label, centroid, area and mean intensity as measurements), OUTDIR/<ste
 (id,x,y,area,mean_intensity; 0-based pixel-centre centroids, area in pixels, mean luminance in
 [0, 1]) and OUTDIR/<stem>_overlay.png. Touching nuclei are split by a watershed seeded by the
 distance transform or by a nucleikit detector's peaks (--seeds; default: the kind chosen on
-validation when the weights were shipped). INPUT may be files, folders or glob patterns. A bad file
+validation when the weights were shipped). Models trained without a pixel size (the bundled DSB2018
+ones) run at the input's own resolution; --mpp matters for models that record one. INPUT may be
+files, folders or glob patterns. A bad file
 is reported in one line and skipped; the exit code is 2 if any input failed."""
 
 SEED_CHOICES = ("distance", "detector")  # nucleikit.infer.segment.SEED_KINDS, repeated so --help stays light
