@@ -238,6 +238,11 @@ def ship_classifier(args, model, meta: dict, log: list[dict]) -> dict:
     clf = Classifier(model, meta, config=PatchInferenceConfig(threads=args.threads))
     root = _shared_data() / "crchisto"
     test = limited(CRCHisto(root, split="fixed", subset="test", task="classification"), args.limit_images)
+    leak = sorted(set(meta.get("train_images", [])) & {s.id for s in test})
+    if leak:
+        # e.g. a run of another fold: its training images include fixed-split test images
+        sys.exit(f"the run was trained on {len(leak)} fixed-split test image(s) ({', '.join(leak[:3])}...): "
+                 "ship the fixed-split run (fold 4)")
     patches = PatchSet.from_samples(test, classes=clf.classes, patch=clf.patch, mpp=clf.mpp)
     probs = clf.predict_patches(patches.patches)
     names = np.asarray(clf.classes)
