@@ -1,0 +1,114 @@
+"""Bad configurations fail with a clear ConfigError before any training starts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nucleikit.errors import ConfigError, InputError
+from nucleikit.experiments.config import load_config, prepare
+from nucleikit.experiments.runner import run_experiment
+
+
+def _fails(path, match, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        run_experiment(load_config(path), tmp_path / "out", log=lambda _: None)
+    assert not (tmp_path / "out" / "runs").exists()  # nothing was trained
+
+
+def test_unknown_experiment(make_config, tmp_path):
+    path = make_config("nonsense", {})
+    with pytest.raises(ConfigError, match="unknown experiment 'nonsense'.*cross_dataset"):
+        load_config(path)
+
+
+def test_command_line_name_must_match_the_file(make_config):
+    path = make_config("lambda", {"datasets": ["a"]})
+    with pytest.raises(ConfigError, match="is a 'lambda' configuration, not 'finetune'"):
+        load_config(path, experiment="finetune")
+
+
+def test_study_names_a_missing_dataset(make_config):
+    path = make_config("cross_dataset", {"datasets": ["a", "zebra"]})
+    with pytest.raises(ConfigError, match="dataset 'zebra', which \"datasets\" does not define"):
+        load_config(path)
+
+
+def test_unknown_study_option_and_bad_type(make_config):
+    with pytest.raises(ConfigError, match="unknown option.*gama"):
+        load_config(make_config("auxiliary", {"target": "a", "auxiliary": ["b"], "gama": [1]}))
+    with pytest.raises(ConfigError, match="lams must be a list"):
+        load_config(make_config("lambda", {"datasets": ["a"], "lams": 5}))
+    with pytest.raises(ConfigError, match="missing option.*source"):
+        load_config(make_config("finetune", {"target": "a"}))
+
+
+def test_train_section_may_not_set_the_budget(make_config):
+    with pytest.raises(ConfigError, match="may not set steps"):
+        load_config(make_config("lambda", {"datasets": ["a"]}, train={"steps": 5}))
+    with pytest.raises(ConfigError, match="unknown training option"):
+        load_config(make_config("lambda", {"datasets": ["a"]}, train={"stepz": 5}))
+
+
+def test_dataset_without_points(make_config, datasets, tmp_path):
+    for sub in ("train", "validation", "test"):
+        for csv in (tmp_path / "data" / "a" / sub).glob("*.csv"):
+            csv.write_text("x,y\n")
+    _fails(make_config("lambda", {"datasets": ["a"]}), "dataset 'a' has no annotated points", tmp_path)
+
+
+def test_dataset_missing_a_needed_split(make_config, datasets, tmp_path):
+    datasets["a"].pop("test")
+    _fails(make_config("cross_dataset", {"datasets": ["a", "b"]}), "dataset 'a' has no test images", tmp_path)
+
+
+def test_mismatched_resolution(make_config, datasets, tmp_path):
+    # one training image records 0.25 um/px (pHYs) while the data set is declared at 0.5
+    img = next((tmp_path / "data" / "b" / "train").glob("*.png"))
+    px = np.asarray(Image.open(img))
+    Image.fromarray(px).save(img, dpi=(25400 / 0.25, 25400 / 0.25))
+    _fails(make_config("lambda", {"datasets": ["b"]}), "dataset 'b': mismatched resolution.*0.25", tmp_path)
+
+
+def test_mixed_resolutions_without_a_declared_one(make_config, datasets, tmp_path):
+    datasets["c"].pop("mpp")
+    for i, img in enumerate(sorted((tmp_path / "data" / "c").rglob("*.png"))):
+        mpp = 0.25 if i == 0 else 0.5
+        Image.fromarray(np.asarray(Image.open(img))).save(img, dpi=(25400 / mpp, 25400 / mpp))
+    _fails(make_config("lambda", {"datasets": ["c"]}), "dataset 'c': mismatched resolution.*0.25 to 0.5", tmp_path)
+
+
+def test_unknown_dataset_kind_and_bad_study_values(make_config, tmp_path):
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps({"experiment": "lambda", "steps": 2, "datasets": {"x": {"kind": "zip"}},
+                                "study": {"datasets": ["x"]}}))
+    with pytest.raises(ConfigError, match="unknown kind 'zip'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="source and target"):
+        load_config(make_config("finetune", {"source": "a", "target": "a"}))
+    with pytest.raises(ConfigError, match="not a detector|segmentation"):
+        load_config(make_config("baselines", {"datasets": ["a"], "models": ["unet"]}))
+
+
+def test_no_budget_and_unreadable_files(tmp_path):
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps({"experiment": "lambda", "datasets": {"a": {"kind": "crchisto"}},
+                                "study": {"datasets": ["a"]}}))
+    with pytest.raises(ConfigError, match="budget"):
+        load_config(path)
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_config(path)
+    with pytest.raises(InputError, match="no such file"):
+        load_config(tmp_path / "absent.json")
+
+
+def test_radius_defaults_follow_the_protocol(make_config):
+    col = prepare(load_config(make_config("lambda", {"datasets": ["a"]})))
+    assert col["a"].radius_um == 4.0 and col["a"].radius_px() == 8.0
+    from nucleikit.experiments.collection import DEFAULT_RADIUS_UM
+
+    assert DEFAULT_RADIUS_UM["crchisto"] == pytest.approx(3.3)
