@@ -42,7 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-SEG_THRESHOLDS = tuple(np.round(np.arange(0.30, 0.751, 0.05), 2).tolist())
+SEG_THRESHOLDS = tuple(np.round(np.arange(0.20, 0.751, 0.05), 2).tolist())
 SEG_MIN_DISTANCES = (2, 3, 4, 5, 6, 8, 10)
 SEED_DETECTOR = "micronet"
 
