@@ -64,8 +64,8 @@ def rng() -> np.random.Generator:
 def make_segmenter_weights(tmp_path_factory):
     """Factory: a tiny randomly initialised ``unet``/``r2unet`` saved as a complete weights file.
 
-    ``make_segmenter_weights(model="unet", colour="rgb", mpp=None, **postprocess)`` returns its
-    path. Mechanics only (shapes, dtypes, files); nothing here depends on bundled weights.
+    ``make_segmenter_weights(model="unet", colour="rgb", mpp=None, intensity="none", **postprocess)``
+    returns its path. Mechanics only (shapes, dtypes, files); nothing here depends on bundled weights.
     """
     import torch
 
@@ -75,8 +75,9 @@ def make_segmenter_weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("seg_weights")
     made: dict[tuple, Path] = {}
 
-    def make(model: str = "unet", colour: str = "rgb", mpp: float | None = None, **postprocess) -> Path:
-        key = (model, colour, mpp, tuple(sorted(postprocess.items())))
+    def make(model: str = "unet", colour: str = "rgb", mpp: float | None = None, intensity: str = "none",
+             **postprocess) -> Path:
+        key = (model, colour, mpp, intensity, tuple(sorted(postprocess.items())))
         if key in made:
             return made[key]
         torch.manual_seed(0)
@@ -91,6 +92,7 @@ def make_segmenter_weights(tmp_path_factory):
             "target": "mask",
             "mpp": mpp,
             "colour": colour,
+            "intensity": intensity,
             "mean": [0.5] * channels,
             "std": [0.25] * channels,
             "postprocess": {"threshold": 0.5, "min_distance": 3, "min_size": 4, **postprocess},

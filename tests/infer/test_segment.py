@@ -109,6 +109,27 @@ def test_grey_weights_take_rgb_and_grey_input(make_segmenter_weights, rng):
     assert rgb_seg.segment(grey).labels.shape == (48, 40)
 
 
+def test_percentile_intensity_from_the_weights(make_segmenter_weights, rng):
+    """Percentile normalisation (as trained) makes the map blind to a gain and offset of the input."""
+    image = rng.random((40, 48, 3)).astype(np.float32)
+    dim = 0.2 * image + 0.05  # a dim fluorescence-like copy
+    seg = Segmenter.from_weights(make_segmenter_weights(model="r2unet", intensity="percentile"), ONE_THREAD)
+    assert np.abs(seg.segment(image).prob - seg.segment(dim).prob).max() < 1e-4
+    plain = Segmenter.from_weights(make_segmenter_weights(model="r2unet"), ONE_THREAD)
+    assert np.abs(plain.segment(image).prob - plain.segment(dim).prob).max() > 1e-3
+    work, _ = seg.prepare(dim)
+    assert np.percentile(work, 1.0) == pytest.approx(0.0, abs=1e-5)
+    assert np.percentile(work, 99.8) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_unknown_intensity_is_a_weights_error(make_segmenter_weights):
+    from nucleikit.models.weights import load_weights
+
+    model, meta = load_weights(make_segmenter_weights())
+    with pytest.raises(WeightsError, match="intensity"):
+        Segmenter(model, dict(meta, intensity="zscore"), config=ONE_THREAD)
+
+
 def test_mpp_resampling_maps_labels_back(make_segmenter_weights, rng):
     seg = Segmenter.from_weights(make_segmenter_weights(mpp=0.5), ONE_THREAD)
     image = rng.random((80, 64, 3)).astype(np.float32)

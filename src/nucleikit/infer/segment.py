@@ -9,6 +9,8 @@ Pipeline for an (H, W, C) image in [0, 1]:
 
 1. colour: converted to the weights' ``colour`` ("rgb" or "grey", BT.601
    luminance) so that a grey-trained model never sees RGB and vice versa;
+   then the weights' per-image ``intensity`` normalisation ("percentile":
+   :func:`~nucleikit.transforms.percentile_normalise`, as in training);
 2. resolution: resampled to the weights' ``mpp`` when both the weights and the
    input record one (DSB2018 models record none: they run at input resolution);
 3. the foreground probability map, tiled through
@@ -34,13 +36,15 @@ import numpy as np
 from ..errors import ConfigError, WeightsError
 from ..io.images import convert_mode
 from ..postprocess import instances_from_probability, label_measurements
-from ..transforms import resample, scale_factor, scale_points
+from ..transforms import percentile_normalise, resample, scale_factor, scale_points
 from .predict import DensePredictor, Detector, InferenceConfig
 
-__all__ = ["SEED_KINDS", "Segmentation", "Segmenter", "resize_labels", "DEFAULT_SEED_DETECTOR"]
+__all__ = ["INTENSITY_MODES", "SEED_KINDS", "Segmentation", "Segmenter", "resize_labels", "DEFAULT_SEED_DETECTOR"]
 
 #: Watershed marker sources: distance-transform maxima, or a detector's peaks.
 SEED_KINDS = ("distance", "detector")
+#: Per-image intensity normalisations a segmenter may have been trained with.
+INTENSITY_MODES = ("none", "percentile")
 #: Bundled detector used for ``seeds="detector"`` unless the weights name another.
 DEFAULT_SEED_DETECTOR = "micronet"
 
@@ -105,7 +109,8 @@ class Segmenter:
         A network mapping (B, C, h, w) to (B, 1, h, w) foreground probabilities.
     meta : dict
         The weights' metadata: ``mean``, ``std``, ``colour`` ("rgb"/"grey"),
-        ``mpp`` (None: run at input resolution), ``halo`` and ``postprocess``
+        ``intensity`` ("none" or "percentile"; absent = "none"), ``mpp`` (None:
+        run at input resolution), ``halo`` and ``postprocess``
         {``threshold``, ``min_distance``, ``min_size``, optional ``seeds`` and
         ``seed_detector``}.
     config : InferenceConfig
@@ -135,6 +140,9 @@ class Segmenter:
         self.colour = str(meta.get("colour", "rgb"))
         if self.colour not in ("rgb", "grey"):
             raise WeightsError(meta.get("name", "weights"), f"unknown colour {self.colour!r} in the metadata")
+        self.intensity = str(meta.get("intensity", "none"))
+        if self.intensity not in INTENSITY_MODES:
+            raise WeightsError(meta.get("name", "weights"), f"unknown intensity normalisation {self.intensity!r}")
         self.mpp = float(meta["mpp"]) if meta.get("mpp") is not None else None
         post = dict(meta.get("postprocess", {}))
         self.threshold = float(post.get("threshold", 0.5))
@@ -183,7 +191,7 @@ class Segmenter:
         return self._detector
 
     def probability_map(self, pixels: np.ndarray) -> np.ndarray:
-        """(H, W) foreground probability of an image already in the model's colour and resolution."""
+        """(H, W) foreground probability of an image already prepared for the network (:meth:`prepare`)."""
         return self.predictor(pixels)[0]
 
     def seed_points(self, pixels: np.ndarray, mpp: float | None, factor: float, shape: tuple[int, int]) -> np.ndarray:
@@ -226,15 +234,19 @@ class Segmenter:
     def prepare(self, pixels: np.ndarray, mpp: float | None = None) -> tuple[np.ndarray, float]:
         """The network's input for an (H, W, C) image: (work, factor).
 
-        ``work`` is the image in the model's colour, resampled by ``factor``
-        (input → model pixels; 1.0 when the weights or the input record no
-        resolution).
+        ``work`` is the image in the model's colour and intensity
+        normalisation, resampled by ``factor`` (input → model pixels; 1.0 when
+        the weights or the input record no resolution). The order (colour,
+        intensity, resampling) is the training's.
         """
         arr = np.asarray(pixels, dtype=np.float32)
         if arr.ndim != 3 or arr.shape[2] not in (1, 3) or min(arr.shape[:2]) < 1:
             raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {arr.shape}")
         factor = scale_factor(mpp, self.mpp)
-        return resample(convert_mode(arr, self.colour), factor), factor
+        work = convert_mode(arr, self.colour)
+        if self.intensity == "percentile":
+            work = percentile_normalise(work)
+        return resample(work, factor), factor
 
     def labels_at_input(
         self,
