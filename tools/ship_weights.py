@@ -42,8 +42,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-SEG_THRESHOLDS = tuple(np.round(np.arange(0.20, 0.751, 0.05), 2).tolist())
-SEG_MIN_DISTANCES = (2, 3, 4, 5, 6, 8, 10)
+# A coarse grid: every setting re-runs the watershed on all 134 validation images
+# (~0.04 s an image), and the DSB score varies little within 0.1 of threshold.
+SEG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+SEG_MIN_DISTANCES = (3, 4, 5, 7)
 SEED_DETECTOR = "micronet"
 
 
