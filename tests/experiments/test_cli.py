@@ -1,6 +1,7 @@
 """The command module through a parser built here (cli/main.py registers it separately)."""
 
 import argparse
+import json
 
 from nucleikit.cli import experiment
 from nucleikit.experiments.registry import STUDIES
@@ -24,3 +25,36 @@ def test_runs_a_study_with_budget_and_threads_from_the_command_line(make_config,
     assert "report" in capsys.readouterr().out
     text = (tmp_path / "o" / "report.md").read_text()
     assert "**2 steps**" in text and "1 thread(s)" in text
+
+
+def test_studies_sharing_runs_share_the_base_model(make_config, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    matrix = make_config("cross_dataset", {"datasets": ["a", "b"]}, name="m.json")
+    ft = make_config("finetune", {"source": "a", "target": "b", "parts": ["iterations"]}, name="f.json")
+    p = _parser()
+    experiment.run(p.parse_args(["cross_dataset", "--config", str(matrix), "-o", str(tmp_path / "m"),
+                                 "--runs", str(runs), "--no-progress"]))
+    capsys.readouterr()
+    experiment.run(p.parse_args(["finetune", "--config", str(ft), "-o", str(tmp_path / "f"),
+                                 "--runs", str(runs), "--no-progress"]))
+    out = capsys.readouterr().out
+    assert "skip train-a-" in out  # the cross-dataset model of a is the base
+    assert not (tmp_path / "m" / "runs").exists()
+    assert f"--runs {runs}" in (tmp_path / "f" / "report.md").read_text()
+
+
+def test_same_name_different_data_does_not_share_a_run(make_config, datasets, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    cfg = make_config("lambda", {"datasets": ["a"], "lams": [5.0]}, name="one.json")
+    experiment.run(_parser().parse_args(["lambda", "--config", str(cfg), "-o", str(tmp_path / "1"),
+                                         "--runs", str(runs), "--no-progress"]))
+    # the same name for data set b's images
+    other = make_config("lambda", {"datasets": ["a"], "lams": [5.0]}, sets=["b"], name="two.json")
+    doc = json.loads(other.read_text())
+    doc["datasets"] = {"a": datasets["b"]}
+    other.write_text(json.dumps(doc))
+    capsys.readouterr()
+    experiment.run(_parser().parse_args(["lambda", "--config", str(other), "-o", str(tmp_path / "2"),
+                                         "--runs", str(runs), "--no-progress"]))
+    assert "train train-a-" in capsys.readouterr().out
+    assert len(list(runs.glob("train-a-*"))) == 2

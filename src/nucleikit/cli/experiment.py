@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help=f"the study: {', '.join(STUDY_NAMES)}")
     p.add_argument("--config", required=True, metavar="FILE", help="JSON experiment configuration")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="report, tables, figures and run folders")
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="folder of the training runs (default OUTDIR/runs); studies sharing it share trainings")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="training budget: steps of every training (overrides the configuration)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: the configuration's)")
@@ -36,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.runner import run_experiment
 
     config = load_config(args.config, experiment=args.name).with_overrides(steps=args.steps, threads=args.threads)
-    report = run_experiment(config, args.out, progress=not args.no_progress)
+    command = f"nucleikit experiment {args.name} --config {args.config} -o {args.out}"
+    for flag, value in (("--runs", args.runs), ("--steps", args.steps), ("--threads", args.threads)):
+        if value is not None:
+            command += f" {flag} {value}"
+    report = run_experiment(config, args.out, runs_dir=args.runs, progress=not args.no_progress, command=command)
     print(f"{args.name}: report {report}")
     return 0

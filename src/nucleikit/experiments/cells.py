@@ -31,7 +31,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError
 from ..train.config import TrainConfig
@@ -86,26 +86,33 @@ class Cell:
     stages: tuple = ()
     snapshots: bool = False
 
-    def spec(self) -> dict:
-        """JSON-ready definition (what the key hashes)."""
+    def spec(self, fingerprint: Callable[[str], str] | None = None) -> dict:
+        """JSON-ready definition (what the key hashes).
+
+        ``fingerprint(name)`` describes a data set's content (images, points,
+        resolution, radius), so that two configurations using one name for
+        different data never share a run folder.
+        """
         cfg = self.config.to_dict()
         cfg.pop("threads", None)  # the number of threads changes speed, not the result
         cfg.pop("init", None)
+        names = sorted({t.dataset for t in self.train} | {self.validation})
         return {
             "train": [dataclasses.asdict(t) for t in self.train],
             "validation": self.validation,
+            "data": {n: fingerprint(n) for n in names} if fingerprint else None,
             "config": cfg,
-            "init": None if self.init is None else [self.init.key(), self.init_file],
+            "init": None if self.init is None else [self.init.key(fingerprint), self.init_file],
             "stages": list(self.stages),
             "snapshots": self.snapshots,
         }
 
-    def key(self) -> str:
-        text = json.dumps(self.spec(), sort_keys=True, default=str)
+    def key(self, fingerprint: Callable[[str], str] | None = None) -> str:
+        text = json.dumps(self.spec(fingerprint), sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
-    def folder_name(self) -> str:
-        return f"{self.label}-{self.key()}"
+    def folder_name(self, fingerprint: Callable[[str], str] | None = None) -> str:
+        return f"{self.label}-{self.key(fingerprint)}"
 
 
 @dataclass
@@ -129,8 +136,19 @@ class CellRunner:
     trained: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
 
+    def fingerprint(self, name: str) -> str:
+        """A data set's content: resolution, radius, and the ids and point counts of its images."""
+        d = self.collection[name]
+        parts = [f"{d.mpp:.6g}", f"{d.radius_um:.6g}"]
+        for subset in ("train", "validation"):
+            parts += [f"{s.id}:{len(s.points)}" for s in d.subsets.get(subset, [])]
+        return hashlib.sha1("|".join(parts).encode()).hexdigest()[:10]
+
+    def name(self, cell: Cell) -> str:
+        return cell.folder_name(self.fingerprint)
+
     def folder(self, cell: Cell) -> Path:
-        return Path(self.runs_dir) / cell.folder_name()
+        return Path(self.runs_dir) / self.name(cell)
 
     # --- training ---------------------------------------------------------------
 
@@ -155,22 +173,19 @@ class CellRunner:
         sets = [fraction_of(self.collection[t.dataset].samples("train"), t.fraction) for t in cell.train]
         weights = [t.weight for t in cell.train]
         val = self.collection[cell.validation].samples("validation")
-        meta = {"dataset": "+".join(t.dataset for t in cell.train), "experiment_cell": cell.spec()}
+        meta = {"dataset": "+".join(t.dataset for t in cell.train), "experiment_cell": cell.spec(self.fingerprint)}
         return train_detector(sets, val, self._config(cell, steps), self.folder(cell), set_weights=weights,
                               progress=self.progress, extra_meta=meta)
 
     # --- scoring -----------------------------------------------------------------
 
-    def score(self, weights: Path, tests: Sequence[str], threads: int, bf16: bool,
-              postprocess: dict | None = None) -> dict:
+    def score(self, weights: Path, tests: Sequence[str], threads: int, bf16: bool) -> dict:
         """Test figures of a weights file on each named data set's test images."""
         from ..infer.evaluate import run_detector, score_run
         from ..infer.predict import Detector, InferenceConfig
         from ..models.weights import load_weights
 
         model, meta = load_weights(weights)
-        if postprocess:
-            meta = {**meta, "postprocess": {**meta.get("postprocess", {}), **postprocess}}
         detector = Detector(model, meta, config=InferenceConfig(threads=threads, bf16=bf16))
         out = {}
         for name in tests:
@@ -199,14 +214,14 @@ class CellRunner:
         folder = self.folder(cell)
         done = _read_json(folder / "result.json")
         if done is not None and set(tests) <= set(done["test"]):
-            self.skipped.append(cell.folder_name())
-            self.log(f"skip {cell.folder_name()} (finished)")
+            self.skipped.append(self.name(cell))
+            self.log(f"skip {self.name(cell)} (finished)")
             return done
-        self.log(f"train {cell.folder_name()} ({cell.config.steps} steps)")
+        self.log(f"train {self.name(cell)} ({cell.config.steps} steps)")
         res = self._train(cell)
         result = self._result(cell, res, tests, res.steps_done)
         _write_json(folder / "result.json", result)
-        self.trained.append(cell.folder_name())
+        self.trained.append(self.name(cell))
         return result
 
     def run_staged(self, cell: Cell, tests: Sequence[str]) -> list[dict]:
@@ -227,7 +242,7 @@ class CellRunner:
             ckpt = folder / "checkpoint.pt"
             if ckpt.exists() and int(torch.load(ckpt, map_location="cpu", weights_only=True)["step"]) > stage:
                 raise ConfigError(f"{folder} is past stage {stage} but has no result for it: delete the folder")
-            self.log(f"train {cell.folder_name()} to step {stage}")
+            self.log(f"train {self.name(cell)} to step {stage}")
             res = self._train(cell, steps=stage)
             trained = True
             if cell.snapshots:
@@ -236,17 +251,17 @@ class CellRunner:
             result = self._result(cell, res, tests, stage)
             _write_json(path, result)
             results.append(result)
-        (self.trained if trained else self.skipped).append(cell.folder_name())
+        (self.trained if trained else self.skipped).append(self.name(cell))
         if not trained:
-            self.log(f"skip {cell.folder_name()} (finished)")
+            self.log(f"skip {self.name(cell)} (finished)")
         return results
 
     def _result(self, cell: Cell, res, tests: Sequence[str], steps: int) -> dict:
         cfg = self._config(cell, steps)
         return {
-            "key": cell.key(),
+            "key": cell.key(self.fingerprint),
             "label": cell.label,
-            "cell": cell.spec(),
+            "cell": cell.spec(self.fingerprint),
             "steps": steps,
             "best_step": res.best_step,
             "validation": {k: v for k, v in res.best.items() if isinstance(v, (int, float, str))},

@@ -201,7 +201,8 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
         f"- Budget: **{config.steps} steps** per training (study options may set others: see below), "
         f"batch {cfg.batch_size or 'recipe'} crops of {cfg.crop or 'recipe'} px, model `{cfg.model}` "
         f"{json.dumps(cfg.model_kwargs) if cfg.model_kwargs else ''}, optimiser {cfg.optimizer or 'recipe'} "
-        f"lr {cfg.lr or 'recipe'}, lambda {cfg.lam}, validation every {cfg.val_every} steps, bf16 {cfg.bf16}, "
+        f"lr {cfg.lr or 'recipe'}, lambda {cfg.lam}, validation every {cfg.val_every} steps, bf16 autocast {cfg.bf16} "
+        f"(training and test inference), "
         f"{cfg.threads} thread(s).",
         f"- Common resolution **{collection.mpp} um/px**: every image is resampled to it for training and "
         "inference; predictions are mapped back and matched in each test image's own pixels with the data "
@@ -235,7 +236,7 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
     if result.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     lines += ["## Reproduce", "", "```bash",
-              f"nucleikit experiment {config.experiment} --config {config.source or 'CONFIG.json'} -o {out}",
+              stats.get("command") or f"nucleikit experiment {config.experiment} --config {config.source} -o {out}",
               "```", "", "Running the same command again skips finished trainings and resumes an interrupted one.", ""]
     path = out / "report.md"
     with atomic_write(path) as f:
