@@ -147,11 +147,13 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
             f"Fine-tuning vs scratch by share of {p.target} training data, {ft_cfg.steps} steps"))
         gaps = [r["finetune_f1"] - r["scratch_f1"] for r in rows]
         small, large = gaps[0], gaps[-1]
-        verdict = "agrees with" if small > 0 and small >= large else "does not agree with"
-        res.findings.append(
-            f"Fraction: with {100 * rows[0]['fraction']:g}% of the target data fine-tuning is {small:+.3f} F1 from "
-            f"scratch, with {100 * rows[-1]['fraction']:g}% {large:+.3f}; this {verdict} the paper's finding that "
-            "fine-tuning matters most when target data are scarce.")
+        text = (f"Fraction: with {100 * rows[0]['fraction']:g}% of the target data fine-tuning is {small:+.3f} F1 "
+                "from scratch")
+        if len(rows) > 1:
+            verdict = "agrees with" if small > 0 and small >= large else "does not agree with"
+            text += (f", with {100 * rows[-1]['fraction']:g}% {large:+.3f}; this {verdict} the paper's finding "
+                     "that fine-tuning matters most when target data are scarce.")
+        res.findings.append(text + ("" if len(rows) > 1 else "."))
 
     if "snapshots" in p.parts:
         every = p.snapshot_every or base_cfg.val_every
@@ -190,12 +192,13 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
              "xlabel": "first k blocks frozen", "ylabel": f"test F1 ({p.target})"},
             f"Fine-tuning {p.source} -> {p.target} with frozen blocks"))
         f1s = [r["f1"] for r in rows]
-        k_best = rows[int(max(range(len(f1s)), key=lambda i: f1s[i]))]["frozen_blocks"]
-        drop = f1s[0] - f1s[-1]
-        verdict = "agrees with" if drop > 0 else "does not agree with"
-        res.findings.append(
-            f"Freezing: best F1 {max(f1s):.3f} with {k_best} frozen blocks; freezing {rows[-1]['frozen_blocks']} "
-            f"instead of {rows[0]['frozen_blocks']} changes F1 by {-drop:+.3f}, which {verdict} the paper's loss "
-            "when most of the network is frozen.")
+        k_best = rows[max(range(len(f1s)), key=lambda i: f1s[i])]["frozen_blocks"]
+        text = f"Freezing: best F1 {max(f1s):.3f} with {k_best} frozen blocks"
+        if len(rows) > 1:
+            change = f1s[-1] - f1s[0]
+            verdict = "agrees with" if change < 0 else "does not agree with"
+            text += (f"; freezing {rows[-1]['frozen_blocks']} instead of {rows[0]['frozen_blocks']} blocks changes "
+                     f"F1 by {change:+.3f}, which {verdict} the paper's loss when most of the network is frozen")
+        res.findings.append(text + ".")
     res.cells = cells
     return res

@@ -1,0 +1,31 @@
+"""Pure helpers of the cells and the cross-dataset summary."""
+
+import numpy as np
+
+from nucleikit.experiments.cells import Cell, TrainSet, validation_steps
+from nucleikit.experiments.cross_dataset import same_vs_other
+from nucleikit.train.config import TrainConfig
+
+
+def test_validation_steps_end_at_the_budget():
+    assert validation_steps(400, 100) == (100, 200, 300, 400)
+    assert validation_steps(250, 100) == (100, 200, 250)
+    assert validation_steps(50, 100) == (50,)
+
+
+def test_same_vs_other_uses_the_column_without_the_diagonal():
+    m = np.array([[0.8, 0.5, 0.1], [0.6, 0.7, 0.3], [0.2, 0.1, 0.9]])
+    same, other = same_vs_other(m)
+    np.testing.assert_allclose(same, [0.8, 0.7, 0.9])
+    np.testing.assert_allclose(other, [0.4, 0.3, 0.2])
+
+
+def test_cell_key_ignores_threads_but_not_data_or_gamma():
+    cfg = TrainConfig(steps=10)
+    a = Cell("x", (TrainSet("a"),), "a", cfg)
+    assert a.key() == Cell("y", (TrainSet("a"),), "a", TrainConfig(steps=10, threads=1)).key()
+    assert a.key() != Cell("x", (TrainSet("a", weight=2.0),), "a", cfg).key()
+    assert a.key() != Cell("x", (TrainSet("a", fraction=0.5),), "a", cfg).key()
+    assert a.key(lambda n: "one") != a.key(lambda n: "two")
+    ft = Cell("f", (TrainSet("b"),), "b", cfg, init=a)
+    assert ft.key() != Cell("f", (TrainSet("b"),), "b", cfg, init=a, init_file="snapshot_5.safetensors").key()
