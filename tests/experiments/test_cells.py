@@ -29,3 +29,26 @@ def test_cell_key_ignores_threads_but_not_data_or_gamma():
     assert a.key(lambda n: "one") != a.key(lambda n: "two")
     ft = Cell("f", (TrainSet("b"),), "b", cfg, init=a)
     assert ft.key() != Cell("f", (TrainSet("b"),), "b", cfg, init=a, init_file="snapshot_5.safetensors").key()
+
+
+def test_a_staged_cell_ends_where_the_uninterrupted_run_ends(make_config, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from nucleikit.experiments.cells import CellRunner, scratch_cell
+    from nucleikit.experiments.config import load_config, prepare
+
+    config = load_config(make_config("lambda", {"datasets": ["a"]}, steps=4))
+    runner = CellRunner(prepare(config), tmp_path / "runs", log=lambda _: None)
+    cfg = dataclasses.replace(config.train, augment=dataclasses.replace(config.train.augment, flip=True))
+    whole = scratch_cell("a", cfg)
+    staged = scratch_cell("a", cfg, stages=(2, 4))
+    runner.run(whole, [])
+    results = runner.run_staged(staged, ["a"])
+    assert [r["steps"] for r in results] == [2, 4]
+    a = torch.load(runner.folder(whole) / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(runner.folder(staged) / "checkpoint.pt", weights_only=True)["model"]
+    assert runner.folder(whole) != runner.folder(staged)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
