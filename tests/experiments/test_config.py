@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,10 @@ def test_train_section_may_not_set_the_budget(make_config):
         load_config(make_config("lambda", {"datasets": ["a"]}, train={"steps": 5}))
     with pytest.raises(ConfigError, match="unknown training option"):
         load_config(make_config("lambda", {"datasets": ["a"]}, train={"stepz": 5}))
+    with pytest.raises(ConfigError, match="unknown model 'micronett'"):
+        load_config(make_config("lambda", {"datasets": ["a"]}, train={"model": "micronett"}))
+    with pytest.raises(ConfigError, match="segmentation model; the studies need a detector"):
+        load_config(make_config("lambda", {"datasets": ["a"]}, train={"model": "unet", "model_kwargs": {}}))
 
 
 def test_dataset_without_points(make_config, datasets, tmp_path):
@@ -112,3 +117,24 @@ def test_radius_defaults_follow_the_protocol(make_config):
     from nucleikit.experiments.collection import DEFAULT_RADIUS_UM
 
     assert DEFAULT_RADIUS_UM["crchisto"] == pytest.approx(3.3)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "experiments").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_example_configurations_parse(path):
+    config = load_config(path)
+    assert config.mpp == 0.5 and config.train.bf16 and config.steps >= 100
+    assert config.experiment in path.stem
+
+
+def test_committed_configurations_share_the_base_training():
+    from nucleikit.experiments.cells import scratch_cell
+
+    root = CONFIGS[0].parent
+    matrix = load_config(root / "committed_cross_dataset.json")
+    ft = load_config(root / "committed_finetune.json")
+    assert ft.params.source in matrix.params.datasets
+    assert scratch_cell(ft.params.source, ft.train).key() == scratch_cell(ft.params.source, matrix.train).key()
+    assert matrix.datasets[ft.params.source] == ft.datasets[ft.params.source]

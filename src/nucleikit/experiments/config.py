@@ -177,6 +177,7 @@ def parse_config(doc: Mapping[str, Any], *, experiment: str | None = None, sourc
     source : str or None
         File name, for messages.
     """
+    from ..models import get_spec
     from .registry import STUDIES
 
     where = source or "config"
@@ -213,9 +214,11 @@ def parse_config(doc: Mapping[str, Any], *, experiment: str | None = None, sourc
         train[key] = value
     try:
         train_cfg = TrainConfig.from_dict(train)
-        train_cfg.resolved()  # an unknown model fails here, not mid-study
+        spec = get_spec(train_cfg.model)  # an unknown model fails here, not mid-study
     except TypeError as exc:
         raise ConfigError(f"{where}: bad training option: {exc}") from None
+    if spec.task != "detection":
+        raise ConfigError(f"{where}: model {train_cfg.model!r} is a {spec.task} model; the studies need a detector")
     mpp = doc.get("mpp", 0.5)
     if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or mpp <= 0:
         raise ConfigError(f"{where}: mpp must be a positive number, got {mpp!r}")
