@@ -1,6 +1,7 @@
 """Pure helpers of the cells and the cross-dataset summary."""
 
 import numpy as np
+import pytest
 
 from nucleikit.experiments.cells import Cell, TrainSet, validation_steps
 from nucleikit.experiments.cross_dataset import same_vs_other
@@ -52,3 +53,18 @@ def test_a_staged_cell_ends_where_the_uninterrupted_run_ends(make_config, tmp_pa
     assert runner.folder(whole) != runner.folder(staged)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_scoring_at_the_common_resolution_pairs_as_in_native_pixels():
+    from nucleikit.experiments.cells import _to_common
+    from nucleikit.infer.evaluate import DetectionRun, score_run
+
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0, 200, (40, 2))
+    pred = truth + rng.normal(0, 9, truth.shape)  # many pairs near the 16 px (4 um at 0.25 um/px) radius
+    run = DetectionRun(["i"], [pred], [np.ones(len(pred))], [truth], 0.0)
+    native = score_run(run, xi=0.5, radii=(16.0,))["radius"]["16"]
+    common = score_run(_to_common(run, [0.25 / 0.5]), xi=0.5, radii=(8.0,))["radius"]["8"]
+    assert 0 < native["tp"] < 40
+    assert (native["tp"], native["fp"], native["fn"]) == (common["tp"], common["fp"], common["fn"])
+    assert common["ed"] == pytest.approx(native["ed"] / 2)

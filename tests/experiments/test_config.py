@@ -78,12 +78,14 @@ def test_mismatched_resolution(make_config, datasets, tmp_path):
     _fails(make_config("lambda", {"datasets": ["b"]}), "dataset 'b': mismatched resolution.*0.25", tmp_path)
 
 
-def test_mixed_resolutions_without_a_declared_one(make_config, datasets, tmp_path):
+def test_mixed_resolutions_without_a_declared_one_keep_each_images_own(make_config, datasets, tmp_path):
     datasets["c"].pop("mpp")
     for i, img in enumerate(sorted((tmp_path / "data" / "c").rglob("*.png"))):
         mpp = 0.25 if i == 0 else 0.5
         Image.fromarray(np.asarray(Image.open(img))).save(img, dpi=(25400 / mpp, 25400 / mpp))
-    _fails(make_config("lambda", {"datasets": ["c"]}), "dataset 'c': mismatched resolution.*0.25 to 0.5", tmp_path)
+    col = prepare(load_config(make_config("lambda", {"datasets": ["c"]})))
+    assert sorted(s.mpp for s in col["c"].samples("test") + col["c"].samples("train")) == pytest.approx([0.25, 0.5, 0.5])
+    assert col.describe()[0]["mpp"] == "0.25-0.5"
 
 
 def test_unknown_dataset_kind_and_bad_study_values(make_config, tmp_path):
@@ -113,7 +115,7 @@ def test_no_budget_and_unreadable_files(tmp_path):
 
 def test_radius_defaults_follow_the_protocol(make_config):
     col = prepare(load_config(make_config("lambda", {"datasets": ["a"]})))
-    assert col["a"].radius_um == 4.0 and col["a"].radius_px() == 8.0
+    assert col["a"].radius_um == 4.0 and col.describe()[0]["radius_px_common"] == 8.0
     from nucleikit.experiments.collection import DEFAULT_RADIUS_UM
 
     assert DEFAULT_RADIUS_UM["crchisto"] == pytest.approx(3.3)

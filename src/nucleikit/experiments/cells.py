@@ -17,11 +17,12 @@ uninterrupted run at that step. After each stage the weights chosen on
 validation so far are scored on the test sets (curves against iterations) and,
 if asked, the current network is saved as a snapshot for fine-tuning.
 
-Test figures follow PROTOCOL.md: the model runs at the common resolution, the
-predictions are mapped back to each test image's own pixels and matched with
-that data set's radius (``radius_um / mpp``); xi and the peak distance are
-the values tuned on validation; the precision-recall curve sweeps xi. ED is
-reported in pixels of the common resolution.
+Test figures follow PROTOCOL.md: the model runs at the common resolution;
+predictions and truth are matched in pixels of the common resolution with the
+test data set's radius ``radius_um / mpp`` (the same pairs as matching in each
+image's own pixels with its own radius in pixels); xi and the peak distance
+are the values tuned on validation; the precision-recall curve sweeps xi. ED
+is in pixels of the common resolution.
 """
 
 from __future__ import annotations
@@ -188,17 +189,17 @@ class CellRunner:
         model, meta = load_weights(weights)
         detector = Detector(model, meta, config=InferenceConfig(threads=threads, bf16=bf16))
         out = {}
+        common = self.collection.mpp
         for name in tests:
             ds = self.collection[name]
-            run = run_detector(detector, ds.samples("test"))
-            r = ds.radius_px()
+            samples = ds.samples("test")
+            run = _to_common(run_detector(detector, samples), [s.mpp / common for s in samples])
+            r = ds.radius_um / common
             scored = score_run(run, xi=detector.threshold_rel, radii=(r,))
             key = f"{r:g}"
             fig = scored["radius"][key]
             out[name] = {
-                "precision": fig["precision"], "recall": fig["recall"], "f1": fig["f1"],
-                # ED in pixels of the common resolution (comparable across data sets)
-                "ed": None if fig.get("ed") is None else fig["ed"] * ds.mpp / self.collection.mpp,
+                "precision": fig["precision"], "recall": fig["recall"], "f1": fig["f1"], "ed": fig.get("ed"),
                 "mean_image_f1": fig["mean_image_f1"], "tp": fig["tp"], "fp": fig["fp"], "fn": fig["fn"],
                 "radius_px": r, "radius_um": ds.radius_um, "images": scored["images"], "xi": scored["xi"],
                 "pr_curve": scored["pr_curve"][key],
@@ -268,6 +269,21 @@ class CellRunner:
             "wall_time_s": res.wall_time_s,
             "test": self.score(res.best_weights, tests, cfg.threads, cfg.bf16) if tests else {},
         }
+
+
+def _to_common(run, factors: Sequence[float]):
+    """A detection run with predictions and truth mapped from each image's pixels to the common resolution.
+
+    Distances scale by the factor, so matching with ``radius_um / common mpp``
+    here pairs exactly as matching in each image's own pixels with
+    ``radius_um / image mpp`` would, also for data sets mixing resolutions;
+    ED comes out in pixels of the common resolution.
+    """
+    from ..infer.evaluate import DetectionRun
+    from ..transforms import scale_points
+
+    return DetectionRun(run.ids, [scale_points(p, f) for p, f in zip(run.xy, factors)], run.rel_scores,
+                        [scale_points(t, f) for t, f in zip(run.truths, factors)], run.seconds)
 
 
 def _read_json(path: Path) -> dict | None:

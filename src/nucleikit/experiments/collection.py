@@ -93,18 +93,21 @@ class Dataset:
     ----------
     name : str
     mpp : float
-        Resolution of every image (um/px).
+        Typical (median) resolution of its images (um/px); each sample keeps its own.
     radius_um : float
         Matching radius in microns.
     subsets : dict of str to list of PointSample
         ``"train"``, ``"validation"``, ``"test"`` (auxiliary data sets may
         have training images only).
+    notes : tuple of str
+        Caveats of the data worth a line in a report.
     """
 
     name: str
     mpp: float
     radius_um: float
     subsets: dict
+    notes: tuple = ()
 
     def samples(self, subset: str) -> list:
         if not self.subsets.get(subset):
@@ -113,10 +116,6 @@ class Dataset:
 
     def has(self, subset: str) -> bool:
         return bool(self.subsets.get(subset))
-
-    def radius_px(self) -> float:
-        """Matching radius in this data set's own pixels."""
-        return self.radius_um / self.mpp
 
 
 @dataclass(frozen=True)
@@ -132,11 +131,17 @@ class Collection:
         except KeyError:
             raise ConfigError(f"no dataset named {name!r} (configured: {', '.join(self.datasets)})") from None
 
+    def notes(self) -> list[str]:
+        """Every data set's caveats, prefixed with its name."""
+        return [f"{d.name}: {n}" for d in self.datasets.values() for n in d.notes]
+
     def describe(self) -> list[dict]:
         """One row per data set: images per subset, points, mpp, radius (um, px at the common mpp)."""
         rows = []
         for d in self.datasets.values():
-            row = {"dataset": d.name, "mpp": d.mpp, "radius_um": d.radius_um,
+            mpps = sorted({s.mpp for samples in d.subsets.values() for s in samples})
+            row = {"dataset": d.name, "mpp": d.mpp if len(mpps) == 1 else f"{mpps[0]:g}-{mpps[-1]:g}",
+                   "radius_um": d.radius_um,
                    "radius_px_common": round(d.radius_um / self.mpp, 3)}
             for s in SUBSETS:
                 row[f"{s}_images"] = len(d.subsets.get(s, []))
@@ -218,13 +223,13 @@ LOADERS: dict[str, Callable[[DatasetSpec], dict]] = {
 
 
 def _resolution(name: str, subsets: Mapping[str, list], declared: float | None) -> float:
-    """The one resolution of a data set's samples; errors name the disagreement."""
-    mpps = np.array([s.mpp for samples in subsets.values() for s in samples], float)
-    lo, hi = float(mpps.min()), float(mpps.max())
-    if hi / lo - 1.0 > MPP_TOLERANCE and declared is None:
-        raise ConfigError(f"dataset {name!r}: mismatched resolution: its images range from {lo:.4g} to "
-                          f"{hi:.4g} um/px (split it into data sets of one resolution each)")
-    value = float(np.median(mpps))
+    """The typical (median) resolution of a data set's samples; a declared one must agree with it.
+
+    Images of one data set may differ in resolution (each is resampled to the
+    common resolution on its own, e.g. MoNuSeg with ``mpp_overrides``); a
+    declared ``mpp`` that the images' own resolution contradicts is an error.
+    """
+    value = float(np.median([s.mpp for samples in subsets.values() for s in samples]))
     if declared is not None and abs(value / declared - 1.0) > MPP_TOLERANCE:
         raise ConfigError(f"dataset {name!r}: mismatched resolution: declared {declared:.4g} um/px "
                           f"but its images are at {value:.4g} um/px")
@@ -264,7 +269,23 @@ def load_dataset(spec: DatasetSpec, *, needs: tuple[str, ...] = ("train",)) -> D
         raise ConfigError(f"dataset {spec.name!r}: its training images have no annotated points")
     mpp = _resolution(spec.name, subsets, spec.mpp)
     radius = spec.radius_um if spec.radius_um is not None else DEFAULT_RADIUS_UM.get(spec.kind, OTHER_RADIUS_UM)
-    return Dataset(spec.name, mpp, radius, subsets)
+    return Dataset(spec.name, mpp, radius, subsets, _notes(spec, subsets))
+
+
+def _notes(spec: DatasetSpec, subsets: Mapping[str, list]) -> tuple[str, ...]:
+    """Caveats from the data READMEs that bear on a study's figures."""
+    if spec.kind != "monuseg":
+        return ()
+    from ..io.datasets.monuseg import MPP
+
+    # TCGA-HE-7128/-7129/-7130 look scanned at 20x (data README) but are read at 0.25 um/px
+    looks_20x = [f"{s.id} ({subset})" for subset, samples in subsets.items() for s in samples
+                 if s.id.startswith("TCGA-HE-") and s.mpp == MPP]
+    if not looks_20x:
+        return ()
+    return (f"{', '.join(looks_20x)} look scanned at 20x (nuclei about half the usual size in pixels) but are "
+            f"read at {MPP} um/px as the data says; their nuclei are therefore smaller at the common resolution "
+            "than the other images'.",)
 
 
 def load_collection(specs: Mapping[str, DatasetSpec], needs: Mapping[str, tuple[str, ...]], mpp: float) -> Collection:

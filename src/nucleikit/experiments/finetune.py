@@ -113,6 +113,9 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
         rows = [{"steps": s, "scratch_f1": a["test"][p.target]["f1"], "finetune_f1": b["test"][p.target]["f1"]}
                 for s, a, b in zip(stages, scratch, tuned)]
         res.tables["vs_iterations"] = [{"steps": 0, "scratch_f1": None, "finetune_f1": base_f1}] + rows
+        res.table_notes["vs_iterations"] = (
+            f"Test F1 on {p.target}; each point uses the weights, xi and peak distance chosen on validation among "
+            "the validations up to that step (step 0: the base model, not fine-tuned).")
         res.figures.append(Figure(
             "vs_iterations", "lines",
             {"x": [0, *stages], "series": {"fine-tuned": [base_f1] + [r["finetune_f1"] for r in rows],
@@ -139,6 +142,8 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
                          "finetune_f1": b["test"][p.target]["f1"]})
             cells += [a, b]
         res.tables["vs_fraction"] = rows
+        res.table_notes["vs_fraction"] = ("Share of the target training data: the central window of that share of "
+                                          f"each training image's area; {ft_cfg.steps} steps each.")
         res.figures.append(Figure(
             "vs_fraction", "lines",
             {"x": [int(round(100 * r["fraction"])) for r in rows],

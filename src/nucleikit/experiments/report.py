@@ -233,8 +233,9 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
             lines += [f"![{fig.caption}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
     lines += ["## Compared with the paper", "", f"Paper: {result.paper}", ""]
     lines += [f"- {f}" for f in result.findings] + [""]
-    if result.notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
+    notes = list(result.notes) + collection.notes()
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Reproduce", "", "```bash",
               stats.get("command") or f"nucleikit experiment {config.experiment} --config {config.source} -o {out}",
               "```", "", "Running the same command again skips finished trainings and resumes an interrupted one.", ""]
