@@ -58,3 +58,18 @@ def test_same_name_different_data_does_not_share_a_run(make_config, datasets, tm
                                          "--runs", str(runs), "--no-progress"]))
     assert "train train-a-" in capsys.readouterr().out
     assert len(list(runs.glob("train-a-*"))) == 2
+
+
+def test_through_the_main_entry_point_errors_are_one_line_and_exit_2(make_config, tmp_path, capsys, monkeypatch):
+    from nucleikit.cli import main
+
+    # registered here only: cli/main.py's COMMANDS is edited by its owner
+    monkeypatch.setitem(main.COMMANDS, "experiment", ("nucleikit.cli.experiment", "run a transfer study"))
+    cfg = make_config("cross_dataset", {"datasets": ["a", "missing"]})
+    code = main.main(["experiment", "cross_dataset", "--config", str(cfg), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("nucleikit: error:") and "'missing'" in err[0]
+    code = main.main(["experiment", "nonsense", "--config", str(cfg), "-o", str(tmp_path / "o")])
+    assert code == 2 and "is a 'cross_dataset' configuration, not 'nonsense'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

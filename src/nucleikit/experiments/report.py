@@ -191,6 +191,7 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
         json.dump(raw, f, indent=1, default=str)
 
     cfg = config.train
+    unique = {c.get("key"): c for c in result.cells}  # a cell may feed several tables
     lines = [f"# {result.title}", ""]
     if config.comment:
         lines += [config.comment, ""]
@@ -212,7 +213,9 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
         "common resolution.",
         f"- Machine: {platform.machine()}, {platform.system()}; this invocation trained "
         f"{len(stats.get('trained', []))} cell(s), skipped {len(stats.get('skipped', []))} finished one(s), "
-        f"in {stats.get('wall_time_s', 0.0) / 60:.1f} min.",
+        f"in {stats.get('wall_time_s', 0.0) / 60:.1f} min; the loop recorded "
+        f"{sum(c.get('wall_time_s', 0.0) for c in unique.values()) / 60:.1f} min of training over the "
+        f"{len(unique)} training(s) reported.",
         f"- Study options: `{json.dumps(config.to_dict()['study'], default=str)}`",
         "",
         "A budget this small is far below the paper's (tens of thousands of iterations on a GPU): the figures "
