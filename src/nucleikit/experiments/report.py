@@ -206,8 +206,9 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
         f"(training and test inference), "
         f"{cfg.threads} thread(s).",
         f"- Common resolution **{collection.mpp} um/px**: every image is resampled to it for training and "
-        "inference; predictions are mapped back and matched in each test image's own pixels with the data "
-        "set's radius (PROTOCOL.md: CRCHisto 3.3 um = 6 px at 0.55 um/px, 4 um otherwise).",
+        "inference; predictions and truth are matched in pixels of the common resolution with the test data "
+        "set's radius in microns (PROTOCOL.md: CRCHisto 3.3 um = 6 px at 0.55 um/px, 4 um otherwise), which "
+        "pairs exactly as matching in each image's own pixels would.",
         "- Best step, xi and peak distance chosen on each training's validation images; test images scored once "
         "per model. P, R, F1 pooled over the test images; ED = mean distance of matched pairs in pixels at the "
         "common resolution.",
@@ -218,8 +219,8 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
         f"{len(unique)} training(s) reported.",
         f"- Study options: `{json.dumps(config.to_dict()['study'], default=str)}`",
         "",
-        "A budget this small is far below the paper's (tens of thousands of iterations on a GPU): the figures "
-        "below are labelled by their budget and say what this budget shows, not what the paper's would.",
+        "This budget is far below the paper's training: the figures below are labelled with it and say what it "
+        "shows, not what a full training would.",
         "",
         "## Data sets",
         "",
