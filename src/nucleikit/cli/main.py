@@ -31,6 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("nucleikit.cli.analyze", "detect and type the nuclei of images (CSV, QuPath GeoJSON, overlay)"),
     "evaluate": ("nucleikit.cli.evaluate", "score predictions against truth (PROTOCOL.md matching and metrics)"),
     "train": ("nucleikit.cli.train", "train or fine-tune a detector or a nucleus classifier"),
+    "experiment": ("nucleikit.cli.experiment",
+                   "run a transfer or data-mixing study (Xing et al. 2019): cross-dataset, fine-tuning, auxiliary data, "
+                   "lambda, baselines"),
     "models": ("nucleikit.cli.models", "list model architectures and bundled weights"),
     "demo": ("nucleikit.cli.demo", "detect nuclei in the bundled sample image and print a summary"),
 }
