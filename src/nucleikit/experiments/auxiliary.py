@@ -21,8 +21,9 @@ __all__ = ["Params", "run", "TITLE"]
 TITLE = "Auxiliary data and the gamma-weighted loss (Xing et al. 2019, Figs. 6-8)"
 PAPER = ("Xing et al. add pooled data of other data sets to a target's training data (Fig. 6) and weight the "
          "target's loss by gamma against the auxiliary loss (Figs. 7-8, with precision-recall curves over xi); "
-         "as we read the paper, some auxiliary data helps a target with little data, and weighting the target "
-         "more (gamma > 1) does better than mixing with equal weights.")
+         "their abstract states that training on a mixture of target and other data does not always give a "
+         "higher accuracy and may need proper data manipulation, such as weighting the target's loss more "
+         "(gamma > 1) than the auxiliary data's.")
 
 
 @dataclass(frozen=True)

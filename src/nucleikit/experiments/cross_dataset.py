@@ -20,8 +20,9 @@ __all__ = ["Params", "run", "TITLE"]
 
 TITLE = "Cross-dataset generalisation (Xing et al. 2019, Fig. 4)"
 PAPER = ("Xing et al. train one model per data set and test it on every other (Fig. 4); as we read the paper, "
-         "a model does best on test images of the data set it was trained on and loses accuracy on the others, "
-         "which motivates fine-tuning and data mixing.")
+         "a model does best on test images of the data set it was trained on and loses accuracy on the others; "
+         "their abstract: training with images of the same organ is usually necessary, and models learned on "
+         "other organs need fine-tuning to be on a par with those trained on target data.")
 
 
 @dataclass(frozen=True)
