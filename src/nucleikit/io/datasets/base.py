@@ -9,19 +9,52 @@ to know which data set it is reading.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import numpy as np
 
 from nucleikit.io.images import read_image
 
-__all__ = ["SHARED_ENV", "LabelSample", "PointSample", "find_shared_dir"]
+__all__ = ["SHARED_ENV", "LabelSample", "PointSample", "SampleSequence", "find_shared_dir"]
 
 #: Environment variable naming the ``shared`` folder (holding ``data/`` and ``splits/``).
 SHARED_ENV = "NUCLEIKIT_SHARED"
+
+
+S = TypeVar("S")
+
+
+class SampleSequence(Sequence[S], Generic[S]):
+    """A data set as a sequence of samples, one per key, built when indexed.
+
+    Subclasses give ``_keys`` (a tuple, one key per sample, in order) and
+    ``_sample(key)``; samples read their pixels only when asked
+    (``load_image``), so indexing and slicing are cheap.
+    """
+
+    @property
+    def _keys(self) -> tuple[Any, ...]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _sample(self, key: Any) -> S:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @overload
+    def __getitem__(self, index: int) -> S: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[S]: ...
+
+    def __getitem__(self, index: int | slice) -> S | list[S]:
+        if isinstance(index, slice):
+            return [self._sample(key) for key in self._keys[index]]
+        return self._sample(self._keys[index])
 
 
 @dataclass(frozen=True, eq=False)

@@ -44,14 +44,14 @@ The data README's oddities, each handled on purpose
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, overload
+from typing import Literal
 
 import numpy as np
 
 from nucleikit.errors import ConfigError, InputError
-from nucleikit.io.datasets.base import PointSample
+from nucleikit.io.datasets.base import PointSample, SampleSequence
 from nucleikit.io.mat import read_mat_points
 
 __all__ = [
@@ -80,7 +80,7 @@ TASKS = ("detection", "classification")
 N_FOLDS = 5
 
 
-class CRCHisto(Sequence[PointSample]):
+class CRCHisto(SampleSequence[PointSample]):
     """The CRCHistoPhenotypes images of one split and subset, as :class:`PointSample` records.
 
     Parameters
@@ -132,19 +132,9 @@ class CRCHisto(Sequence[PointSample]):
         self.task = task
         self.image_numbers: tuple[int, ...] = _subset_numbers(read_split(splits_file, split), subset)
 
-    def __len__(self) -> int:
-        return len(self.image_numbers)
-
-    @overload
-    def __getitem__(self, index: int) -> PointSample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[PointSample]: ...
-
-    def __getitem__(self, index: int | slice) -> PointSample | list[PointSample]:
-        if isinstance(index, slice):
-            return [self._sample(number) for number in self.image_numbers[index]]
-        return self._sample(self.image_numbers[index])
+    @property
+    def _keys(self) -> tuple:
+        return self.image_numbers
 
     def __repr__(self) -> str:
         return f"CRCHisto(split={self.split!r}, subset={self.subset!r}, task={self.task!r}, {len(self)} images)"

@@ -54,12 +54,12 @@ import json
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Literal, overload
+from typing import Literal
 
 import numpy as np
 
 from nucleikit.errors import ConfigError, InputError
-from nucleikit.io.datasets.base import LabelSample
+from nucleikit.io.datasets.base import LabelSample, SampleSequence
 from nucleikit.io.labels import read_mask_folder
 from nucleikit.io.rle import RLETable, read_rle_csv
 
@@ -91,7 +91,7 @@ SOLUTION_FILE = "stage1_solution.csv"
 SUBSETS = ("train", "validation", "test", "train+validation")
 
 
-class DSB2018(Sequence[LabelSample]):
+class DSB2018(SampleSequence[LabelSample]):
     """The DSB2018 stage 1 images of one subset, as :class:`LabelSample` records.
 
     Parameters
@@ -174,19 +174,9 @@ class DSB2018(Sequence[LabelSample]):
             if subset == "test" and image_id not in self.table.shapes:
                 raise InputError(self.labels_file, f"no Height/Width for {image_id}")
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @overload
-    def __getitem__(self, index: int) -> LabelSample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[LabelSample]: ...
-
-    def __getitem__(self, index: int | slice) -> LabelSample | list[LabelSample]:
-        if isinstance(index, slice):
-            return [self._sample(image_id) for image_id in self.ids[index]]
-        return self._sample(self.ids[index])
+    @property
+    def _keys(self) -> tuple:
+        return self.ids
 
     def __repr__(self) -> str:
         labels = "solution" if self.subset == "test" else self.labels

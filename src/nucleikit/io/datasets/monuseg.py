@@ -40,14 +40,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 
 from nucleikit.errors import ConfigError, InputError
-from nucleikit.io.datasets.base import PointSample
+from nucleikit.io.datasets.base import PointSample, SampleSequence
 
 __all__ = ["MPP", "PER_ORGAN", "AUXILIARY", "MoNuSeg", "read_organs", "read_monuseg_split", "label_centroids", "check_centroids"]
 
@@ -60,7 +59,7 @@ AUXILIARY = ("bladder", "colon", "stomach")
 SUBSETS = ("train", "validation", "test", "train+validation", "all")
 
 
-class MoNuSeg(Sequence[PointSample]):
+class MoNuSeg(SampleSequence[PointSample]):
     """The MoNuSeg training images of one organ and subset, as :class:`PointSample` records.
 
     Parameters
@@ -114,19 +113,9 @@ class MoNuSeg(Sequence[PointSample]):
         self.mpp_overrides = dict(mpp_overrides or {})
         self.verify_labels = verify_labels
 
-    def __len__(self) -> int:
-        return len(self.stems)
-
-    @overload
-    def __getitem__(self, index: int) -> PointSample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[PointSample]: ...
-
-    def __getitem__(self, index: int | slice) -> PointSample | list[PointSample]:
-        if isinstance(index, slice):
-            return [self._sample(stem) for stem in self.stems[index]]
-        return self._sample(self.stems[index])
+    @property
+    def _keys(self) -> tuple:
+        return self.stems
 
     def __repr__(self) -> str:
         return f"MoNuSeg(organ={self.organ!r}, subset={self.subset!r}, {len(self)} images)"
