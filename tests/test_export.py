@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import uuid
 from pathlib import Path
 
@@ -137,13 +136,13 @@ def test_csv_rejects_bad_shapes(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_csv_million_rows_is_fast(tmp_path, rng):
+def test_csv_million_rows(tmp_path, rng):
+    # Whole-slide outputs hold this many; the speed is measured in benchmarks/, not here.
     pts = rng.uniform(0, 50_000, size=(1_000_000, 2))
-    t0 = time.perf_counter()
     path = write_points_csv(tmp_path / "big.csv", pts, columns={"score": rng.random(1_000_000)})
-    assert time.perf_counter() - t0 < 10
     with open(path) as f:
         assert sum(1 for _ in f) == 1_000_001
+    assert leftovers(tmp_path) == ["big.csv"]  # no temporary file left behind
 
 
 # ----------------------------------------------------------------------------- GeoJSON
@@ -249,14 +248,17 @@ def test_qupath_features_reject_bad_input():
         qupath_features([[1, 2]], measurements={"measure": [1, 2]})
 
 
-def test_geojson_100k_features_fast(tmp_path, rng):
+def test_geojson_100k_features(tmp_path, rng):
+    # Whole-slide outputs hold this many; the speed is measured in benchmarks/, not here.
     pts = rng.uniform(0, 10_000, size=(100_000, 2))
-    t0 = time.perf_counter()
     classes = rng.choice(["epithelial", "others"], 100_000)
     feats = qupath_features(pts, classes=classes, measurements={"score": rng.random(100_000)})
     write_geojson(tmp_path / "big.geojson", feats)
-    assert time.perf_counter() - t0 < 8  # about a second on one core; generous for a busy machine
-    assert (tmp_path / "big.geojson").stat().st_size > 100_000 * 100
+    doc = json.loads((tmp_path / "big.geojson").read_text())
+    assert len(doc["features"]) == 100_000
+    last = doc["features"][-1]
+    assert last["geometry"]["coordinates"] == pytest.approx((pts[-1] + 0.5).tolist())
+    assert last["properties"]["classification"]["name"] == classes[-1]
 
 
 # ----------------------------------------------------------------------------- overlay
