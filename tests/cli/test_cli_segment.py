@@ -12,6 +12,7 @@ from PIL import Image
 from shapely.geometry import shape
 
 from nucleikit.cli.main import main
+from nucleikit.io.images import read_image
 from nucleikit.models.weights import bundled_weights_dir
 
 OUTPUTS = ("discs_labels.tif", "discs.geojson", "discs.csv", "discs_overlay.png")
@@ -114,13 +115,22 @@ def test_too_many_instances_fail_cleanly(seg_weights, disc_png, tmp_path, monkey
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_missing_bundled_default_is_one_line(disc_png, tmp_path, capsys):
+def test_default_model_is_bundled_and_runs(disc_png, tmp_path):
+    from nucleikit.cli.segment import DEFAULT_SEGMENTER
+
+    assert (bundled_weights_dir() / f"{DEFAULT_SEGMENTER}.safetensors").is_file()
     image, _ = disc_png
-    if (bundled_weights_dir() / "r2unet.safetensors").exists():
-        pytest.skip("r2unet weights are bundled: the default model exists")
-    assert main(["segment", str(image), "-o", str(tmp_path / "o")]) == 2
+    out = tmp_path / "o"
+    assert main(["segment", str(image), "-o", str(out), "--threads", "1"]) == 0
+    labels = tifffile.imread(out / f"{image.stem}_labels.tif")
+    assert labels.dtype == np.uint16 and labels.shape == read_image(image).pixels.shape[:2]
+
+
+def test_missing_model_is_one_line(disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    assert main(["segment", str(image), "-o", str(tmp_path / "o"), "--model", "no_such_segmenter"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("nucleikit: error: r2unet")
+    assert len(err) == 1 and err[0].startswith("nucleikit: error: no_such_segmenter")
 
 
 def test_detector_weights_are_refused(tiny_weights, disc_png, tmp_path, capsys):

@@ -20,13 +20,17 @@ ones) run at the input's own resolution; --mpp matters for models that record on
 files, folders or glob patterns. A bad file
 is reported in one line and skipped; the exit code is 2 if any input failed."""
 
+#: Bundled segmenter used when none is named: U-Net, which beat R2U-Net on the DSB2018
+#: validation and test images at this project's training budget (README, "Measured figures").
+DEFAULT_SEGMENTER = "unet"
+
 SEED_CHOICES = ("distance", "detector")  # nucleikit.infer.segment.SEED_KINDS, repeated so --help stays light
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created)")
-    add_model_option(p, default="r2unet")
+    add_model_option(p, default=DEFAULT_SEGMENTER)
     add_mpp_option(p)
     p.add_argument("--seeds", choices=SEED_CHOICES, default=None,
                    help="watershed markers: distance-transform maxima or the bundled detector's peaks "
