@@ -162,8 +162,7 @@ def test_analyze_bundled_sample_with_bundled_models(tmp_path):
     from nucleikit.models.weights import bundled_weights_dir
 
     needed = [bundled_weights_dir() / f"{n}.safetensors" for n in ("micronet", "dcrn")]
-    if not all(p.is_file() for p in needed):
-        pytest.skip("bundled micronet and dcrn weights are not both shipped yet")
+    assert all(p.is_file() for p in needed), "analyze's default detector and classifier must ship"
     out = tmp_path / "out"
     assert main(["analyze", str(sample_image_path()), "-o", str(out), "--threads", "1"]) == 0
     rows = (out / "sample_he.csv").read_text().splitlines()
