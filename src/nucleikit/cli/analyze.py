@@ -11,7 +11,7 @@ from .options import (
     add_mpp_option,
     add_peak_options,
     add_runtime_options,
-    expand_inputs,
+    batch_inputs,
     inference_config,
     positive_int,
 )
@@ -63,17 +63,9 @@ def run(args: argparse.Namespace) -> int:
     detector = _load_detector(args.detector, inference_config(args))
     patch_config = PatchInferenceConfig(batch_size=args.patch_batch, threads=args.threads, bf16=args.bf16)
     classifier = load_classifier(args.classifier, patch_config, option="--classifier")
-    files, problems = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     report = BatchReport("analyze")
-    for item, reason in problems:
-        report.fail(item, reason)
     out = Path(args.out)
-    stems: dict[str, Path] = {}
-    for path in files:
-        if path.stem in stems:
-            report.fail(path, f"same name as {stems[path.stem]}: outputs would overwrite each other")
-            continue
-        stems[path.stem] = path
+    for path in batch_inputs(args.inputs, IMAGE_SUFFIXES, report):
         with report.item(path):
             res = analyze_file(
                 path,

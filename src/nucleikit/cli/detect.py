@@ -12,7 +12,7 @@ from .options import (
     add_runtime_options,
     add_scale_out_options,
     add_slide_options,
-    expand_inputs,
+    batch_inputs,
     inference_config,
 )
 from .report import BatchReport
@@ -46,19 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..io.slides import is_slide_path
 
-    files, problems = expand_inputs(args.inputs, IMAGE_SUFFIXES + SLIDE_ONLY_SUFFIXES)
     report = BatchReport("detect")
-    for item, reason in problems:
-        report.fail(item, reason)
     out = Path(args.out)
-    stems: dict[str, Path] = {}
     images: list[Path] = []
     slides: list[Path] = []
-    for path in files:
-        if path.stem in stems:
-            report.fail(path, f"same name as {stems[path.stem]}: outputs would overwrite each other")
-            continue
-        stems[path.stem] = path
+    for path in batch_inputs(args.inputs, IMAGE_SUFFIXES + SLIDE_ONLY_SUFFIXES, report):
         (slides if is_slide_path(path) else images).append(path)
 
     detector = None

@@ -122,6 +122,28 @@ def expand_inputs(items: list[str], suffixes: tuple[str, ...]) -> tuple[list[Pat
     return files, problems
 
 
+def batch_inputs(items: list[str], suffixes: tuple[str, ...], report) -> list[Path]:
+    """The files a batch command processes, in order, with every problem reported.
+
+    Expands ``items`` (:func:`expand_inputs`); inputs that match nothing go to
+    ``report.fail``, and so does a file whose stem another input already has (its
+    outputs would overwrite the first one's), so the batch goes on without it.
+    ``report`` is a :class:`nucleikit.cli.report.BatchReport`.
+    """
+    files, problems = expand_inputs(items, suffixes)
+    for item, reason in problems:
+        report.fail(item, reason)
+    first: dict[str, Path] = {}
+    kept: list[Path] = []
+    for path in files:
+        if path.stem in first:
+            report.fail(path, f"same name as {first[path.stem]}: outputs would overwrite each other")
+            continue
+        first[path.stem] = path
+        kept.append(path)
+    return kept
+
+
 def require_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():

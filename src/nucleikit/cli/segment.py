@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .detect import IMAGE_SUFFIXES
-from .options import add_model_option, add_mpp_option, add_runtime_options, expand_inputs, inference_config
+from .options import add_model_option, add_mpp_option, add_runtime_options, batch_inputs, inference_config
 from .report import BatchReport
 
 DESCRIPTION = """Outline every nucleus. For each input image writes OUTDIR/<stem>_labels.tif (uint16
@@ -45,19 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from ..infer.pipelines import segment_file
     from ..infer.segment import Segmenter
 
-    files, problems = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     report = BatchReport("segment")
-    for item, reason in problems:
-        report.fail(item, reason)
     out = Path(args.out)
-    stems: dict[str, Path] = {}
-    images: list[Path] = []
-    for path in files:
-        if path.stem in stems:
-            report.fail(path, f"same name as {stems[path.stem]}: outputs would overwrite each other")
-            continue
-        stems[path.stem] = path
-        images.append(path)
+    images = batch_inputs(args.inputs, IMAGE_SUFFIXES, report)
     if images:
         # loaded before the batch: missing or damaged weights are one error line, not one per file
         segmenter = Segmenter.from_weights(args.model, inference_config(args), seeds=args.seeds)
