@@ -173,3 +173,21 @@ def test_train_bad_config_file(tmp_path, capsys):
     cfg.write_text("{not json")
     assert main(["train", "detection", "--dataset", "crchisto", "-o", str(tmp_path / "r"), "--config", str(cfg)]) == 2
     assert "c.json" in capsys.readouterr().err
+
+
+def test_batch_inputs_reports_missing_inputs_and_duplicate_stems(tmp_path, capsys):
+    from nucleikit.cli.options import batch_inputs
+    from nucleikit.cli.report import BatchReport
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second, other = tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "a" / "y.png"
+    for p in (first, second, other):
+        p.write_bytes(b"not read here")
+    report = BatchReport("detect")
+    kept = batch_inputs([str(first), str(second), str(other), str(tmp_path / "none.png")], (".png",), report)
+    assert kept == [first, other]
+    failed = dict(report.failed)
+    assert "overwrite each other" in failed[str(second)] and str(first) in failed[str(second)]
+    assert len(report.failed) == 2  # the duplicate and the input that matches nothing
+    assert capsys.readouterr().err.count("nucleikit: error:") == 2
