@@ -44,3 +44,28 @@ def save(name: str, data: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=1, default=float) + "\n")
     return path
+
+
+def reference_forward(model, pixels_list, mean, std, align: int = 16) -> float:
+    """Seconds of the PROTOCOL.md section 4 reference over every (H, W, C) image.
+
+    The reference is the plain fp32 eager forward pass: NCHW, ``torch.no_grad``, no
+    tiling, each image reflect-padded on the bottom/right to a multiple of ``align``
+    (the network's downsampling) and standardised; only the forward calls are timed.
+    """
+    import time
+
+    import numpy as np
+    import torch
+
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    t = 0.0
+    for px in pixels_list:
+        h, w = px.shape[:2]
+        x = (np.pad(px, ((0, -h % align), (0, -w % align), (0, 0)), mode="reflect") - mean) / std
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32))
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model(xt)
+        t += time.perf_counter() - t0
+    return t

@@ -21,24 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import machine, save, shared_data
-
-
-def reference_forward(model, pixels_list, mean, std) -> float:
-    import torch
-
-    model = model.to(memory_format=torch.contiguous_format).eval()
-    t = 0.0
-    for px in pixels_list:
-        h, w = px.shape[:2]
-        ph, pw = -h % 16, -w % 16
-        x = (np.pad(px, ((0, ph), (0, pw), (0, 0)), mode="reflect") - mean) / std
-        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32))
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            model(xt)
-        t += time.perf_counter() - t0
-    return t
+from _common import machine, reference_forward, save, shared_data
 
 
 def main() -> None:
