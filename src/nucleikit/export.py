@@ -308,15 +308,23 @@ def write_points_csv(
             raise ValueError(f"column name {reserved!r} is reserved for the coordinates")
     # "+ 0.0" turns -0.0 (from rounding tiny negatives) into 0.0.
     data: dict[str, Any] = {"x": np.round(p[:, 0], precision) + 0.0, "y": np.round(p[:, 1], precision) + 0.0}
-    for name, values in cols.items():
-        v = _as_column(values, name, len(p))
-        if np.issubdtype(v.dtype, np.floating):
-            # float64 first: a float32 0.91 would otherwise print as 0.9100000262260437.
-            v = np.round(v.astype(np.float64), value_precision) + 0.0
-        data[str(name)] = v
+    data.update(_rounded_columns(cols, len(p), value_precision))
     with atomic_write(path, "w", newline="") as f:
         pd.DataFrame(data).to_csv(f, index=False, lineterminator="\n")
     return Path(path)
+
+
+def _rounded_columns(cols: Mapping[str, Any], n: int, precision: int) -> dict[str, np.ndarray]:
+    """Columns checked to length ``n``; floating ones rounded to ``precision`` decimals."""
+    out: dict[str, np.ndarray] = {}
+    for name, values in cols.items():
+        v = _as_column(values, name, n)
+        if np.issubdtype(v.dtype, np.floating):
+            # float64 first: a float32 0.91 would otherwise print as 0.9100000262260437;
+            # "+ 0.0" turns -0.0 into 0.0.
+            v = np.round(v.astype(np.float64), precision) + 0.0
+        out[str(name)] = v
+    return out
 
 
 def write_table_csv(
@@ -335,12 +343,7 @@ def write_table_csv(
     if not cols:
         raise ValueError("give at least one column")
     n = len(np.asarray(next(iter(cols.values()))))
-    data: dict[str, Any] = {}
-    for name, values in cols.items():
-        v = _as_column(values, name, n)
-        if np.issubdtype(v.dtype, np.floating):
-            v = np.round(v.astype(np.float64), value_precision) + 0.0
-        data[str(name)] = v
+    data = _rounded_columns(cols, n, value_precision)
     with atomic_write(path, "w", newline="") as f:
         pd.DataFrame(data).to_csv(f, index=False, lineterminator="\n")
     return Path(path)
