@@ -20,10 +20,12 @@ from nucleikit.train.classify import (
     PatchAugment,
     PatchSet,
     _epoch_order,
+    _jitter_stains,
     augment_patches,
     patch_features,
     patch_stats,
     predict_patches,
+    scheduled_lr,
     train_classifier,
 )
 
@@ -160,6 +162,76 @@ def test_augment_colour_jitter_stays_in_range_and_changes_values():
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert np.abs(out - 128 / 255).max() > 0.01
     assert np.abs(out - 128 / 255).max() <= 0.15 + 1e-6  # uniform patch: only the offsets act
+
+
+def test_stain_jitter_is_exact_at_identity_and_follows_the_deconvolution():
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.05, 1.0, size=(3, 4, 4, 3)).astype(np.float32)
+    ones, zeros = np.ones((3, 1, 1, 3)), np.zeros((3, 1, 1, 3))
+    assert np.allclose(_jitter_stains(x, ones, zeros), x, atol=1e-6)
+    # doubling the haematoxylin density of one pixel, by hand
+    pixel = np.array([0.6, 0.4, 0.7])
+    stains = -np.log(pixel) @ hed_from_rgb
+    expected = np.exp(-(stains * [2.0, 1.0, 1.0]) @ rgb_from_hed)
+    got = _jitter_stains(pixel.reshape(1, 1, 1, 3), np.array([2.0, 1.0, 1.0]).reshape(1, 1, 1, 3), zeros[:1])
+    assert np.allclose(got.ravel(), np.clip(expected, 0, 1), atol=1e-6)
+    assert got.ravel()[0] < pixel[0]  # more haematoxylin: less red light
+
+
+def test_augment_hed_jitter_changes_stained_patches_within_range():
+    x = np.tile(np.array([150, 90, 170], np.uint8), (16, 6, 6, 1))
+    cfg = PatchAugment(flip=False, rotate90=False, brightness=0.0, contrast=0.0, channel_shift=0.0, hed=0.05)
+    out = augment_patches(np.random.default_rng(5), x, cfg)
+    assert out.dtype == np.float32 and out.min() >= 0.0 and out.max() <= 1.0
+    change = np.abs(out - x / 255.0).max(axis=(1, 2, 3))
+    assert (change > 1e-3).all() and change.max() < 0.15
+    # the geometry draws come first, so turning the stain jitter on moves no pixel
+    geo = PatchAugment(flip=True, rotate90=True, brightness=0.0, contrast=0.0, channel_shift=0.0)
+    y = np.random.default_rng(0).integers(0, 256, size=(8, 5, 5, 3)).astype(np.uint8)
+    a = augment_patches(np.random.default_rng(6), y, geo)
+    b = augment_patches(np.random.default_rng(6), y, PatchAugment(**{**geo.__dict__, "hed": 0.0}))
+    assert np.array_equal(a, b)
+    grey = augment_patches(np.random.default_rng(6), y[..., :1], PatchAugment(hed=0.05, brightness=0.0, contrast=0.0,
+                                                                              channel_shift=0.0))
+    assert grey.shape == (8, 5, 5, 1)  # stain jitter needs RGB; grey patches pass untouched by it
+
+
+def test_patch_augment_refuses_out_of_range_hed():
+    with pytest.raises(ConfigError, match="hed"):
+        PatchAugment(hed=1.5)
+
+
+def test_scheduled_lr_hand_computed():
+    assert scheduled_lr(0.01, "constant", 7, 10) == 0.01
+    assert scheduled_lr(0.01, "cosine", 0, 10) == pytest.approx(0.01)
+    assert scheduled_lr(0.01, "cosine", 5, 10) == pytest.approx(0.005)
+    assert scheduled_lr(0.01, "cosine", 10, 10) == pytest.approx(0.0, abs=1e-12)
+    assert scheduled_lr(0.02, "cosine", 1, 4) == pytest.approx(0.01 * (1 + math.cos(math.pi / 4)))
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        scheduled_lr(0.01, "step", 0, 10)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        ClassifyConfig(lr_schedule="linear")
+
+
+def test_cosine_schedule_is_applied_every_step_and_reproduces(tmp_path):
+    train, val = synthetic(48, 1), synthetic(24, 2)
+    cfg = tiny_config(lr_schedule="cosine", lr=0.01, augment=PatchAugment(hed=0.05))
+    whole = train_classifier(train, val, cfg, tmp_path / "whole", progress=False)
+    # 6 steps per epoch, 12 in all: the last step of epoch 1 is step 5, of epoch 2 step 11
+    assert [h["lr"] for h in whole.history] == pytest.approx(
+        [scheduled_lr(0.01, "cosine", 5, 12), scheduled_lr(0.01, "cosine", 11, 12)])
+    # the schedule spans `epochs`: a run of 1 epoch anneals to 0 within it, so
+    # resuming it to 2 epochs is not the 2-epoch run (documented on lr_schedule)
+    short = train_classifier(train, val, tiny_config(lr_schedule="cosine", lr=0.01, augment=PatchAugment(hed=0.05),
+                                                     epochs=1), tmp_path / "short", progress=False)
+    assert short.history[0]["lr"] == pytest.approx(scheduled_lr(0.01, "cosine", 5, 6))
+    again = train_classifier(train, val, cfg, tmp_path / "again", progress=False)
+    a, b = _final_state(tmp_path / "whole"), _final_state(tmp_path / "again")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same schedule: same weights
+    meta = read_weights_meta(whole.best_weights)
+    assert meta["train_config"]["lr_schedule"] == "cosine" and meta["train_config"]["augment"]["hed"] == 0.05
 
 
 def test_balanced_sampling_draws_classes_equally():

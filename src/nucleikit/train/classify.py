@@ -73,6 +73,8 @@ from ..transforms import resample, scale_factor, scale_points
 
 __all__ = [
     "SAMPLING",
+    "LR_SCHEDULES",
+    "scheduled_lr",
     "PatchAugment",
     "ClassifyConfig",
     "PatchSet",
@@ -86,6 +88,9 @@ __all__ = [
 
 #: Values of :attr:`ClassifyConfig.sampling`.
 SAMPLING = ("shuffle", "balanced")
+
+#: Values of :attr:`ClassifyConfig.lr_schedule`.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -110,6 +115,14 @@ class PatchAugment:
     channel_shift : float
         Independent offset per channel, uniform in [-s, s]: a mild change of
         the H&E stain balance.
+    hed : float
+        Stain jitter in the haematoxylin-eosin-DAB space of
+        :func:`skimage.color.rgb2hed` (Tellez et al. 2018): each stain's
+        optical density (natural log) becomes ``od * a + b`` with ``a``
+        uniform in [1 - h, 1 + h] and ``b`` uniform in [-h, h] per patch and
+        stain.
+        Only for RGB patches; it models what differs between labs (stain
+        strength and balance) rather than what differs between nuclei.
 
     The result is clipped to [0, 1] before standardisation.
     """
@@ -119,9 +132,10 @@ class PatchAugment:
     brightness: float = 0.05
     contrast: float = 0.1
     channel_shift: float = 0.03
+    hed: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("brightness", "contrast", "channel_shift"):
+        for name in ("brightness", "contrast", "channel_shift", "hed"):
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ConfigError(f"augment {name} must be in [0, 1), got {value!r}")
@@ -129,7 +143,7 @@ class PatchAugment:
     @classmethod
     def none(cls) -> PatchAugment:
         """No augmentation at all."""
-        return cls(flip=False, rotate90=False, brightness=0.0, contrast=0.0, channel_shift=0.0)
+        return cls(flip=False, rotate90=False, brightness=0.0, contrast=0.0, channel_shift=0.0, hed=0.0)
 
 
 @dataclass(frozen=True)
@@ -153,8 +167,13 @@ class ClassifyConfig:
         Epochs in total (a resumed run continues up to this). 30 is
         nucleikit's starting value; Alom et al. do not state theirs.
     batch_size, lr, momentum, weight_decay : None or value
-        SGD settings (recipe: 32, 1e-3, 0.9, 1e-4); the learning rate is
-        constant.
+        SGD settings (recipe: 32, 1e-3, 0.9, 1e-4).
+    lr_schedule : {"constant", "cosine"}
+        "constant" keeps ``lr`` throughout (Alom et al.); "cosine" anneals it
+        every step from ``lr`` to 0 at the end of the last epoch, so a short
+        budget ends on small steps instead of the noise of a large constant
+        rate. The schedule depends on ``epochs``: resuming with more epochs
+        stretches the rest of it.
     patch : int or None
         Patch side in pixels (recipe: 32).
     mpp : float or None
@@ -187,6 +206,7 @@ class ClassifyConfig:
     weight_decay: float | None = None
     patch: int | None = None
     mpp: float | None = None
+    lr_schedule: str = "constant"
     sampling: str = "shuffle"
     weighted_loss: bool | None = None
     augment: PatchAugment = field(default_factory=PatchAugment)
@@ -201,6 +221,8 @@ class ClassifyConfig:
             raise ConfigError(f"classes must be at least two distinct names, got {self.classes!r}")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.sampling not in SAMPLING:
             raise ConfigError(f"sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -430,16 +452,53 @@ def augment_patches(rng: np.random.Generator, patches: np.ndarray, cfg: PatchAug
     factor = 1.0 + rng.uniform(-1.0, 1.0, size=(b, 1, 1, 1)) * cfg.contrast
     offset = rng.uniform(-1.0, 1.0, size=(b, 1, 1, 1)) * cfg.brightness
     shift = rng.uniform(-1.0, 1.0, size=(b, 1, 1, c)) * cfg.channel_shift
+    stain_scale = 1.0 + rng.uniform(-1.0, 1.0, size=(b, 1, 1, 3)) * cfg.hed
+    stain_shift = rng.uniform(-1.0, 1.0, size=(b, 1, 1, 3)) * cfg.hed
     if cfg.flip:
         x[flips] = x[flips, :, ::-1]
     if cfg.rotate90:
         for k in (1, 2, 3):
             chosen = turns == k
             x[chosen] = np.rot90(x[chosen], k, axes=(1, 2))
+    if cfg.hed and c == 3:
+        x = _jitter_stains(x, stain_scale, stain_shift)
     if cfg.brightness or cfg.contrast or cfg.channel_shift:
         mean = x.mean(axis=(1, 2), keepdims=True)
         x = np.clip((x - mean) * factor + mean + offset + shift, 0.0, 1.0).astype(np.float32)
     return x
+
+
+def _jitter_stains(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Scale and shift the H, E, DAB optical densities of RGB patches in [0, 1].
+
+    The colour deconvolution matrices are scikit-image's (Ruifrok and
+    Johnston). Unlike ``rgb2hed``/``hed2rgb`` nothing is clipped in stain
+    space, so ``scale = 1, shift = 0`` returns the input up to rounding, and
+    background and grey pixels outside the H-E-DAB cone are not recoloured.
+    """
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    # Floor at one grey level: a zero channel would otherwise carry an optical
+    # density of 14 whose jitter leaks into the other channels.
+    od = -np.log(np.maximum(x, 1.0 / 255.0))
+    stains = od @ hed_from_rgb
+    od = (stains * scale + shift) @ rgb_from_hed
+    return np.clip(np.exp(-od), 0.0, 1.0).astype(np.float32)
+
+
+def scheduled_lr(base_lr: float, schedule: str, step: int, total_steps: int) -> float:
+    """Learning rate of optimisation step ``step`` (0-based) of ``total_steps``.
+
+    ``"constant"`` returns ``base_lr``; ``"cosine"`` returns
+    ``base_lr * (1 + cos(pi * step / total_steps)) / 2``: ``base_lr`` at step 0,
+    half of it midway, approaching 0 at the last step.
+    """
+    if schedule == "constant":
+        return float(base_lr)
+    if schedule == "cosine":
+        frac = min(max(step / max(total_steps, 1), 0.0), 1.0)
+        return float(base_lr * 0.5 * (1.0 + np.cos(np.pi * frac)))
+    raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
 
 
 def _epoch_order(rng: np.random.Generator, labels: np.ndarray, weights: np.ndarray, sampling: str) -> np.ndarray:
@@ -722,6 +781,9 @@ def train_classifier(
                 if cfg.channels_last:
                     xt = xt.contiguous(memory_format=torch.channels_last)
                 yt = torch.from_numpy(train.labels[idx])
+                lr = scheduled_lr(cfg.lr, cfg.lr_schedule, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
+                for group in opt.param_groups:
+                    group["lr"] = lr
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                     logits = model(xt)
                 loss = cross_entropy(logits.float(), yt, weight=loss_weight)

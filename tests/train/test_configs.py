@@ -1,0 +1,32 @@
+"""The training configurations shipped in configs/ load into their dataclasses unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nucleikit.train.classify import ClassifyConfig
+from nucleikit.train.config import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _load(name: str) -> dict:
+    return json.loads((CONFIGS / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["dcrn_crchisto.json", "densenet_crchisto.json"])
+def test_classifier_configs_are_the_shipped_recipe(name):
+    cfg = ClassifyConfig.from_dict(_load(name)).resolved()
+    assert cfg.model == name.split("_")[0]
+    assert cfg.lr_schedule == "cosine" and cfg.augment.hed == 0.05 and cfg.bf16
+    assert cfg.batch_size == 32 and cfg.momentum == 0.9 and cfg.weight_decay == 1e-4
+
+
+@pytest.mark.parametrize("name", ["micronet_crchisto.json", "udnet_crchisto.json", "unet_dsb2018.json",
+                                  "r2unet_dsb2018.json"])
+def test_detector_and_segmenter_configs_load(name):
+    cfg = TrainConfig.from_dict(_load(name)).resolved()
+    assert cfg.model == name.split("_")[0] and cfg.steps >= 1
