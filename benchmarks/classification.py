@@ -2,6 +2,7 @@
 
     python benchmarks/classification.py --weights-dir RUNS [--models densenet dcrn] [--threads 2]
                                         [--detector micronet] [--limit-images N]
+                                        [--speed-patches N]
 
 Evaluates trained classifiers; it never trains (train them with
 benchmarks/train_classifiers.sh). RUNS holds ``<model>/fold<k>/best.safetensors``
@@ -21,7 +22,9 @@ fixed split, and a UMAP embedding of the bottleneck features of the
 fixed-split test patches when umap-learn is installed (extra "umap";
 otherwise skipped with a message).
 
-Speed (PROTOCOL.md section 4) on the fixed-split test patches at --threads:
+Speed (PROTOCOL.md section 4) at --threads on the patches of the first
+fixed-split test images that hold at least --speed-patches patches (default
+1500; 0 times all 5,379):
 ``nucleikit.infer.classify.Classifier.predict_patches`` (channels_last,
 inference_mode, fp32 and bf16) and the whole per-image path
 (``Classifier.classify``: resample, cut, predict; images already in memory)
@@ -97,6 +100,21 @@ def test_patches(root: Path, fold: int, clf, limit: int | None):
     return samples, PatchSet.from_samples(samples, classes=clf.classes, patch=clf.patch, mpp=clf.mpp)
 
 
+def speed_subset(samples, ps, n: int):
+    """The first test images holding at least ``n`` patches, and their patches (all when ``n`` is 0).
+
+    Timing every fixed-split patch eight times takes longer than the figure is
+    worth on 2 cores; a prefix of whole images keeps the per-image path and the
+    patch path on the same patches.
+    """
+    if n <= 0:
+        return samples, ps.patches
+    counts = np.array([len(s.points) for s in samples])
+    k = int(min(np.searchsorted(np.cumsum(counts), n) + 1, len(samples)))
+    keep = np.isin(ps.image_ids, [s.id for s in samples[:k]])
+    return samples[:k], ps.patches[keep]
+
+
 def summary(values: list[float | None]) -> dict:
     """Mean and sample std (ddof = 1) over the folds where the figure is defined."""
     a = np.asarray([v for v in values if v is not None], dtype=np.float64)
@@ -108,7 +126,7 @@ def summary(values: list[float | None]) -> dict:
     }
 
 
-def reference_forward(model, patches: np.ndarray, mean, std, batch_size: int) -> float:
+def reference_patch_forward(model, patches: np.ndarray, mean, std, batch_size: int) -> float:
     """Seconds for a plain fp32 eager pass (NCHW, no_grad) from uint8 patches to probabilities."""
     import torch
 
@@ -133,9 +151,9 @@ def measure_speed(path: Path, samples, patches: np.ndarray, threads: int, batch_
     mean = np.asarray(meta["mean"], np.float32)
     std = np.asarray(meta["std"], np.float32)
     n = len(patches)
-    reference_forward(model, patches[:batch_size], mean, std, batch_size)  # warm-up
+    reference_patch_forward(model, patches[:batch_size], mean, std, batch_size)  # warm-up
     row = {"patches": n, "threads": threads, "batch_size": batch_size}
-    row["reference_fp32_s"] = min(reference_forward(model, patches, mean, std, batch_size) for _ in range(repeat))
+    row["reference_fp32_s"] = min(reference_patch_forward(model, patches, mean, std, batch_size) for _ in range(repeat))
     images = [(s.load_image(), s.points, s.mpp) for s in samples]
     for variant, bf16 in (("fp32", False), ("bf16", True)):
         config = PatchInferenceConfig(batch_size=batch_size, threads=threads, bf16=bf16)
@@ -307,6 +325,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=256, help="patches per forward pass")
     ap.add_argument("--repeat", type=int, default=2, help="timed passes (best is kept)")
+    ap.add_argument("--speed-patches", type=int, default=1500, metavar="N",
+                    help="time the first test images holding at least N patches (0: all of them)")
     ap.add_argument("--detector", default="micronet", help="detector for the typed end-to-end figures")
     ap.add_argument("--limit-images", type=int, default=None, metavar="N", help="smoke test: first N test images")
     args = ap.parse_args()
@@ -360,7 +380,8 @@ def main() -> None:
                 entry["fixed"] = report
                 fixed_probs[m] = (probs, ps.labels)
                 features[m] = (clf.patch_features(ps.patches), ps.labels)
-                entry["speed"] = measure_speed(path, samples, ps.patches, args.threads, args.batch_size, args.repeat)
+                timed, timed_patches = speed_subset(samples, ps, args.speed_patches)
+                entry["speed"] = measure_speed(path, timed, timed_patches, args.threads, args.batch_size, args.repeat)
                 typed = typed_end_to_end(args.detector, path, samples, args.threads)
                 if typed is not None:
                     entry["typed_end_to_end"] = typed
