@@ -20,9 +20,18 @@ def _load(name: str) -> dict:
 @pytest.mark.parametrize("name", ["dcrn_crchisto.json", "densenet_crchisto.json"])
 def test_classifier_configs_are_the_shipped_recipe(name):
     cfg = ClassifyConfig.from_dict(_load(name)).resolved()
-    assert cfg.model == name.split("_")[0]
-    assert cfg.lr_schedule == "cosine" and cfg.augment.hed == 0.05 and cfg.bf16
+    assert cfg.model == name.split("_")[0] and cfg.epochs == 4 and cfg.lr == 0.01
+    assert cfg.lr_schedule == "constant" and cfg.augment.hed == 0.0 and cfg.bf16
     assert cfg.batch_size == 32 and cfg.momentum == 0.9 and cfg.weight_decay == 1e-4
+
+
+def test_cross_validation_config_is_one_cosine_epoch_with_stain_jitter():
+    fields = _load("crchisto_classify_cv.json")
+    assert "model" not in fields  # benchmarks/train_classifiers.sh names the model
+    for model in ("densenet", "dcrn"):
+        cfg = ClassifyConfig.from_dict({**fields, "model": model}).resolved()
+        assert cfg.epochs == 1 and cfg.lr_schedule == "cosine" and cfg.augment.hed == 0.05
+        assert cfg.augment.flip and cfg.augment.rotate90 and not cfg.bf16
 
 
 @pytest.mark.parametrize("name", ["micronet_crchisto.json", "udnet_crchisto.json", "unet_dsb2018.json",
