@@ -57,28 +57,6 @@ FOLDS = (0, 1, 2, 3, 4)
 FIXED_FOLD = 4
 
 
-# --------------------------------------------------------------------------- curves
-
-
-def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate), one point per distinct score, from (0, 0)."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], positive[order].astype(np.float64)
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each run of tied scores
-    tp = np.cumsum(y)[last]
-    fp = (last + 1) - tp
-    return np.r_[0.0, fp / max(fp[-1], 1)], np.r_[0.0, tp / max(tp[-1], 1)]
-
-
-def pr_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(recall, precision), one point per distinct score."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], positive[order].astype(np.float64)
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tp = np.cumsum(y)[last]
-    return tp / max(y.sum(), 1), tp / (last + 1)
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -220,6 +198,8 @@ def plot_all(results: dict, fixed: dict, features: dict, classes: tuple[str, ...
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from nucleikit.metrics import binary_pr_curve, binary_roc_curve
+
     written = []
     models = list(results["models"])
 
@@ -246,11 +226,11 @@ def plot_all(results: dict, fixed: dict, features: dict, classes: tuple[str, ...
             for k, c in enumerate(classes):
                 pos = truth == k
                 if kind == "roc":
-                    x, y = roc_curve(probs[:, k], pos)
+                    x, y = binary_roc_curve(probs[:, k], pos)
                     auc = results["models"][m]["fixed"]["per_class"][c]["roc_auc"]
                     ax.plot(x, y, label=f"{c} (AUC {auc:.3f})" if auc is not None else c)
                 else:
-                    x, y = pr_curve(probs[:, k], pos)
+                    x, y = binary_pr_curve(probs[:, k], pos)
                     ap = results["models"][m]["fixed"]["per_class"][c]["average_precision"]
                     ax.plot(x, y, label=f"{c} (AP {ap:.3f})" if ap is not None else c)
             if kind == "roc":

@@ -9,7 +9,9 @@ import pytest
 
 from nucleikit.metrics import (
     average_precision,
+    binary_pr_curve,
     binary_roc_auc,
+    binary_roc_curve,
     classification_report,
     confusion_matrix,
     evaluate_typed_points,
@@ -110,6 +112,38 @@ def test_auc_and_ap_equal_slow_references(seed):
     positive = rng.random(40) < 0.4
     assert binary_roc_auc(scores, positive) == pytest.approx(_slow_auc(scores, positive))
     assert average_precision(scores, positive) == pytest.approx(_slow_ap(scores.tolist(), positive.tolist()))
+
+
+def test_roc_and_pr_curves_by_hand():
+    # scores 0.9 (pos), 0.7 (neg), 0.7 (pos), 0.2 (neg): the tie at 0.7 enters at once
+    scores, positive = [0.9, 0.7, 0.7, 0.2], [True, False, True, False]
+    fpr, tpr = binary_roc_curve(scores, positive)
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 1.0] and tpr.tolist() == [0.0, 0.5, 1.0, 1.0]
+    recall, precision = binary_pr_curve(scores, positive)
+    assert recall.tolist() == [0.5, 1.0, 1.0] and precision.tolist() == pytest.approx([1.0, 2 / 3, 0.5])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_roc_curve_area_is_the_auc_and_pr_curve_gives_the_ap(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 8, size=60) / 7.0
+    positive = rng.random(60) < 0.3
+    fpr, tpr = binary_roc_curve(scores, positive)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0) and fpr[-1] == tpr[-1] == 1.0
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert area == pytest.approx(binary_roc_auc(scores, positive))
+    recall, precision = binary_pr_curve(scores, positive)
+    assert float(np.sum(np.diff(np.r_[0.0, recall]) * precision)) == pytest.approx(average_precision(scores, positive))
+
+
+def test_curves_without_positives_and_of_unequal_lengths():
+    fpr, tpr = binary_roc_curve([0.3, 0.1], [False, False])
+    assert tpr.tolist() == [0.0, 0.0, 0.0] and fpr.tolist() == [0.0, 0.5, 1.0]
+    recall, _ = binary_pr_curve([0.3, 0.1], [False, False])
+    assert recall.tolist() == [0.0, 0.0]
+    assert np.isnan(average_precision([0.3, 0.1], [False, False]))
+    with pytest.raises(ValueError, match="differ in length"):
+        binary_roc_curve([0.1, 0.2], [True])
 
 
 def test_unknown_class_is_refused():

@@ -59,7 +59,9 @@ __all__ = [
     "segmentation_scores",
     # classification
     "average_precision",
+    "binary_pr_curve",
     "binary_roc_auc",
+    "binary_roc_curve",
     "classification_report",
     "confusion_matrix",
     "evaluate_typed_points",
@@ -1111,24 +1113,65 @@ def binary_roc_auc(scores: Any, positive: Any) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _tied_counts(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cumulative (true positives, patches taken) at each distinct score, highest first."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(positive, dtype=bool).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"scores and positive differ in length: {s.size} and {y.size}")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.zeros(0, np.int64)
+    return np.cumsum(y)[last_of_tie], last_of_tie + 1, int(y.sum())
+
+
+def binary_roc_curve(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve of one binary problem, one point per distinct score.
+
+    Parameters
+    ----------
+    scores : (N,) array_like of float
+        Higher means more likely positive.
+    positive : (N,) array_like of bool
+
+    Returns
+    -------
+    fpr, tpr : (K + 1,) ndarray of float
+        False and true positive rates when every sample scoring at least the
+        k-th highest distinct score is called positive, preceded by (0, 0).
+        Tied scores enter together, so the trapezoidal area under the curve
+        equals :func:`binary_roc_auc`. A rate with no sample of its kind
+        stays 0.
+    """
+    tp, taken, n_pos = _tied_counts(scores, positive)
+    fp = taken - tp
+    n_neg = int(taken[-1]) - n_pos if taken.size else 0
+    return np.r_[0.0, fp / max(n_neg, 1)], np.r_[0.0, tp / max(n_pos, 1)]
+
+
+def binary_pr_curve(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Precision-recall curve of one binary problem, one point per distinct score.
+
+    Returns
+    -------
+    recall, precision : (K,) ndarray of float
+        At the k-th highest distinct score (ties enter together); recall is 0
+        throughout when there is no positive.
+    """
+    tp, taken, n_pos = _tied_counts(scores, positive)
+    return tp / max(n_pos, 1), tp / np.maximum(taken, 1)
+
+
 def average_precision(scores: Any, positive: Any) -> float:
     """Average precision of one binary problem, ``Σ (R_k - R_{k-1}) P_k`` (NaN without positives).
 
-    The operating points are the distinct score values, taken from the
-    highest; tied scores enter together. No interpolation (scikit-learn's
-    ``average_precision_score``).
+    The operating points are those of :func:`binary_pr_curve` (distinct score
+    values from the highest; tied scores enter together). No interpolation
+    (scikit-learn's ``average_precision_score``).
     """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(positive, dtype=bool).reshape(-1)
-    n_pos = int(y.sum())
-    if n_pos == 0:
+    if not np.asarray(positive, dtype=bool).any():
         return math.nan
-    order = np.argsort(-s, kind="stable")
-    s, y = s[order], y[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tp = np.cumsum(y)[last_of_tie]
-    precision = tp / (last_of_tie + 1)
-    recall = tp / n_pos
+    recall, precision = binary_pr_curve(scores, positive)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
