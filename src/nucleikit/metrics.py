@@ -1103,8 +1103,7 @@ def binary_roc_auc(scores: Any, positive: Any) -> float:
     """
     from scipy.stats import rankdata
 
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(positive, dtype=bool).reshape(-1)
+    s, y = _binary(scores, positive)
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -1113,12 +1112,18 @@ def binary_roc_auc(scores: Any, positive: Any) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _tied_counts(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray, int]:
-    """Cumulative (true positives, patches taken) at each distinct score, highest first."""
+def _binary(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Scores as float64 and labels as bool, both flat and of one length."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(positive, dtype=bool).reshape(-1)
     if s.shape != y.shape:
         raise ValueError(f"scores and positive differ in length: {s.size} and {y.size}")
+    return s, y
+
+
+def _tied_counts(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cumulative (true positives, samples taken) at each distinct score, highest first."""
+    s, y = _binary(scores, positive)
     order = np.argsort(-s, kind="stable")
     s, y = s[order], y[order]
     last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.zeros(0, np.int64)
@@ -1128,11 +1133,7 @@ def _tied_counts(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray, in
 def binary_roc_curve(scores: Any, positive: Any) -> tuple[np.ndarray, np.ndarray]:
     """ROC curve of one binary problem, one point per distinct score.
 
-    Parameters
-    ----------
-    scores : (N,) array_like of float
-        Higher means more likely positive.
-    positive : (N,) array_like of bool
+    Parameters are those of :func:`binary_roc_auc`.
 
     Returns
     -------
