@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from nucleikit.transforms import channel_stats, resample, scale_factor, scale_points, standardise
+from nucleikit.transforms import (
+    channel_stats,
+    lab_moments,
+    reinhard_normalise,
+    resample,
+    scale_factor,
+    scale_points,
+    standardise,
+)
 
 
 def test_scale_factor_rules():
@@ -55,3 +63,35 @@ def test_percentile_normalise_constant_image_and_bad_percentiles():
     assert not percentile_normalise(np.full((4, 4, 3), 0.7)).any()
     with pytest.raises(ValueError):
         percentile_normalise(np.zeros((2, 2)), low=50, high=10)
+
+
+def test_lab_moments_of_known_colours():
+    # pure white is L* = 100, a* = b* = 0; pure black is L* = 0
+    white_black = np.array([[[255, 255, 255], [0, 0, 0]]], np.uint8)
+    mean, std = lab_moments(white_black)
+    assert mean == pytest.approx([50.0, 0.0, 0.0], abs=0.01)
+    assert std == pytest.approx([50.0, 0.0, 0.0], abs=0.01)
+    # uint8 and the same pixels as float in [0, 1] agree
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(4, 6, 6, 3)).astype(np.uint8)
+    assert np.allclose(lab_moments(x)[0], lab_moments(x / 255.0)[0], atol=1e-4)
+    with pytest.raises(ValueError, match="RGB"):
+        lab_moments(np.zeros((4, 4)))
+
+
+def test_reinhard_normalise_reaches_the_target_moments_and_keeps_dtype():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.2, 0.8, size=(3, 10, 10, 3)).astype(np.float32)
+    target_mean, target_std = np.array([70.0, 20.0, -15.0]), np.array([12.0, 8.0, 7.0])
+    y = reinhard_normalise(x, target_mean, target_std)
+    assert y.shape == x.shape and y.dtype == np.float32 and 0.0 <= y.min() and y.max() <= 1.0
+    mean, std = lab_moments(y)
+    assert mean == pytest.approx(target_mean, abs=0.5) and std == pytest.approx(target_std, abs=0.5)
+    # its own moments as target: the identity (up to uint8 rounding)
+    u = (x * 255).astype(np.uint8)
+    m, s = lab_moments(u)
+    out = reinhard_normalise(u, m, s)
+    assert out.dtype == np.uint8 and np.abs(out.astype(int) - u).max() <= 1
+    # given source moments are used instead of the pixels' own
+    shifted = reinhard_normalise(u, m, s, source=(m - [5.0, 0.0, 0.0], s))
+    assert lab_moments(shifted)[0][0] == pytest.approx(m[0] + 5.0, abs=0.5)

@@ -10,7 +10,16 @@ from __future__ import annotations
 import numpy as np
 from skimage.transform import resize
 
-__all__ = ["scale_factor", "resample", "scale_points", "standardise", "channel_stats"]
+__all__ = [
+    "scale_factor",
+    "resample",
+    "scale_points",
+    "standardise",
+    "channel_stats",
+    "percentile_normalise",
+    "lab_moments",
+    "reinhard_normalise",
+]
 
 #: Resolutions closer than this (relative) are treated as equal: resampling a
 #: 0.499 um/px image to 0.5 um/px would blur it for a 0.2% size change.
@@ -115,3 +124,74 @@ def percentile_normalise(image: np.ndarray, low: float = 1.0, high: float = 99.8
     if span <= 1e-12:
         return np.zeros_like(image)
     return (image - np.float32(lo)) / np.float32(span)
+
+
+def _as_unit_rgb(pixels: np.ndarray) -> np.ndarray:
+    a = np.asarray(pixels)
+    if a.ndim < 1 or a.shape[-1] != 3:
+        raise ValueError(f"need RGB pixels (..., 3), got shape {a.shape}")
+    return a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32, copy=False)
+
+
+def lab_moments(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the CIE L*a*b* channels of RGB pixels.
+
+    Parameters
+    ----------
+    pixels : (..., 3) ndarray
+        uint8, or float in [0, 1]: an image, or a stack of patches.
+
+    Returns
+    -------
+    mean, std : (3,) float64 ndarray
+        Over every pixel, in L*a*b* units (L* in [0, 100]); each std at
+        least 1e-6.
+    """
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(_as_unit_rgb(pixels)).reshape(-1, 3).astype(np.float64)
+    if len(lab) == 0:
+        raise ValueError("no pixel to take L*a*b* moments of")
+    return lab.mean(axis=0), np.maximum(lab.std(axis=0), 1e-6)
+
+
+def reinhard_normalise(
+    pixels: np.ndarray,
+    target_mean: np.ndarray,
+    target_std: np.ndarray,
+    *,
+    source: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Match the L*a*b* moments of RGB pixels to a target's (Reinhard et al. 2001).
+
+    Each L*a*b* channel is standardised with the source moments and rescaled
+    to the target's, then converted back to RGB: a stain and scanner change
+    that is roughly a per-channel gain and offset in L*a*b* is undone.
+
+    Parameters
+    ----------
+    pixels : (..., 3) ndarray
+        uint8, or float in [0, 1].
+    target_mean, target_std : (3,) array_like
+        L*a*b* moments to reach (e.g. :func:`lab_moments` of training data).
+    source : (mean, std) or None
+        Moments of the pixels' own stain; None computes them from ``pixels``
+        (pass them to normalise many tiles of one slide alike).
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``pixels`` (uint8 rounded, float clipped to
+        [0, 1]).
+    """
+    from skimage.color import lab2rgb, rgb2lab
+
+    unit = _as_unit_rgb(pixels)
+    src_mean, src_std = lab_moments(unit) if source is None else source
+    t_mean = np.asarray(target_mean, np.float64)
+    t_std = np.asarray(target_std, np.float64)
+    lab = (rgb2lab(unit) - np.asarray(src_mean)) / np.maximum(np.asarray(src_std, np.float64), 1e-6) * t_std + t_mean
+    rgb = np.clip(lab2rgb(lab), 0.0, 1.0)
+    if np.asarray(pixels).dtype == np.uint8:
+        return np.rint(rgb * 255.0).astype(np.uint8)
+    return rgb.astype(np.asarray(pixels).dtype if np.asarray(pixels).dtype.kind == "f" else np.float32)

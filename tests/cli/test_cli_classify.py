@@ -170,6 +170,33 @@ def test_analyze_bundled_sample_with_bundled_models(tmp_path):
     assert {r.split(",")[3] for r in rows[1:]} <= set(CLASSES)
 
 
+def test_analyze_stain_normalise_with_bundled_models(tmp_path):
+    from nucleikit.io.images import sample_image_path
+
+    out = tmp_path / "out"
+    assert main(["analyze", str(sample_image_path()), "-o", str(out), "--threads", "1", "--no-overlay"]) == 0
+    normed = tmp_path / "normed"
+    assert main(["analyze", str(sample_image_path()), "-o", str(normed), "--threads", "1", "--no-overlay",
+                 "--stain-normalise"]) == 0
+    plain_rows = (out / "sample_he.csv").read_text().splitlines()[1:]
+    normed_rows = (normed / "sample_he.csv").read_text().splitlines()[1:]
+    # the same detections, typed from differently coloured patches
+    assert [r.split(",")[:3] for r in plain_rows] == [r.split(",")[:3] for r in normed_rows]
+    assert [r.split(",")[3] for r in plain_rows] != [r.split(",")[3] for r in normed_rows]
+
+
+def test_classify_stain_normalise_without_training_stain_exit_2(tiny_classifier_weights, disc_png, tmp_path,
+                                                                capsys):
+    image, _ = disc_png
+    points = tmp_path / "centres.csv"
+    points.write_text("x,y\n20,20\n")
+    code = main(["classify", str(image), "--points", str(points), "-o", str(tmp_path / "out"),
+                 "--model", str(tiny_classifier_weights), "--stain-normalise"])
+    assert code == 2
+    assert "no training stain" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------- evaluate typed
 
 
@@ -262,6 +289,9 @@ def test_train_classification_one_tiny_epoch_on_two_images(crchisto_dir, tmp_pat
     assert clf.meta["train_images"] == sorted(train_ids)
     cfg = clf.meta["train_config"]
     assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["sampling"]) == (1, 64, 0.01, "balanced")
+    # the training stain is stored for --stain-normalise: H&E patches have L* well below white
+    assert len(clf.meta["lab_mean"]) == 3 and 30 < clf.meta["lab_mean"][0] < 95
+    assert all(v > 0 for v in clf.meta["lab_std"])
 
 
 def test_train_classification_refuses_detection_options(tmp_path, capsys):

@@ -161,6 +161,29 @@ def test_bottleneck_features_have_the_model_width(clf, image8):
     assert feats.shape == (3, 8) == (3, clf.model.feature_dim)  # 8 -> 12 -> 6 -> 10 -> 5 -> 9 -> 4 -> 8
 
 
+def test_stain_normalise_matches_the_image_patches_to_the_training_stain(tmp_path, image8):
+    from nucleikit.transforms import lab_moments, reinhard_normalise
+
+    target = ([65.0, 25.0, -20.0], [15.0, 9.0, 10.0])
+    path = save_weights(tmp_path / "stained.safetensors", _model(), _meta(lab_mean=target[0], lab_std=target[1]))
+    plain = Classifier.from_weights(path, config=PatchInferenceConfig(threads=1))
+    normed = Classifier.from_weights(path, config=PatchInferenceConfig(threads=1, stain_normalise=True))
+    xy = np.array([[5.0, 5.0], [30.0, 20.0], [20.0, 10.0]])
+    patches = plain.patches(image8, xy)
+    expected = plain.predict_patches(reinhard_normalise(patches, *target))
+    _, probs = normed.classify(image8, xy)
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    assert np.abs(probs - plain.classify(image8, xy)[1]).max() > 1e-5  # the input did change
+    assert lab_moments(reinhard_normalise(patches, *target))[0] == pytest.approx(target[0], abs=1.0)
+    labels, probs = normed.classify(image8, np.zeros((0, 2)))  # no centre: nothing to normalise
+    assert probs.shape == (0, 4)
+
+
+def test_stain_normalise_needs_the_training_stain_in_the_weights(weights):
+    with pytest.raises(WeightsError, match="no training stain"):
+        Classifier.from_weights(weights, config=PatchInferenceConfig(stain_normalise=True))
+
+
 def test_metadata_of_another_task_is_refused():
     with pytest.raises(WeightsError, match="holds a detection model, not a nucleus classifier"):
         Classifier(_model(), _meta(task="detection"))

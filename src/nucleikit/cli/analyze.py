@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_runtime_options(p)
     p.add_argument("--patch-batch", type=positive_int, default=256, metavar="N",
                    help="patches per classifier forward pass (default: 256)")
+    p.add_argument("--stain-normalise", action="store_true",
+                   help=("match each image's nucleus patches to the classifier's training stain (Reinhard, "
+                         "L*a*b* moments) before typing: for H&E from another lab or scanner"))
 
 
 def _load_detector(name: str, config):
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     # Both models are loaded before any input is read: a weights problem stops
     # the command before anything is written.
     detector = _load_detector(args.detector, inference_config(args))
-    patch_config = PatchInferenceConfig(batch_size=args.patch_batch, threads=args.threads, bf16=args.bf16)
+    patch_config = PatchInferenceConfig(batch_size=args.patch_batch, threads=args.threads, bf16=args.bf16,
+                                        stain_normalise=args.stain_normalise)
     classifier = load_classifier(args.classifier, patch_config, option="--classifier")
     report = BatchReport("analyze")
     out = Path(args.out)

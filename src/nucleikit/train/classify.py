@@ -69,7 +69,7 @@ from ..errors import ConfigError, InputError
 from ..io.datasets.crchisto import CLASSES
 from ..metrics import classification_report
 from ..targets import extract_patches
-from ..transforms import resample, scale_factor, scale_points
+from ..transforms import lab_moments, resample, scale_factor, scale_points
 
 __all__ = [
     "SAMPLING",
@@ -743,6 +743,12 @@ def train_classifier(
         "train_images": sorted(set(train.image_ids.tolist())),
         "machine": _machine(),
     }
+    if train.patches.shape[-1] == 3:
+        # The stain of the training patches, for Reinhard normalisation of
+        # other labs' patches at inference (PatchInferenceConfig.stain_normalise).
+        lab_mean, lab_std = lab_moments(train.patches)
+        meta_base["lab_mean"] = [float(v) for v in lab_mean]
+        meta_base["lab_std"] = [float(v) for v in lab_std]
     val_images = list(dict.fromkeys(val.image_ids.tolist()))
     steps_per_epoch = -(-len(train) // cfg.batch_size)
 
