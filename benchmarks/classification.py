@@ -38,6 +38,15 @@ classifier type every nucleus of the 20 test images
 truth at r = 6 px (F_d, F1_c, their support-weighted mean, type accuracy).
 Skipped with a message when the detector weights are missing.
 
+Stain shift: the fixed-split test patches re-stained as another lab might
+stain them (haematoxylin optical density x1.6, eosin x1.4 + 0.1, in
+scikit-image's H-E-DAB deconvolution: darker and more purple, like the
+bundled skin sample), scored as they are and after
+``PatchInferenceConfig.stain_normalise`` (Reinhard, per image, to the
+training patches' L*a*b* moments); the untouched patches are scored both
+ways too. Skipped when the weights carry no ``lab_mean``
+(tools/stain_moments.py adds it).
+
 ``--limit-images N`` keeps the first N test images of each fold: a smoke
 test whose figures are labelled as such in the JSON and are not protocol
 figures.
@@ -159,6 +168,41 @@ def measure_speed(path: Path, samples, patches: np.ndarray, threads: int, batch_
         row[f"{key}_ratio"] = rate / ref
         row[f"{key}_ms_per_patch"] = 1000.0 * row[f"{key}_s"] / n
     return row
+
+
+#: The synthetic stain change of the stain-shift study: (H, E, DAB) optical density scale and shift.
+STAIN_SHIFT = ((1.6, 1.4, 1.0), (0.0, 0.1, 0.0))
+
+
+def stain_shift_study(clf, ps) -> dict | None:
+    """Weighted F1 on the test patches as they are and re-stained, each without and with normalisation."""
+    from nucleikit.metrics import classification_report
+    from nucleikit.train.classify import _jitter_stains
+    from nucleikit.transforms import reinhard_normalise
+
+    if "lab_mean" not in clf.meta:
+        print(f"stain shift skipped: {clf.name} has no lab_mean (tools/stain_moments.py)")
+        return None
+    scale = np.asarray(STAIN_SHIFT[0], np.float64).reshape(1, 1, 1, 3)
+    shift = np.asarray(STAIN_SHIFT[1], np.float64).reshape(1, 1, 1, 3)
+    shifted = np.rint(_jitter_stains(ps.patches.astype(np.float32) / 255.0, scale, shift) * 255.0).astype(np.uint8)
+
+    def normalised(patches: np.ndarray) -> np.ndarray:
+        out = np.empty_like(patches)
+        for image_id in np.unique(ps.image_ids):  # one image's nuclei together, as Classifier.classify does
+            sel = ps.image_ids == image_id
+            out[sel] = reinhard_normalise(patches[sel], clf.meta["lab_mean"], clf.meta["lab_std"])
+        return out
+
+    names = np.asarray(clf.classes)
+    out: dict = {"scale": list(STAIN_SHIFT[0]), "shift": list(STAIN_SHIFT[1])}
+    for key, patches in (("original", ps.patches), ("original_normalised", normalised(ps.patches)),
+                         ("shifted", shifted), ("shifted_normalised", normalised(shifted))):
+        probs = clf.predict_patches(patches)
+        r = classification_report(names[ps.labels], names[probs.argmax(axis=1)], probs, clf.classes)
+        out[key] = {k: r[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
+        out[key]["predicted_share"] = {str(c): float(np.mean(probs.argmax(axis=1) == k)) for k, c in enumerate(names)}
+    return out
 
 
 def typed_end_to_end(detector_name: str, clf_path: Path, samples, threads: int) -> dict | None:
@@ -362,6 +406,9 @@ def main() -> None:
                 features[m] = (clf.patch_features(ps.patches), ps.labels)
                 timed, timed_patches = speed_subset(samples, ps, args.speed_patches)
                 entry["speed"] = measure_speed(path, timed, timed_patches, args.threads, args.batch_size, args.repeat)
+                stain = stain_shift_study(clf, ps)
+                if stain is not None:
+                    entry["stain_shift"] = stain
                 typed = typed_end_to_end(args.detector, path, samples, args.threads)
                 if typed is not None:
                     entry["typed_end_to_end"] = typed
@@ -420,6 +467,15 @@ def main() -> None:
             cells = [num(r6["f_d"]), num(r6["weighted_f1_c"]), num(r6["type_accuracy"])]
             cells += [num(r6["per_class"][c]["f1"]) for c in classes]
             print(f"| {t['detector']} + {m} | " + " | ".join(cells) + " |")
+    stain = {m: e["stain_shift"] for m, e in results["models"].items() if "stain_shift" in e}
+    if stain:
+        print()
+        print("| classifier | test patches | + stain normalisation | re-stained | re-stained + normalisation |")
+        print("|---|---:|---:|---:|---:|")
+        for m, st in stain.items():
+            cells = [f"{st[k]['weighted_f1']:.3f}" for k in ("original", "original_normalised", "shifted",
+                                                              "shifted_normalised")]
+            print(f"| {m} | " + " | ".join(cells) + " |")
     print(f"\nwrote {path}")
     for p in plots:
         print(f"wrote {p}")
