@@ -47,6 +47,11 @@ training patches' L*a*b* moments); the untouched patches are scored both
 ways too. Skipped when the weights carry no ``lab_mean``
 (tools/stain_moments.py adds it).
 
+The fixed-split studies (plots, speed, stain shift, typed end to end) use
+fold 4 of --weights-dir, or with ``--fixed-weights bundled`` the weights that
+ship in the package (what ``nucleikit analyze`` runs); the cross-validation
+summary always comes from --weights-dir.
+
 ``--limit-images N`` keeps the first N test images of each fold: a smoke
 test whose figures are labelled as such in the JSON and are not protocol
 figures.
@@ -100,6 +105,23 @@ def speed_subset(samples, ps, n: int):
     k = int(min(np.searchsorted(np.cumsum(counts), n) + 1, len(samples)))
     keep = np.isin(ps.image_ids, [s.id for s in samples[:k]])
     return samples[:k], ps.patches[keep]
+
+
+def evaluate_fold(path: Path, root: Path, fold: int, config, limit: int | None):
+    """(classifier, test samples, test patches, probabilities, classification report) of one fold's weights."""
+    from nucleikit.infer.classify import Classifier
+    from nucleikit.metrics import classification_report
+
+    clf = Classifier.from_weights(path, config=config)
+    samples, ps = test_patches(root, fold, clf, limit)
+    probs = clf.predict_patches(ps.patches)
+    names = np.asarray(clf.classes)
+    report = classification_report(names[ps.labels], names[probs.argmax(axis=1)], probs, clf.classes)
+    report["test_images"] = [s.id for s in samples]
+    report["weights"] = str(path)
+    report["epoch"] = clf.meta.get("epoch")
+    report["num_params"] = clf.meta.get("num_params")
+    return clf, samples, ps, probs, report
 
 
 def summary(values: list[float | None]) -> dict:
@@ -352,14 +374,16 @@ def main() -> None:
     ap.add_argument("--speed-patches", type=int, default=1500, metavar="N",
                     help="time the first test images holding at least N patches (0: all of them)")
     ap.add_argument("--detector", default="micronet", help="detector for the typed end-to-end figures")
+    ap.add_argument("--fixed-weights", choices=["cv", "bundled"], default="cv",
+                    help="weights of the fixed-split studies (plots, speed, stain shift, typed end to end): fold 4 "
+                         "of --weights-dir (cv) or the bundled weights of each model (bundled)")
     ap.add_argument("--limit-images", type=int, default=None, metavar="N", help="smoke test: first N test images")
     args = ap.parse_args()
 
     import torch
 
-    from nucleikit.infer.classify import Classifier, PatchInferenceConfig
+    from nucleikit.infer.classify import PatchInferenceConfig
     from nucleikit.io.datasets.crchisto import read_split
-    from nucleikit.metrics import classification_report
 
     torch.set_num_threads(args.threads)
     root = shared_data() / "crchisto"
@@ -370,6 +394,7 @@ def main() -> None:
     results: dict = {
         "machine": machine(),
         "weights_dir": str(args.weights_dir),
+        "fixed_weights": args.fixed_weights,
         "limit_images": args.limit_images,
         "protocol": args.limit_images is None,
         "models": {},
@@ -385,33 +410,35 @@ def main() -> None:
         if not found:
             continue
         entry: dict = {"folds": {}, "missing_folds": missing}
+        config = PatchInferenceConfig(batch_size=args.batch_size, threads=args.threads)
+        fixed_run = None
         for k, path in found.items():
-            clf = Classifier.from_weights(path, config=PatchInferenceConfig(batch_size=args.batch_size,
-                                                                            threads=args.threads))
-            classes = clf.classes
-            samples, ps = test_patches(root, k, clf, args.limit_images)
-            probs = clf.predict_patches(ps.patches)
-            names = np.asarray(clf.classes)
-            report = classification_report(names[ps.labels], names[probs.argmax(axis=1)], probs, clf.classes)
-            report["test_images"] = [s.id for s in samples]
-            report["weights"] = str(path)
-            report["epoch"] = clf.meta.get("epoch")
-            report["num_params"] = clf.meta.get("num_params")
-            entry["folds"][str(k)] = report
-            print(f"{m} fold {k}: accuracy {report['accuracy']:.4f}  weighted F1 {report['weighted_f1']:.4f}"
-                  f"  macro F1 {report['macro_f1']:.4f}  ({report['n']} patches)")
+            run = evaluate_fold(path, root, k, config, args.limit_images)
+            classes = run[0].classes
+            entry["folds"][str(k)] = run[-1]
+            print(f"{m} fold {k}: accuracy {run[-1]['accuracy']:.4f}  weighted F1 {run[-1]['weighted_f1']:.4f}"
+                  f"  macro F1 {run[-1]['macro_f1']:.4f}  ({run[-1]['n']} patches)")
             if k == FIXED_FOLD:
-                entry["fixed"] = report
-                fixed_probs[m] = (probs, ps.labels)
-                features[m] = (clf.patch_features(ps.patches), ps.labels)
-                timed, timed_patches = speed_subset(samples, ps, args.speed_patches)
-                entry["speed"] = measure_speed(path, timed, timed_patches, args.threads, args.batch_size, args.repeat)
-                stain = stain_shift_study(clf, ps)
-                if stain is not None:
-                    entry["stain_shift"] = stain
-                typed = typed_end_to_end(args.detector, path, samples, args.threads)
-                if typed is not None:
-                    entry["typed_end_to_end"] = typed
+                fixed_run = run
+        if args.fixed_weights == "bundled":
+            from nucleikit.models.weights import resolve_weights
+
+            fixed_run = evaluate_fold(resolve_weights(m), root, FIXED_FOLD, config, args.limit_images)
+        if fixed_run is not None:
+            clf, samples, ps, probs, report = fixed_run
+            path = Path(report["weights"])
+            entry["fixed"] = {**report, "source": args.fixed_weights}
+            print(f"{m} fixed split ({args.fixed_weights} weights {path}): weighted F1 {report['weighted_f1']:.4f}")
+            fixed_probs[m] = (probs, ps.labels)
+            features[m] = (clf.patch_features(ps.patches), ps.labels)
+            timed, timed_patches = speed_subset(samples, ps, args.speed_patches)
+            entry["speed"] = measure_speed(path, timed, timed_patches, args.threads, args.batch_size, args.repeat)
+            stain = stain_shift_study(clf, ps)
+            if stain is not None:
+                entry["stain_shift"] = stain
+            typed = typed_end_to_end(args.detector, path, samples, args.threads)
+            if typed is not None:
+                entry["typed_end_to_end"] = typed
         folds = entry["folds"].values()
         entry["cv"] = {
             key: summary([f[key] for f in folds])
@@ -445,6 +472,15 @@ def main() -> None:
         cells = (f"{f['accuracy']:.3f} | **{f['weighted_f1']:.3f}** | {f['macro_f1']:.3f} | "
                  f"{num(f['macro_roc_auc'])}" if f else "n/a | n/a | n/a | n/a")
         print(f"| {m} | {cells} | {pm(e['cv']['weighted_f1'])} | {e['cv']['weighted_f1']['folds']} |")
+    print()
+    print("| model | folds | accuracy | weighted F1 | macro F1 | macro ROC AUC | weighted F1 of folds 0-4 |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for m, e in results["models"].items():
+        cv = e["cv"]
+        per_fold = " / ".join(f"{e['folds'][str(k)]['weighted_f1']:.3f}" if str(k) in e["folds"] else "-"
+                              for k in FOLDS)
+        print(f"| {m} | {cv['weighted_f1']['folds']} | {pm(cv['accuracy'])} | {pm(cv['weighted_f1'])} | "
+              f"{pm(cv['macro_f1'])} | {pm(cv['macro_roc_auc'])} | {per_fold} |")
     speed = {m: e["speed"] for m, e in results["models"].items() if "speed" in e}
     if speed:
         print()
