@@ -186,12 +186,13 @@ def reinhard_normalise(
     """
     from skimage.color import lab2rgb, rgb2lab
 
-    unit = _as_unit_rgb(pixels)
+    given = np.asarray(pixels)
+    unit = _as_unit_rgb(given)
     src_mean, src_std = lab_moments(unit) if source is None else source
     t_mean = np.asarray(target_mean, np.float64)
     t_std = np.asarray(target_std, np.float64)
     lab = (rgb2lab(unit) - np.asarray(src_mean)) / np.maximum(np.asarray(src_std, np.float64), 1e-6) * t_std + t_mean
     rgb = np.clip(lab2rgb(lab), 0.0, 1.0)
-    if np.asarray(pixels).dtype == np.uint8:
+    if given.dtype == np.uint8:
         return np.rint(rgb * 255.0).astype(np.uint8)
-    return rgb.astype(np.asarray(pixels).dtype if np.asarray(pixels).dtype.kind == "f" else np.float32)
+    return rgb.astype(given.dtype if given.dtype.kind == "f" else np.float32)
