@@ -3,6 +3,7 @@ import pytest
 
 from nucleikit.transforms import (
     channel_stats,
+    jitter_stains,
     lab_moments,
     reinhard_normalise,
     resample,
@@ -95,3 +96,21 @@ def test_reinhard_normalise_reaches_the_target_moments_and_keeps_dtype():
     # given source moments are used instead of the pixels' own
     shifted = reinhard_normalise(u, m, s, source=(m - [5.0, 0.0, 0.0], s))
     assert lab_moments(shifted)[0][0] == pytest.approx(m[0] + 5.0, abs=0.5)
+
+
+def test_stain_jitter_is_exact_at_identity_and_follows_the_deconvolution():
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.05, 1.0, size=(3, 4, 4, 3)).astype(np.float32)
+    ones, zeros = np.ones((3, 1, 1, 3)), np.zeros((3, 1, 1, 3))
+    assert np.allclose(jitter_stains(x, ones, zeros), x, atol=1e-6)
+    # doubling the haematoxylin density of one pixel, by hand
+    pixel = np.array([0.6, 0.4, 0.7])
+    stains = -np.log(pixel) @ hed_from_rgb
+    expected = np.exp(-(stains * [2.0, 1.0, 1.0]) @ rgb_from_hed)
+    got = jitter_stains(pixel.reshape(1, 1, 1, 3), np.array([2.0, 1.0, 1.0]).reshape(1, 1, 1, 3), zeros[:1])
+    assert np.allclose(got.ravel(), np.clip(expected, 0, 1), atol=1e-6)
+    assert got.ravel()[0] < pixel[0]  # more haematoxylin: less red light
+
+

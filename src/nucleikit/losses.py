@@ -170,6 +170,21 @@ def dice_bce(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return soft_dice_loss(output, target) + bce(output, target)
 
 
+def instance_loss(output: torch.Tensor, target: torch.Tensor, *, distance_weight: float = 5.0) -> torch.Tensor:
+    """Loss of an instance-aware head: (B, 3, H, W) probabilities against :func:`~nucleikit.targets.instance_targets`.
+
+    Dice + BCE on the foreground (channel 0) and on the boundary (channel 1:
+    thin, so the Dice term keeps it from collapsing to 0), plus
+    ``distance_weight`` times the MSE of the normalised distance (channel 2).
+    """
+    if output.shape != target.shape or output.ndim != 4 or output.shape[1] != 3:
+        raise ValueError(f"output {tuple(output.shape)} and target {tuple(target.shape)} must both be (B, 3, H, W)")
+    fg = dice_bce(output[:, 0:1], target[:, 0:1])
+    boundary = dice_bce(output[:, 1:2], target[:, 1:2])
+    distance = F.mse_loss(output[:, 2:3], target[:, 2:3])
+    return fg + boundary + distance_weight * distance
+
+
 LOSSES = {
     "weighted_mse": weighted_mse,
     "mse": mse,
@@ -177,6 +192,7 @@ LOSSES = {
     "dice": soft_dice_loss,
     "bce": bce,
     "dice_bce": dice_bce,
+    "instance": instance_loss,
 }
 
 

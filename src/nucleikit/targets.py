@@ -9,6 +9,13 @@ Two dense targets are used by the detectors of the two papers:
 * :func:`gaussian_density_map` (Alom et al. 2022, UD-Net): each centre is
   dilated with a 5x5 square and the binary map is smoothed with a Gaussian.
 
+Instance-aware segmentation heads learn three maps from an instance label
+image (:func:`instance_targets`): foreground, the one-pixel inner boundary of
+every nucleus (the third class of the DSB2018 winning solutions) and the
+distance to the nucleus border normalised to 1 at each nucleus's centre; a
+marker-controlled watershed (:func:`nucleikit.postprocess.instances_from_maps`)
+turns them back into instances.
+
 The classifiers (DenseNet, DCRN; Alom et al. 2022) are trained on square
 patches centred on annotated nuclei, cut by :func:`extract_patches`.
 
@@ -30,7 +37,12 @@ __all__ = [
     "gaussian_density_map",
     "point_raster",
     "extract_patches",
+    "INSTANCE_CHANNELS",
+    "instance_targets",
 ]
+
+#: Channels of :func:`instance_targets` (and of an instance-aware head's output).
+INSTANCE_CHANNELS = ("foreground", "boundary", "distance")
 
 #: Xing et al. use d = 15 px at 40x (0.25 um/px), i.e. 3.75 um. The radius is a
 #: physical length so it is scaled with the resolution (6.8 px at 0.55 um/px).
@@ -230,3 +242,52 @@ def extract_patches(image: np.ndarray, points: np.ndarray, size: int = 32) -> np
     r = (rows[:, None] + offsets)[:, :, None]  # (N, size, 1)
     c = (cols[:, None] + offsets)[:, None, :]  # (N, 1, size)
     return padded[r, c]
+
+
+def instance_targets(labels: np.ndarray) -> np.ndarray:
+    """Foreground, boundary and normalised distance maps of an instance label image.
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of int
+        0 = background, one positive integer per nucleus (labels need not be
+        consecutive).
+
+    Returns
+    -------
+    (H, W, 3) ndarray of float32, channels :data:`INSTANCE_CHANNELS`
+        0. foreground: 1 on every labelled pixel;
+        1. boundary: 1 on the pixels of a nucleus that touch (8-connected) a
+           pixel of another label or of the background (the *inner* boundary,
+           so touching nuclei are separated by two boundary pixels);
+        2. distance: Euclidean distance (pixels) from each labelled pixel to
+           the nearest pixel outside its own nucleus, divided by the largest
+           such distance within that nucleus: 1 at the centre, about
+           1/max at the rim, 0 on the background.
+
+    Notes
+    -----
+    One distance transform serves all nuclei: the foreground with every
+    nucleus's border pixels removed is a set of disjoint interiors, so the
+    distance to the nearest removed/background pixel is the distance to the
+    own nucleus's border (plus one pixel, the same for all nuclei).
+    """
+    from skimage.segmentation import find_boundaries
+
+    lab = np.asarray(labels)
+    if lab.ndim != 2 or lab.dtype.kind not in "iu":
+        raise ValueError(f"labels must be an (H, W) integer label image, got {lab.dtype} {lab.shape}")
+    fg = lab > 0
+    boundary = find_boundaries(lab, connectivity=2, mode="inner") & fg
+    dist = ndimage.distance_transform_edt(fg & ~boundary) + fg  # border pixels at 1, centre at max
+    out = np.zeros(lab.shape + (3,), np.float32)
+    out[..., 0] = fg
+    out[..., 1] = boundary
+    if fg.any():
+        _, inverse = np.unique(lab, return_inverse=True)
+        inverse = inverse.reshape(lab.shape)
+        peak = ndimage.maximum(dist, inverse, index=np.arange(inverse.max() + 1))
+        peak = np.asarray(peak, np.float64)
+        peak[peak <= 0] = 1.0
+        out[..., 2] = np.where(fg, dist / peak[inverse], 0.0)
+    return out

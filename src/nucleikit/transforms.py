@@ -19,6 +19,7 @@ __all__ = [
     "percentile_normalise",
     "lab_moments",
     "reinhard_normalise",
+    "jitter_stains",
 ]
 
 #: Resolutions closer than this (relative) are treated as equal: resampling a
@@ -196,3 +197,25 @@ def reinhard_normalise(
     if given.dtype == np.uint8:
         return np.rint(rgb * 255.0).astype(np.uint8)
     return rgb.astype(given.dtype if given.dtype.kind == "f" else np.float32)
+
+
+def jitter_stains(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Scale and shift the H, E, DAB optical densities of RGB images in [0, 1].
+
+    ``x`` is (..., H, W, 3); ``scale`` and ``shift`` broadcast against it
+    (e.g. (B, 1, 1, 3) for a batch, (3,) for one image): each stain's optical
+    density (natural log) becomes ``od * scale + shift``.
+
+    The colour deconvolution matrices are scikit-image's (Ruifrok and
+    Johnston). Unlike ``rgb2hed``/``hed2rgb`` nothing is clipped in stain
+    space, so ``scale = 1, shift = 0`` returns the input up to rounding, and
+    background and grey pixels outside the H-E-DAB cone are not recoloured.
+    """
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    # Floor at one grey level: a zero channel would otherwise carry an optical
+    # density of 14 whose jitter leaks into the other channels.
+    od = -np.log(np.maximum(x, 1.0 / 255.0))
+    stains = od @ hed_from_rgb
+    od = (stains * scale + shift) @ rgb_from_hed
+    return np.clip(np.exp(-od), 0.0, 1.0).astype(np.float32)

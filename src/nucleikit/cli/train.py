@@ -15,10 +15,13 @@ on the validation images) are RUNDIR/best.safetensors. Run the same command agai
 RUNDIR/checkpoint.pt. Data: the CRCHisto split of PROTOCOL.md (--dataset crchisto) or your own
 folders of images with point files beside them (--images/--val-images, --mpp).
 
-`train segmentation` trains a nucleus segmenter (--model unet or r2unet; default r2unet) on
-DSB2018 stage1_train (--dataset dsb2018; PROTOCOL.md's 536/134 split; --labels fixed (default) or
-original) with the same loop: Dice + BCE, validation Dice every --val-every steps, the foreground
-threshold and watershed values saved with the best weights.
+`train segmentation` trains a nucleus segmenter with the same loop on DSB2018 stage1_train
+(--dataset dsb2018; PROTOCOL.md's 536/134 split; --labels fixed (default) or original) or on the
+MoNuSeg H&E images (--dataset monuseg: the per-organ train images plus the auxiliary organs,
+validated on the per-organ validation images; the three 20x-looking TCGA-HE kidney images at
+0.5 um/px). --model unet or r2unet (Alom et al.'s binary masks: Dice + BCE, validation Dice; default
+r2unet), or unet_instance / r2unet_instance (foreground + boundary + distance head, validation AJI);
+the thresholds and watershed values tuned on the validation images are saved with the best weights.
 
 `train classification` trains a nucleus classifier (--model densenet or dcrn) on 32x32 patches of
 the classified CRCHisto nuclei of --fold (Alom et al.'s SGD recipe unless overridden), validating
@@ -38,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=["detection", "segmentation", "classification"], help="what to train")
     p.add_argument("-o", "--out", required=True, metavar="RUNDIR", help="run folder (checkpoint, best weights, log)")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", choices=["crchisto", "dsb2018"], default=None,
+    data.add_argument("--dataset", choices=["crchisto", "dsb2018", "monuseg"], default=None,
                       help="built-in data set (needs ../shared/data)")
     data.add_argument("--labels", choices=["fixed", "original"], default="fixed",
                       help="DSB2018 training labels (default: the community-corrected 'fixed' set)")
@@ -208,23 +211,43 @@ def _run_classification(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segmentation_data(args: argparse.Namespace):
+    """(train, validation, metadata) label samples of --dataset."""
+    root = _data_root(args)
+    if args.dataset == "dsb2018":
+        from ..io.datasets.dsb2018 import DSB2018
+
+        train = DSB2018(root / "dsb2018", subset="train", labels=args.labels)
+        val = DSB2018(root / "dsb2018", subset="validation", labels=args.labels)
+        return list(train), list(val), {"dataset": "DSB2018 stage1_train", "split": "dsb2018 536/134",
+                                        "labels": args.labels}
+    if args.dataset == "monuseg":
+        from ..io.datasets.monuseg import AUXILIARY, LOOKS_20X_MPP, PER_ORGAN, MoNuSegLabels
+
+        folder = root / "monuseg"
+        train, val = [], []
+        for organ in PER_ORGAN:
+            train += list(MoNuSegLabels(folder, organ=organ, subset="train", mpp_overrides=LOOKS_20X_MPP))
+            val += list(MoNuSegLabels(folder, organ=organ, subset="validation", mpp_overrides=LOOKS_20X_MPP))
+        for organ in AUXILIARY:
+            train += list(MoNuSegLabels(folder, organ=organ, subset="train", mpp_overrides=LOOKS_20X_MPP))
+        meta = {"dataset": "MoNuSeg 2018 training images",
+                "split": "monuseg per_organ train + auxiliary_only / per_organ validation",
+                "mpp_overrides": dict(LOOKS_20X_MPP)}
+        return train, val, meta
+    raise ConfigError("`train segmentation` needs --dataset dsb2018 or monuseg")
+
+
 def _run_segmentation(args: argparse.Namespace) -> int:
-    from ..io.datasets.dsb2018 import DSB2018
     from ..train.loop import train_segmenter
 
     _reject(args, _CLASSIFICATION_ONLY, "segmentation")
-    if args.dataset != "dsb2018":
-        raise ConfigError("`train segmentation` needs --dataset dsb2018")
-    if args.model is None:
+    if args.model is None and not args.config:
         args.model = "r2unet"
     cfg = _config(args)
-    root = _data_root(args) / "dsb2018"
-    train = DSB2018(root, subset="train", labels=args.labels)
-    val = DSB2018(root, subset="validation", labels=args.labels)
-    meta = {"dataset": "DSB2018 stage1_train", "split": "dsb2018 536/134", "labels": args.labels}
-    result = train_segmenter(list(train), list(val), cfg, Path(args.out), progress=not args.no_progress,
-                             extra_meta=meta)
-    print(f"best validation Dice {result.best.get('score', float('nan')):.4f} at step {result.best_step} "
+    train, val, meta = _segmentation_data(args)
+    result = train_segmenter(train, val, cfg, Path(args.out), progress=not args.no_progress, extra_meta=meta)
+    print(f"best validation score {result.best.get('score', float('nan')):.4f} at step {result.best_step} "
           f"({result.steps_done} steps, {result.wall_time_s / 60:.1f} min); weights: {result.best_weights}")
     return 0
 

@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 TASKS = ("detection", "segmentation", "classification")
-TARGETS = ("proximity", "density", "mask", "label")
+TARGETS = ("proximity", "density", "mask", "instance", "label")
 
 #: Training recipe of Xing et al.'s detectors (MicroNet, FCRN, U-Net regressor).
 XING_RECIPE = MappingProxyType(
@@ -76,8 +76,9 @@ class ModelSpec:
     target : str
         What the network regresses or predicts, one of :data:`TARGETS`:
         ``"proximity"`` (Xing's proximity map), ``"density"`` (Gaussian
-        density map), ``"mask"`` (foreground probability), ``"label"``
-        (class scores).
+        density map), ``"mask"`` (foreground probability), ``"instance"``
+        (foreground, boundary and normalised distance:
+        :func:`nucleikit.targets.instance_targets`), ``"label"`` (class scores).
     loss : str
         Training loss name (:mod:`nucleikit.losses`), e.g. ``"weighted_mse"``.
     mpp : float or None

@@ -249,6 +249,41 @@ def r2unet(
 
 
 @register_model(
+    "unet_instance",
+    task="segmentation",
+    target="instance",
+    loss="instance",
+    mpp=None,
+    train=ALOM_RECIPE,
+    description="U-Net with an instance-aware head: foreground, boundary and distance maps",
+)
+def unet_instance(*, in_channels: int = 3, widths: Sequence[int] = UNET_WIDTHS) -> UNet:
+    """U-Net with a three-channel sigmoid head (985,703 parameters by default).
+
+    The same network as ``unet``; only the last 1x1 convolution differs. Its
+    channels are :data:`nucleikit.targets.INSTANCE_CHANNELS` (foreground,
+    inner boundary, distance to the border normalised per nucleus), trained
+    with :func:`nucleikit.losses.instance_loss` and turned into instances by
+    :func:`nucleikit.postprocess.instances_from_maps`.
+    """
+    return UNet(in_channels=in_channels, out_channels=3, widths=widths, out_activation="sigmoid")
+
+
+@register_model(
+    "r2unet_instance",
+    task="segmentation",
+    target="instance",
+    loss="instance",
+    mpp=None,
+    train=ALOM_RECIPE,
+    description="R2U-Net (t = 2) with an instance-aware head: foreground, boundary and distance maps",
+)
+def r2unet_instance(*, in_channels: int = 3, widths: Sequence[int] = R2UNET_WIDTHS, t: int = 2) -> R2UNet:
+    """R2U-Net with the three-channel head of :func:`unet_instance`."""
+    return R2UNet(in_channels=in_channels, out_channels=3, widths=widths, t=t, out_activation="sigmoid")
+
+
+@register_model(
     "udnet",
     task="detection",
     target="density",

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..transforms import jitter_stains
+
 __all__ = ["AugmentConfig", "random_crop"]
 
 
@@ -39,6 +41,11 @@ class AugmentConfig:
         Colour jitter on the [0, 1] image: a global brightness offset and
         contrast factor, and an independent small per-channel offset that
         mimics stain variation.
+    hed : float
+        H&E stain jitter (RGB images only): each stain's optical density
+        becomes ``od * a + b`` with ``a`` uniform in [1 - h, 1 + h] and ``b``
+        uniform in [-h, h] per crop and stain
+        (:func:`nucleikit.transforms.jitter_stains`); 0 disables it.
     """
 
     rotate: bool = True
@@ -49,10 +56,11 @@ class AugmentConfig:
     brightness: float = 0.08
     contrast: float = 0.15
     channel_shift: float = 0.04
+    hed: float = 0.0
 
     @classmethod
     def none(cls) -> "AugmentConfig":
-        return cls(False, False, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0)
+        return cls(False, False, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def _sampling_grid(
@@ -126,6 +134,11 @@ def random_crop(
         tgt = warp(target)
     else:
         tgt = np.stack([warp(target[..., k]) for k in range(target.shape[-1])], axis=-1)
+    if cfg.hed > 0 and img.shape[-1] == 3:
+        # drawn only when enabled, so runs without it keep their random streams
+        scale = 1.0 + rng.uniform(-cfg.hed, cfg.hed, size=3)
+        shift = rng.uniform(-cfg.hed, cfg.hed, size=3)
+        img = jitter_stains(img, scale, shift)
     if cfg.contrast > 0 or cfg.brightness > 0 or cfg.channel_shift > 0:
         mean = img.mean(axis=(0, 1), keepdims=True)
         factor = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)

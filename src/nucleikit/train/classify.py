@@ -69,7 +69,7 @@ from ..errors import ConfigError, InputError
 from ..io.datasets.crchisto import CLASSES
 from ..metrics import classification_report
 from ..targets import extract_patches
-from ..transforms import lab_moments, resample, scale_factor, scale_points
+from ..transforms import jitter_stains, lab_moments, resample, scale_factor, scale_points
 
 __all__ = [
     "SAMPLING",
@@ -461,29 +461,11 @@ def augment_patches(rng: np.random.Generator, patches: np.ndarray, cfg: PatchAug
             chosen = turns == k
             x[chosen] = np.rot90(x[chosen], k, axes=(1, 2))
     if cfg.hed and c == 3:
-        x = _jitter_stains(x, stain_scale, stain_shift)
+        x = jitter_stains(x, stain_scale, stain_shift)
     if cfg.brightness or cfg.contrast or cfg.channel_shift:
         mean = x.mean(axis=(1, 2), keepdims=True)
         x = np.clip((x - mean) * factor + mean + offset + shift, 0.0, 1.0).astype(np.float32)
     return x
-
-
-def _jitter_stains(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Scale and shift the H, E, DAB optical densities of RGB patches in [0, 1].
-
-    The colour deconvolution matrices are scikit-image's (Ruifrok and
-    Johnston). Unlike ``rgb2hed``/``hed2rgb`` nothing is clipped in stain
-    space, so ``scale = 1, shift = 0`` returns the input up to rounding, and
-    background and grey pixels outside the H-E-DAB cone are not recoloured.
-    """
-    from skimage.color import hed_from_rgb, rgb_from_hed
-
-    # Floor at one grey level: a zero channel would otherwise carry an optical
-    # density of 14 whose jitter leaks into the other channels.
-    od = -np.log(np.maximum(x, 1.0 / 255.0))
-    stains = od @ hed_from_rgb
-    od = (stains * scale + shift) @ rgb_from_hed
-    return np.clip(np.exp(-od), 0.0, 1.0).astype(np.float32)
 
 
 def scheduled_lr(base_lr: float, schedule: str, step: int, total_steps: int) -> float:

@@ -375,7 +375,8 @@ def train_dense(
                 pending = pool.submit(_batch, cfg.seed, step + 1, train_images, cfg, probs, dist.rank)
             x = standardise(x, mean, std)
             xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-            yt = torch.from_numpy(y[:, None])
+            # (B, H, W) one-channel targets, (B, H, W, K) for multi-channel heads
+            yt = torch.from_numpy(np.ascontiguousarray(y[:, None] if y.ndim == 3 else y.transpose(0, 3, 1, 2)))
             if cfg.channels_last:
                 xt = xt.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):

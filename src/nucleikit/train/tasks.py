@@ -7,9 +7,12 @@ to minimise and how to score validation maps:
 * :class:`DetectionTask` — points → proximity map (Xing) or Gaussian density
   (Alom); validation F1 over a grid of xi and peak distances (the best pair is
   saved with the weights).
-* :class:`SegmentationTask` — instance labels → foreground mask; validation
-  pixel Dice over a grid of thresholds, and the DSB score of the watershed
-  instances at the best threshold.
+* :class:`SegmentationTask` — instance labels → foreground mask (target
+  "mask"; validation pixel Dice over a grid of thresholds, and the DSB score
+  of the watershed instances at the best threshold), or → foreground,
+  boundary and distance maps (target "instance"; validation AJI over a grid
+  of foreground thresholds, marker kinds and marker thresholds, with pixel
+  Dice, PQ and the DSB score at the best).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..targets import gaussian_density_map, proximity_map, proximity_radius_px
+from ..targets import gaussian_density_map, instance_targets, proximity_map, proximity_radius_px
 from ..transforms import percentile_normalise, resample, scale_factor, scale_points
 from .config import TrainConfig
 from .tuning import tune_peaks
@@ -160,7 +163,9 @@ class SegmentationTask:
             if factor != 1.0:
                 pixels = resample(pixels, factor)
                 labels = resample(labels.astype(np.float32), factor, order=0).astype(np.int32)
-            target = (labels > 0).astype(np.float32) if training else None
+            target = None
+            if training:
+                target = instance_targets(labels) if self.target == "instance" else (labels > 0).astype(np.float32)
             out.append(PreparedImage(str(s.id), pixels.astype(np.float32), labels, target, weight))
         return out
 
@@ -169,6 +174,29 @@ class SegmentationTask:
             raise ConfigError("no training image has any labelled nucleus")
 
     def validate(self, maps: list[np.ndarray], images: list[PreparedImage]) -> Validation:
+        if self.target == "instance":
+            return self._validate_instances(maps, images)
+        return self._validate_mask(maps, images)
+
+    def _validate_instances(self, maps: list[np.ndarray], images: list[PreparedImage]) -> Validation:
+        from ..metrics import segmentation_scores
+        from ..postprocess import instances_from_maps
+
+        truths = [im.truth for im in images]
+        best_score, best_post, best_scores = -1.0, None, None
+        for post in instance_grid(self.cfg.seg_min_size):
+            scores = [segmentation_scores(t, instances_from_maps(m, **post)) for t, m in zip(truths, maps)]
+            score = float(np.mean([sc.aji for sc in scores]))
+            if score > best_score:
+                best_score, best_post, best_scores = score, post, scores
+        record = {
+            "val_aji": best_score,
+            **{f"val_{k}": float(np.mean([getattr(sc, k) for sc in best_scores])) for k in ("pq", "dice", "dsb")},
+            **best_post,
+        }
+        return Validation(best_score, record, dict(best_post))
+
+    def _validate_mask(self, maps: list[np.ndarray], images: list[PreparedImage]) -> Validation:
         from ..metrics import dice, dsb_score
         from ..postprocess import instances_from_probability
 
@@ -187,6 +215,19 @@ class SegmentationTask:
 
     def meta(self) -> dict:
         return {"colour": self.colour, "intensity": self.intensity}
+
+
+def instance_grid(min_size: int) -> list[dict]:
+    """Post-processing values of :func:`~nucleikit.postprocess.instances_from_maps` tried on validation."""
+    grid = []
+    for threshold in (0.4, 0.5, 0.6):
+        for marker_threshold in (0.3, 0.4, 0.5, 0.6, 0.7):
+            grid.append({"threshold": threshold, "markers": "distance", "marker_threshold": marker_threshold,
+                         "min_size": min_size})
+        for marker_threshold in (0.2, 0.35, 0.5):
+            grid.append({"threshold": threshold, "markers": "boundary", "marker_threshold": marker_threshold,
+                         "min_size": min_size})
+    return grid
 
 
 def task_for(target: str, task: str, cfg: TrainConfig):

@@ -1,4 +1,9 @@
-"""MoNuSeg 2018 training images split by organ, as point samples (nucleus centroids).
+"""MoNuSeg 2018 training images split by organ: point samples (nucleus centroids) or label samples.
+
+:class:`MoNuSeg` gives :class:`~nucleikit.io.datasets.base.PointSample`
+records (detection, transfer studies); :class:`MoNuSegLabels` gives
+:class:`~nucleikit.io.datasets.base.LabelSample` records with the instance
+label images (H&E segmentation).
 
 Layout (``root`` = ``shared/data/monuseg``; see its README)::
 
@@ -31,6 +36,9 @@ The data README's oddities, each handled on purpose
    them, as the data says; a caller who wants to treat them as 20x passes
    ``mpp_overrides={"TCGA-HE-7128-01Z-00-DX1": 0.5, ...}`` and must report it.
    Note that two of them are the kidney *test* images of the per-organ split.
+   :data:`LOOKS_20X` names the three and :data:`LOOKS_20X_MPP` is the override
+   nucleikit's H&E segmenter was trained and scored with (documented in the
+   README and stored with the weights).
 4. Only the 30 challenge training images are present; the 14 challenge test
    images (in ``organs.csv``) are not, so the per-organ splits use training
    images only.
@@ -46,9 +54,9 @@ from pathlib import Path
 import numpy as np
 
 from nucleikit.errors import ConfigError, InputError
-from nucleikit.io.datasets.base import PointSample, SampleSequence
+from nucleikit.io.datasets.base import LabelSample, PointSample, SampleSequence
 
-__all__ = ["MPP", "PER_ORGAN", "AUXILIARY", "MoNuSeg", "read_organs", "read_monuseg_split", "label_centroids", "check_centroids"]
+__all__ = ["MPP", "PER_ORGAN", "AUXILIARY", "LOOKS_20X", "LOOKS_20X_MPP", "MoNuSeg", "MoNuSegLabels", "read_organs", "read_monuseg_split", "label_centroids", "check_centroids"]
 
 #: Microns per pixel of the 40x tiles.
 MPP = 0.25
@@ -57,6 +65,11 @@ PER_ORGAN = ("breast", "kidney", "lung", "prostate")
 #: Organs usable as auxiliary training data only.
 AUXILIARY = ("bladder", "colon", "stomach")
 SUBSETS = ("train", "validation", "test", "train+validation", "all")
+#: Images whose nuclei are about half the size in pixels of all others (median
+#: area 93-122 px against 235-832 px): they look scanned at 20x (data README).
+LOOKS_20X = ("TCGA-HE-7128-01Z-00-DX1", "TCGA-HE-7129-01Z-00-DX1", "TCGA-HE-7130-01Z-00-DX1")
+#: ``mpp_overrides`` treating :data:`LOOKS_20X` as 0.5 um/px, by measured nucleus size.
+LOOKS_20X_MPP = {stem: 0.5 for stem in LOOKS_20X}
 
 
 class MoNuSeg(SampleSequence[PointSample]):
@@ -135,6 +148,31 @@ class MoNuSeg(SampleSequence[PointSample]):
             check_centroids(xy, read_label_image(folder / "labels" / f"{stem}.png"), folder / "centroids" / f"{stem}.csv")
         mpp = float(self.mpp_overrides.get(stem, MPP))
         return PointSample(stem, folder / "images" / f"{stem}.png", xy, mpp)
+
+
+class MoNuSegLabels(MoNuSeg):
+    """The MoNuSeg training images of one organ and subset, as :class:`LabelSample` records.
+
+    Parameters as :class:`MoNuSeg`. Each sample's ``load_labels()`` reads the
+    uint16 instance label image (0 = background; where outlines overlapped,
+    the earlier one kept the pixel: data README); ``mpp`` is :data:`MPP`
+    unless overridden (e.g. ``mpp_overrides=LOOKS_20X_MPP``).
+    """
+
+    def __repr__(self) -> str:
+        return f"MoNuSegLabels(organ={self.organ!r}, subset={self.subset!r}, {len(self)} images)"
+
+    def _sample(self, stem: str) -> LabelSample:
+        from functools import partial
+
+        from nucleikit.io.labels import read_label_image
+
+        folder = self.root / "train"
+        labels_path = folder / "labels" / f"{stem}.png"
+        if not labels_path.is_file():
+            raise InputError(labels_path, "label image not found")
+        mpp = float(self.mpp_overrides.get(stem, MPP))
+        return LabelSample(stem, folder / "images" / f"{stem}.png", partial(read_label_image, labels_path), mpp)
 
 
 def read_organs(path: str | Path) -> dict[str, str]:
