@@ -62,14 +62,14 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def make_segmenter_weights(tmp_path_factory):
-    """Factory: a tiny randomly initialised ``unet``/``r2unet`` saved as a complete weights file.
+    """Factory: a tiny randomly initialised segmenter (``unet``, ``r2unet``, ``unet_instance``, ...) saved as a complete weights file.
 
     ``make_segmenter_weights(model="unet", colour="rgb", mpp=None, intensity="none", **postprocess)``
     returns its path. Mechanics only (shapes, dtypes, files); nothing here depends on bundled weights.
     """
     import torch
 
-    from nucleikit.models import build_model
+    from nucleikit.models import build_model, get_spec
     from nucleikit.models.weights import save_weights
 
     folder = tmp_path_factory.mktemp("seg_weights")
@@ -89,7 +89,7 @@ def make_segmenter_weights(tmp_path_factory):
             "model": model,
             "model_kwargs": kwargs,
             "task": "segmentation",
-            "target": "mask",
+            "target": get_spec(model).target,
             "mpp": mpp,
             "colour": colour,
             "intensity": intensity,

@@ -45,3 +45,25 @@ def test_soft_dice_and_bce_hand_computed():
     expected_bce = (-torch.log(torch.tensor(0.5)) * 2 + 2 * -torch.log(torch.tensor(1 - 1e-6))) / 4
     assert float(bce(o, y)) == pytest.approx(float(expected_bce), rel=1e-4)
     assert float(dice_bce(o, y)) == pytest.approx(float(soft_dice_loss(o, y) + bce(o, y)))
+
+
+def test_instance_loss_is_the_sum_of_its_three_terms():
+    import torch
+
+    from nucleikit.losses import LOSSES, dice_bce, instance_loss
+
+    g = torch.Generator().manual_seed(0)
+    out = torch.rand((2, 3, 8, 8), generator=g) * 0.98 + 0.01
+    tgt = (torch.rand((2, 3, 8, 8), generator=g) > 0.5).float()
+    tgt[:, 2] = torch.rand((2, 8, 8), generator=g)
+    expected = (dice_bce(out[:, 0:1], tgt[:, 0:1]) + dice_bce(out[:, 1:2], tgt[:, 1:2])
+                + 5.0 * ((out[:, 2] - tgt[:, 2]) ** 2).mean())
+    assert float(instance_loss(out, tgt)) == pytest.approx(float(expected), rel=1e-6)
+    assert LOSSES["instance"] is instance_loss
+    # a perfect distance map removes the third term only
+    out2 = out.clone()
+    out2[:, 2] = tgt[:, 2]
+    assert float(instance_loss(out2, tgt)) == pytest.approx(float(expected - 5.0 * ((out[:, 2] - tgt[:, 2]) ** 2).mean()),
+                                                             rel=1e-6)
+    with pytest.raises(ValueError):
+        instance_loss(out[:, :2], tgt[:, :2])

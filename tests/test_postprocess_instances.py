@@ -190,3 +190,68 @@ def test_measurements_with_a_colour_image():
 def test_measurements_refuse_an_image_of_another_size():
     with pytest.raises(ValueError, match="image must be"):
         label_measurements(np.zeros((4, 4), np.int32), np.zeros((4, 5)))
+
+
+# --- instances_from_maps ----------------------------------------------------------------------
+
+
+def _instance_maps(labels):
+    from nucleikit.targets import instance_targets
+
+    return np.moveaxis(instance_targets(labels), -1, 0)
+
+
+def _touching_labels():
+    labels = np.zeros(TOUCHING.shape, np.int32)
+    labels[LEFT] = 1
+    labels[RIGHT & ~LEFT] = 2
+    return labels
+
+
+@pytest.mark.parametrize("markers", ["distance", "boundary"])
+def test_marker_watershed_splits_two_touching_discs(markers):
+    from nucleikit.postprocess import instances_from_maps
+
+    truth = _touching_labels()
+    maps = _instance_maps(truth)
+    labels = instances_from_maps(maps, threshold=0.5, marker_threshold=0.5, markers=markers, min_size=5)
+    assert labels.dtype == np.int32 and labels.shape == truth.shape
+    assert sorted(np.unique(labels).tolist()) == [0, 1, 2]
+    assert np.array_equal(labels > 0, truth > 0)  # the foreground is kept whole
+    # each instance is one disc, up to the seam pixels the flooding may give either side
+    for k in (1, 2):
+        inst = labels == truth[20, 20 if k == 1 else 36]
+        disc = truth == k
+        assert (inst & disc).sum() / (inst | disc).sum() > 0.95
+
+
+def test_marker_watershed_keeps_unmarked_components_and_drops_small_ones():
+    from nucleikit.postprocess import instances_from_maps
+
+    maps = np.zeros((3, 20, 30), np.float32)
+    maps[0, 2:8, 2:8] = 0.9  # a blob whose distance map never rises above the marker threshold
+    maps[2, 2:8, 2:8] = 0.2
+    maps[0, 15, 25] = 0.9  # one-pixel speck
+    maps[2, 15, 25] = 0.9
+    labels = instances_from_maps(maps, threshold=0.5, marker_threshold=0.5, min_size=4)
+    assert sorted(np.unique(labels).tolist()) == [0, 1]
+    assert (labels == 1).sum() == 36 and labels[15, 25] == 0
+    kept = instances_from_maps(maps, threshold=0.5, marker_threshold=0.5, min_size=1)
+    assert kept[15, 25] > 0 and kept.max() == 2
+
+
+def test_marker_watershed_bad_input():
+    from nucleikit.postprocess import instances_from_maps
+
+    good = np.zeros((3, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="3, H, W"):
+        instances_from_maps(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="markers"):
+        instances_from_maps(good, markers="peaks")
+    with pytest.raises(ValueError, match="finite"):
+        bad = good.copy()
+        bad[0, 0, 0] = np.nan
+        instances_from_maps(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        instances_from_maps(good, threshold=float("nan"))
+    assert not instances_from_maps(good).any()

@@ -173,3 +173,44 @@ def test_bad_pixels_shape(make_segmenter_weights):
     seg = Segmenter.from_weights(make_segmenter_weights(), ONE_THREAD)
     with pytest.raises(ValueError, match="pixels must be"):
         seg.segment(np.zeros((10, 10), np.float32))
+
+
+# --- instance heads -----------------------------------------------------------------------------
+
+
+def test_instance_head_maps_are_resized_to_the_input_and_cut_by_the_marker_watershed(make_segmenter_weights, rng):
+    from nucleikit.targets import instance_targets
+
+    seg = Segmenter.from_weights(make_segmenter_weights(model="unet_instance", mpp=0.5, markers="distance",
+                                                        marker_threshold=0.5), ONE_THREAD)
+    assert seg.head == "instance" and seg.markers == "distance"
+    # a 0.25 um/px input runs at half size; the maps come back at the input's pixels
+    image = rng.random((80, 100, 3)).astype(np.float32)
+    out = seg.segment(image, mpp=0.25)
+    assert out.maps.shape == (3, 40, 50) and out.prob.shape == (40, 50)
+    assert out.labels.shape == (80, 100) and out.labels.dtype == np.int32
+    # given maps (two touching discs at model resolution) skip the network: two nuclei at the input's size
+    yy, xx = np.mgrid[0:40, 0:50]
+    truth = np.zeros((40, 50), np.int32)
+    truth[(xx - 18) ** 2 + (yy - 20) ** 2 <= 64] = 1
+    truth[((xx - 31) ** 2 + (yy - 20) ** 2 <= 64) & (truth == 0)] = 2
+    maps = np.moveaxis(instance_targets(truth), -1, 0)
+    two = seg.segment(image, mpp=0.25, prob=maps)
+    assert len(two) == 2
+    assert np.allclose(sorted(two.measurements["x"]), [2 * 18 + 0.5, 2 * 31 + 0.5], atol=1.5)
+    # min_size is in model pixels: 4 model px = 16 input px; an area of about 4 x pi 8^2 each
+    assert np.all(two.measurements["area"] > 600)
+
+
+def test_instance_head_rejects_wrong_maps_and_bad_markers(make_segmenter_weights):
+    from nucleikit.models.weights import load_weights
+
+    path = make_segmenter_weights(model="unet_instance")
+    seg = Segmenter.from_weights(path, ONE_THREAD)
+    with pytest.raises(ValueError, match="3 maps"):
+        seg.segment(np.zeros((20, 20, 3), np.float32), prob=np.zeros((20, 20), np.float32))
+    model, meta = load_weights(path)
+    with pytest.raises(WeightsError, match="markers"):
+        Segmenter(model, {**meta, "postprocess": {"markers": "peaks"}})
+    with pytest.raises(WeightsError, match="not a segmenter"):
+        Segmenter(model, {**meta, "target": "proximity"})

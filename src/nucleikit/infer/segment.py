@@ -13,14 +13,25 @@ Pipeline for an (H, W, C) image in [0, 1]:
    :func:`~nucleikit.transforms.percentile_normalise`, as in training);
 2. resolution: resampled to the weights' ``mpp`` when both the weights and the
    input record one (DSB2018 models record none: they run at input resolution);
-3. the foreground probability map, tiled through
+3. the network's maps, tiled through
    :class:`~nucleikit.infer.predict.DensePredictor` (halo = the trained
    network's measured receptive field, stored with the weights);
-4. instances: :func:`~nucleikit.postprocess.instances_from_probability` with
-   the saved ``threshold``, ``min_distance`` and ``min_size`` (model pixels),
-   seeded by the distance transform (default) or by the peaks of a nucleikit
-   detector (``seeds="detector"``);
-5. labels mapped back to the input's pixels (nearest neighbour) and measured.
+4. instances, by the kind of head the weights record (``target``):
+
+   * ``"mask"`` (Alom et al.'s binary U-Net / R2U-Net): the foreground
+     probability is cut by :func:`~nucleikit.postprocess.instances_from_probability`
+     with the saved ``threshold``, ``min_distance`` and ``min_size`` (model
+     pixels), seeded by the distance transform (default) or by the peaks of
+     a nucleikit detector (``seeds="detector"``); the labels are mapped back
+     to the input's pixels (nearest neighbour);
+   * ``"instance"`` (foreground + boundary + distance head): the three maps
+     are resized to the input's pixels first (bilinear, so outlines are as
+     smooth as the input's grid allows rather than blocky) and cut there by
+     the marker-controlled watershed
+     :func:`~nucleikit.postprocess.instances_from_maps` with the saved
+     ``threshold``, ``markers``, ``marker_threshold`` and ``min_size``
+     (``min_size`` in model pixels, scaled to the input's);
+5. the instances are measured.
 
 Coordinates are (x, y), 0-based pixel centres of the input image.
 """
@@ -35,16 +46,27 @@ import numpy as np
 
 from ..errors import ConfigError, WeightsError
 from ..io.images import convert_mode
-from ..postprocess import instances_from_probability, label_measurements
+from ..postprocess import MARKER_KINDS, instances_from_maps, instances_from_probability, label_measurements
 from ..transforms import percentile_normalise, resample, scale_factor, scale_points
 from .predict import DensePredictor, Detector, InferenceConfig
 
-__all__ = ["INTENSITY_MODES", "SEED_KINDS", "Segmentation", "Segmenter", "resize_labels", "DEFAULT_SEED_DETECTOR"]
+__all__ = [
+    "INTENSITY_MODES",
+    "SEED_KINDS",
+    "HEAD_KINDS",
+    "Segmentation",
+    "Segmenter",
+    "resize_labels",
+    "resize_maps",
+    "DEFAULT_SEED_DETECTOR",
+]
 
 #: Watershed marker sources: distance-transform maxima, or a detector's peaks.
 SEED_KINDS = ("distance", "detector")
 #: Per-image intensity normalisations a segmenter may have been trained with.
 INTENSITY_MODES = ("none", "percentile")
+#: Segmentation heads: a foreground probability, or foreground + boundary + distance maps.
+HEAD_KINDS = ("mask", "instance")
 #: Bundled detector used for ``seeds="detector"`` unless the weights name another.
 DEFAULT_SEED_DETECTOR = "micronet"
 
@@ -58,6 +80,9 @@ class Segmentation:
     prob : (H', W') float32
         Foreground probability at the model's resolution (H' x W' = H x W when
         the model runs at input resolution).
+    maps : (K, H', W') float32
+        Every output map of the network at the model's resolution (K = 1 for
+        a mask head; foreground, boundary, distance for an instance head).
     labels : (H, W) int32
         Instance labels at the input's resolution; 0 = background, instances
         1..N in raster order of their first pixel at model resolution (a label
@@ -68,13 +93,15 @@ class Segmentation:
         ``mean_intensity`` (float64, mean BT.601 luminance in [0, 1] of the
         input over the instance), in ascending label order.
     seeds : str
-        Which markers split touching nuclei ("distance" or "detector").
+        Which markers split touching nuclei: "distance" or "detector" (mask
+        heads), "distance" or "boundary" (instance heads).
     """
 
     prob: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
     measurements: dict[str, np.ndarray] = field(repr=False)
     seeds: str = "distance"
+    maps: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.measurements["label"])
@@ -92,6 +119,22 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     rows = np.clip(np.floor((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.intp), 0, h - 1)
     cols = np.clip(np.floor((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.intp), 0, w - 1)
     return labels[np.ix_(rows, cols)]
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (K, h, w) maps to (K, H, W) = (K, *shape), pixel centres aligned.
+
+    Pixel centres map as in :func:`resize_labels`; no anti-aliasing (maps are
+    only ever enlarged or slightly shrunk back to their input's grid).
+    """
+    from skimage.transform import resize
+
+    k, h, w = maps.shape
+    if (h, w) == tuple(shape):
+        return maps
+    out = resize(np.moveaxis(maps, 0, -1), tuple(shape) + (k,), order=1, mode="edge", anti_aliasing=False,
+                 preserve_range=True)
+    return np.ascontiguousarray(np.moveaxis(out, -1, 0), dtype=np.float32)
 
 
 def _check_seeds(seeds: str) -> str:
@@ -144,7 +187,15 @@ class Segmenter:
         if self.intensity not in INTENSITY_MODES:
             raise WeightsError(meta.get("name", "weights"), f"unknown intensity normalisation {self.intensity!r}")
         self.mpp = float(meta["mpp"]) if meta.get("mpp") is not None else None
+        self.head = str(meta.get("target", "mask"))
+        if self.head not in HEAD_KINDS:
+            raise WeightsError(meta.get("name", "weights"), f"is a {self.head!r} model, not a segmenter "
+                                                            f"(heads: {', '.join(HEAD_KINDS)})")
         post = dict(meta.get("postprocess", {}))
+        self.markers = str(post.get("markers", "distance"))
+        if self.markers not in MARKER_KINDS:
+            raise WeightsError(meta.get("name", "weights"), f"unknown watershed markers {self.markers!r}")
+        self.marker_threshold = float(post.get("marker_threshold", 0.5))
         self.threshold = float(post.get("threshold", 0.5))
         self.min_distance = int(post.get("min_distance", 5))
         self.min_size = int(post.get("min_size", 10))
@@ -176,7 +227,8 @@ class Segmenter:
         path = resolve_weights(name_or_path)
         model, meta = load_weights(path)
         if meta.get("task") != "segmentation":
-            raise WeightsError(path, f"is a {meta.get('task')!r} model, not a segmentation model")
+            raise WeightsError(path, f"is a {meta.get('task')!r} model, not a segmentation model "
+                                     "(`nucleikit detect` runs detectors)")
         return cls(model, meta, config=config, seeds=seeds, detector=detector)
 
     @property
@@ -193,6 +245,35 @@ class Segmenter:
     def probability_map(self, pixels: np.ndarray) -> np.ndarray:
         """(H, W) foreground probability of an image already prepared for the network (:meth:`prepare`)."""
         return self.predictor(pixels)[0]
+
+    def output_maps(self, pixels: np.ndarray) -> np.ndarray:
+        """(K, H, W) maps of an image already prepared for the network (:meth:`prepare`)."""
+        return self.predictor(pixels)
+
+    def instances_from_output(
+        self,
+        maps: np.ndarray,
+        shape: tuple[int, int],
+        factor: float,
+        *,
+        threshold: float | None = None,
+        marker_threshold: float | None = None,
+        markers: str | None = None,
+    ) -> np.ndarray:
+        """(H, W) int32 instances at the input's ``shape`` from an instance head's (3, H', W') maps.
+
+        ``factor`` is the input → model resize; ``min_size`` (model pixels) is
+        scaled by ``1 / factor**2``. Other arguments override the tuned values.
+        """
+        big = resize_maps(np.asarray(maps, np.float32), tuple(shape))
+        min_size = int(round(self.min_size / (factor * factor)))
+        return instances_from_maps(
+            big,
+            threshold=self.threshold if threshold is None else float(threshold),
+            marker_threshold=self.marker_threshold if marker_threshold is None else float(marker_threshold),
+            markers=self.markers if markers is None else markers,
+            min_size=min_size,
+        )
 
     def seed_points(self, pixels: np.ndarray, mpp: float | None, factor: float, shape: tuple[int, int]) -> np.ndarray:
         """Detector peaks as (N, 2) (x, y) in model pixels (clipped onto the map).
@@ -280,9 +361,10 @@ class Segmenter:
             model's own resolution.
         threshold : float or None
             Foreground probability threshold; None uses the tuned value.
-        prob : (H', W') float32 or None
-            A probability map already computed for this image at the model's
-            resolution (e.g. while tuning); skips the network.
+        prob : (H', W') or (K, H', W') float32, or None
+            The network's output already computed for this image at the
+            model's resolution (e.g. while tuning): the foreground map of a
+            mask head, or the three maps of an instance head; skips the network.
 
         Returns
         -------
@@ -292,9 +374,18 @@ class Segmenter:
         work, factor = self.prepare(pixels, mpp)
         arr = np.asarray(pixels, dtype=np.float32)
         if prob is None:
-            prob = self.probability_map(work)
-        seed_xy = self.seed_points(arr, mpp, factor, prob.shape) if self.seeds == "detector" else None
-        labels = self.labels_at_input(prob, arr.shape[:2], seeds=seed_xy, threshold=threshold)
+            maps = self.output_maps(work)
+        else:
+            maps = np.asarray(prob, np.float32)
+            maps = maps[None] if maps.ndim == 2 else maps
+        if self.head == "instance":
+            if maps.shape[0] != 3:
+                raise ValueError(f"an instance head gives 3 maps, got {maps.shape[0]}")
+            labels = self.instances_from_output(maps, arr.shape[:2], factor, threshold=threshold)
+        else:
+            seed_xy = self.seed_points(arr, mpp, factor, maps.shape[1:]) if self.seeds == "detector" else None
+            labels = self.labels_at_input(maps[0], arr.shape[:2], seeds=seed_xy, threshold=threshold)
         grey = convert_mode(arr, "grey")[:, :, 0]
         measured = label_measurements(labels, grey)
-        return Segmentation(prob=prob, labels=labels, measurements=measured, seeds=self.seeds)
+        seeds = self.seeds if self.head == "mask" else self.markers
+        return Segmentation(prob=maps[0], labels=labels, measurements=measured, seeds=seeds, maps=maps)

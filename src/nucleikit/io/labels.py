@@ -17,7 +17,8 @@ unused (never the case in DSB2018, whose worst overlap is 2 pixels);
 - :func:`masks_to_labels`, :func:`labels_from_indices`: masks or flat pixel
   indices -> labels.
 - :func:`polygons_to_labels`, :func:`read_geojson_polygons`: outlines (x, y)
-  -> labels; QuPath GeoJSON polygons (QuPath's half-pixel offset removed).
+  -> labels; QuPath GeoJSON polygons (QuPath's half-pixel offset removed);
+  :func:`read_geojson_outlines` keeps them grouped by feature.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "labels_from_indices",
     "masks_to_labels",
     "polygons_to_labels",
+    "read_geojson_outlines",
     "read_geojson_polygons",
     "read_label_image",
     "read_mask_folder",
@@ -358,6 +360,65 @@ def polygons_to_labels(polygons: Sequence[Any], shape: Sequence[int]) -> np.ndar
     return labels
 
 
+def read_geojson_outlines(path: str | Path, *, allow_empty: bool = False) -> list[list[np.ndarray]]:
+    """Read nucleus outlines from a QuPath GeoJSON file, grouped by feature.
+
+    Parameters
+    ----------
+    path : str or Path
+        As in :func:`read_geojson_polygons`.
+    allow_empty : bool
+        Return ``[]`` for a file without features instead of raising.
+
+    Returns
+    -------
+    list of list of (K, 2) ndarray of float64
+        One entry per feature, in file order (entry ``i`` is "feature
+        ``i + 1``" in error messages): its rings, one for a Polygon and one
+        per part for a MultiPolygon. Rings as in :func:`read_geojson_polygons`
+        ((x, y), 0-based pixel centres, open). Keeping the grouping lets a
+        caller give all parts of one nucleus one label and name the feature
+        an outline came from.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_geojson_polygons`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found" if not path.exists() else "not a file")
+    text = _read_text(path)
+    if not text.strip():
+        features: list[dict] = []
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"invalid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+        features = _features(path, data)
+    outlines: list[list[np.ndarray]] = []
+    for number, feature in enumerate(features, start=1):
+        properties = feature.get("properties") or {}
+        geometry = properties.get("nucleusGeometry") or feature.get("geometry")
+        if not isinstance(geometry, dict) or "type" not in geometry:
+            raise InputError(path, f"invalid GeoJSON: feature {number} has no geometry")
+        kind = geometry["type"]
+        if kind == "Polygon":
+            rings = [_exterior(path, number, geometry.get("coordinates"))]
+        elif kind == "MultiPolygon":
+            parts = geometry.get("coordinates")
+            if not isinstance(parts, list) or not parts:
+                raise InputError(path, f"invalid GeoJSON: feature {number} has an empty MultiPolygon")
+            rings = [_exterior(path, number, part) for part in parts]
+        else:
+            raise InputError(path, f"feature {number} has geometry {kind!r}, not a Polygon or MultiPolygon")
+        outlines.append([ring - QUPATH_PIXEL_OFFSET for ring in rings])
+    if not outlines and not allow_empty:
+        raise InputError(path, "file holds no polygons")
+    return outlines
+
+
 def read_geojson_polygons(path: str | Path, *, allow_empty: bool = False) -> list[np.ndarray]:
     """Read nucleus outlines from a QuPath GeoJSON file.
 
@@ -368,7 +429,8 @@ def read_geojson_polygons(path: str | Path, *, allow_empty: bool = False) -> lis
         ``.json``). A QuPath cell's ``properties.nucleusGeometry`` is taken
         instead of its (cell) ``geometry``. A Polygon gives its exterior ring
         (holes are ignored: nuclei have none); each part of a MultiPolygon
-        becomes a polygon of its own.
+        becomes a polygon of its own (:func:`read_geojson_outlines` keeps the
+        parts of a feature together).
     allow_empty : bool
         Return ``[]`` for a file without features instead of raising.
 
@@ -388,38 +450,7 @@ def read_geojson_polygons(path: str | Path, *, allow_empty: bool = False) -> lis
         geometry (e.g. a Point), a ring with fewer than 3 distinct vertices or
         non-finite coordinates, no features (unless ``allow_empty``).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found" if not path.exists() else "not a file")
-    text = _read_text(path)
-    if not text.strip():
-        features: list[dict] = []
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"invalid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
-        features = _features(path, data)
-    polygons: list[np.ndarray] = []
-    for number, feature in enumerate(features, start=1):
-        properties = feature.get("properties") or {}
-        geometry = properties.get("nucleusGeometry") or feature.get("geometry")
-        if not isinstance(geometry, dict) or "type" not in geometry:
-            raise InputError(path, f"invalid GeoJSON: feature {number} has no geometry")
-        kind = geometry["type"]
-        if kind == "Polygon":
-            rings = [_exterior(path, number, geometry.get("coordinates"))]
-        elif kind == "MultiPolygon":
-            parts = geometry.get("coordinates")
-            if not isinstance(parts, list) or not parts:
-                raise InputError(path, f"invalid GeoJSON: feature {number} has an empty MultiPolygon")
-            rings = [_exterior(path, number, part) for part in parts]
-        else:
-            raise InputError(path, f"feature {number} has geometry {kind!r}, not a Polygon or MultiPolygon")
-        polygons.extend(ring - QUPATH_PIXEL_OFFSET for ring in rings)
-    if not polygons and not allow_empty:
-        raise InputError(path, "file holds no polygons")
-    return polygons
+    return [ring for rings in read_geojson_outlines(path, allow_empty=allow_empty) for ring in rings]
 
 
 def _exterior(path: Path, number: int, rings: Any) -> np.ndarray:

@@ -1,25 +1,44 @@
-"""A user's own point-annotated images: a folder of images with point files beside them.
+"""A user's own annotated images: a folder of images with annotation files beside them.
 
-Layout: ``DIR/<stem>.<image suffix>`` with ``<stem>.csv``, ``<stem>.geojson``,
-``<stem>.json`` or ``<stem>.mat`` in the same folder or in ``points_dir``.
-Images without a point file are an error (a silently skipped image would bias
-training and evaluation); ``allow_unannotated=True`` treats them as images with
-no nuclei instead.
+Points (:func:`point_folder`, detection): ``DIR/<stem>.<image suffix>`` with
+``<stem>.csv``, ``<stem>.geojson``, ``<stem>.json`` or ``<stem>.mat`` in the
+same folder or in ``points_dir``. Images without a point file are an error (a
+silently skipped image would bias training and evaluation);
+``allow_unannotated=True`` treats them as images with no nuclei instead.
+
+Outlines (:func:`label_folder`, segmentation): ``DIR/<stem>.<image suffix>``
+with an instance label image ``<stem>_labels.<png|tif|tiff>`` or QuPath
+polygons ``<stem>.geojson`` beside it (or in ``label_dir``); see
+:func:`label_folder` for every rule.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import InputError
-from .base import PointSample
+from .base import LabelSample, PointSample
 
-__all__ = ["IMAGE_SUFFIXES", "POINT_SUFFIXES", "find_images", "point_folder"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LABEL_TAG",
+    "OUTLINE_SUFFIX",
+    "POINT_SUFFIXES",
+    "find_images",
+    "label_folder",
+    "point_folder",
+]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 POINT_SUFFIXES = (".csv", ".geojson", ".json", ".mat")
+#: A label image beside its image is named ``<stem>` + LABEL_TAG + ``.png|.tif|.tiff``
+#: (the name ``nucleikit segment`` writes, so corrected results can be trained on).
+LABEL_TAG = "_labels"
+#: Suffix of QuPath GeoJSON outlines: ``<stem>.geojson``.
+OUTLINE_SUFFIX = ".geojson"
 
 
 def find_images(folder: str | Path) -> list[Path]:
