@@ -2,8 +2,11 @@
 
 Shared by the ship tool (tuning on validation, one score on test), the segmentation
 benchmark and users scoring their own weights. Each image goes through the network once
-(:func:`run_segmenter`); thresholds, watershed distances and seed kinds are then tried on
-the stored probability maps (:func:`tune_instances`) and scored (:func:`score_instances`).
+(:func:`run_segmenter`); the post-processing is then tried on the stored maps and scored:
+for mask heads thresholds, watershed distances and seed kinds (:func:`tune_instances`,
+:func:`score_instances`); for instance heads any grid of
+:func:`~nucleikit.postprocess.instances_from_maps` values (:func:`tune_postprocess`,
+:func:`score_postprocess`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import numpy as np
 from ..metrics import evaluate_segmentation
 from .segment import Segmenter
 
-__all__ = ["SegmentationRun", "InstanceTuning", "run_segmenter", "instance_labels", "score_instances",
-           "tune_instances", "segmentation_summary"]
+__all__ = ["SegmentationRun", "InstanceTuning", "PostprocessTuning", "run_segmenter", "instance_labels",
+           "score_instances", "tune_instances", "segmentation_summary", "head_labels", "score_postprocess",
+           "tune_postprocess", "per_image_scores"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,10 @@ class SegmentationRun:
         Detector peaks (x, y) in model pixels, when the run was asked for them.
     seconds : float
         Wall time of the network (and detector) over all images.
+    maps : list of (K, H'_i, W'_i) float32
+        Every output map (``probs`` is channel 0 of each).
+    factors : list of float
+        Input → model resize of each image.
     """
 
     ids: list[str]
@@ -46,6 +54,8 @@ class SegmentationRun:
     truths: list[np.ndarray]
     seeds: list[np.ndarray] | None
     seconds: float
+    maps: list[np.ndarray] | None = None
+    factors: list[float] | None = None
 
 
 def run_segmenter(segmenter: Segmenter, samples: Sequence[Any], *, detector_seeds: bool = False) -> SegmentationRun:
@@ -55,19 +65,22 @@ def run_segmenter(segmenter: Segmenter, samples: Sequence[Any], *, detector_seed
     (:class:`nucleikit.io.datasets.base.LabelSample`).
     """
     t0 = time.perf_counter()
-    ids, probs, shapes, truths, seeds = [], [], [], [], []
+    ids, probs, shapes, truths, seeds, maps, factors = [], [], [], [], [], [], []
     for s in samples:
         pixels = s.load_image(mode="rgb")
         mpp = getattr(s, "mpp", None)
         work, factor = segmenter.prepare(pixels, mpp)
-        prob = segmenter.probability_map(work)
+        out = segmenter.output_maps(work)
         if detector_seeds:
-            seeds.append(segmenter.seed_points(pixels, mpp, factor, prob.shape))
+            seeds.append(segmenter.seed_points(pixels, mpp, factor, out.shape[1:]))
         ids.append(str(s.id))
-        probs.append(prob)
+        probs.append(out[0])
+        maps.append(out)
+        factors.append(factor)
         shapes.append(pixels.shape[:2])
         truths.append(s.load_labels())
-    return SegmentationRun(ids, probs, shapes, truths, seeds if detector_seeds else None, time.perf_counter() - t0)
+    return SegmentationRun(ids, probs, shapes, truths, seeds if detector_seeds else None, time.perf_counter() - t0,
+                           maps, factors)
 
 
 def instance_labels(
@@ -164,3 +177,70 @@ def tune_instances(
                 best, choice = key, (float(th), md, fig)
     assert choice is not None, "empty tuning grid"
     return InstanceTuning(seeds=seeds, threshold=choice[0], min_distance=choice[1], figures=choice[2], grid=grid)
+
+
+# --------------------------------------------------------------------------- instance heads
+
+
+def head_labels(segmenter: Segmenter, run: SegmentationRun, **post: Any) -> list[np.ndarray]:
+    """Label images of every image of ``run`` at the input's resolution, from an instance head's maps.
+
+    ``post`` overrides the segmenter's tuned ``threshold``, ``markers`` and ``marker_threshold``
+    (:meth:`Segmenter.instances_from_output`).
+    """
+    if segmenter.head != "instance" or run.maps is None:
+        raise ValueError("head_labels needs an instance-head segmenter and a run holding its maps")
+    return [segmenter.instances_from_output(m, shape, f, **post)
+            for m, shape, f in zip(run.maps, run.shapes, run.factors)]
+
+
+def score_postprocess(segmenter: Segmenter, run: SegmentationRun, **post: Any) -> dict[str, float]:
+    """PROTOCOL.md figures of an instance head's ``run`` with the given post-processing."""
+    return segmentation_summary(evaluate_segmentation(run.truths, head_labels(segmenter, run, **post)))
+
+
+def per_image_scores(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray], ids: Sequence[str]) -> list[dict]:
+    """One PROTOCOL.md record (Dice, IoU, DSB score, AP50, AJI, PQ, SQ, RQ, counts) per image."""
+    report = evaluate_segmentation(list(truths), list(preds))
+    return [{"id": i, **sc.to_dict()} for i, sc in zip(ids, report.per_image)]
+
+
+@dataclass(frozen=True)
+class PostprocessTuning:
+    """Best instance-head post-processing found on validation images.
+
+    Attributes
+    ----------
+    post : dict
+        ``threshold``, ``markers``, ``marker_threshold`` of the best mean ``criterion``.
+    figures : dict
+        :func:`score_postprocess` at ``post``.
+    grid : list of dict
+        Every tried combination with its figures.
+    criterion : str
+    """
+
+    post: dict[str, Any]
+    figures: dict[str, float]
+    grid: list[dict[str, Any]]
+    criterion: str
+
+
+def tune_postprocess(
+    segmenter: Segmenter, run: SegmentationRun, grid: Iterable[dict[str, Any]], *, criterion: str = "aji"
+) -> PostprocessTuning:
+    """The combination of ``grid`` with the highest mean ``criterion`` (``"aji"``, ``"pq"``, ``"dsb_score"``, ...).
+
+    Mean Dice breaks ties. Use validation images only.
+    """
+    tried = []
+    best_key, best = None, None
+    for post in grid:
+        fig = score_postprocess(segmenter, run, **post)
+        tried.append({**post, **fig})
+        key = (fig[criterion], fig["dice"])
+        if best_key is None or key > best_key:
+            best_key, best = key, (dict(post), fig)
+    if best is None:
+        raise ValueError("empty tuning grid")
+    return PostprocessTuning(post=best[0], figures=best[1], grid=tried, criterion=criterion)
