@@ -16,12 +16,25 @@ RUNDIR/checkpoint.pt. Data: the CRCHisto split of PROTOCOL.md (--dataset crchist
 folders of images with point files beside them (--images/--val-images, --mpp).
 
 `train segmentation` trains a nucleus segmenter with the same loop on DSB2018 stage1_train
-(--dataset dsb2018; PROTOCOL.md's 536/134 split; --labels fixed (default) or original) or on the
+(--dataset dsb2018; PROTOCOL.md's 536/134 split; --labels fixed (default) or original), on the
 MoNuSeg H&E images (--dataset monuseg: the per-organ train images plus the auxiliary organs,
 validated on the per-organ validation images; the three 20x-looking TCGA-HE kidney images at
-0.5 um/px). --model unet or r2unet (Alom et al.'s binary masks: Dice + BCE, validation Dice; default
-r2unet), or unet_instance / r2unet_instance (foreground + boundary + distance head, validation AJI);
-the thresholds and watershed values tuned on the validation images are saved with the best weights.
+0.5 um/px), or on your own outlined images (--images DIR --val-images DIR). Beside each image
+<stem>.png|tif|tiff|jpg|bmp put EITHER an instance label image <stem>_labels.png|tif|tiff (one
+channel of 8/16/32-bit integers, 0 = background, one integer per nucleus; the name `nucleikit
+segment` writes) OR QuPath polygons <stem>.geojson (Polygon/MultiPolygon features as QuPath exports
+them; one feature = one nucleus; a pixel is inside when its centre is; where polygons overlap the
+later feature in the file wins; parts outside the image are clipped, a feature entirely outside is
+an error). --label-dir/--val-label-dir: annotations in another folder, where a label image may also
+be named <stem>.png|tif|tiff. Refused, with one line naming the file: an image without an annotation
+or with two, two images of one stem, an annotation without an image beside them, a label image of
+another size, RGB, float or binary-mask (one value, several blobs) label images, and an annotation
+without nuclei unless --allow-empty. --mpp gives your images' um/px (default: their metadata, else
+none); the model's own training resolution is the --config "mpp" (none: input resolution).
+--model unet or r2unet (Alom et al.'s binary masks: Dice + BCE, validation Dice; default r2unet),
+or unet_instance / r2unet_instance (foreground + boundary + distance head, validation AJI); the
+thresholds and watershed values tuned on the validation images are saved with the best weights,
+ready for `nucleikit segment --model RUNDIR/best.safetensors`.
 
 `train classification` trains a nucleus classifier (--model densenet or dcrn) on 32x32 patches of
 the classified CRCHisto nuclei of --fold (Alom et al.'s SGD recipe unless overridden), validating
@@ -32,6 +45,7 @@ same command resumes from RUNDIR/checkpoint.pt."""
 _DETECTION_ONLY = {
     "images": None, "points": None, "val_images": None, "val_points": None, "mpp": None, "init": None,
     "freeze_blocks": 0, "steps": None, "val_every": None, "crop": None, "lam": None,
+    "label_dir": None, "val_label_dir": None, "allow_empty": False,
 }
 #: Options of `train classification` only.
 _CLASSIFICATION_ONLY = {"epochs": None, "sampling": None, "limit_images": None}
@@ -47,10 +61,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="DSB2018 training labels (default: the community-corrected 'fixed' set)")
     data.add_argument("--data-root", default=None, metavar="DIR", help="folder holding crchisto/ (default: find ../shared/data)")
     data.add_argument("--fold", default="fixed", help="CRCHisto split: 'fixed' or a fold 0-4 (default: fixed)")
-    data.add_argument("--images", default=None, metavar="DIR", help="your training images (point files beside them)")
+    data.add_argument("--images", default=None, metavar="DIR",
+                      help="your training images (point files, or label images/GeoJSON for segmentation, beside them)")
     data.add_argument("--points", default=None, metavar="DIR", help="folder of the training point files, if not beside the images")
     data.add_argument("--val-images", default=None, metavar="DIR", help="your validation images")
     data.add_argument("--val-points", default=None, metavar="DIR", help="folder of the validation point files")
+    data.add_argument("--label-dir", default=None, metavar="DIR",
+                      help="segmentation: folder of the training label images/GeoJSON, if not beside the images")
+    data.add_argument("--val-label-dir", default=None, metavar="DIR",
+                      help="segmentation: folder of the validation label images/GeoJSON")
+    data.add_argument("--allow-empty", action="store_true",
+                      help="segmentation: accept annotations without any nucleus (all-zero labels, no features)")
     data.add_argument("--mpp", type=positive_float, default=None, help="microns per pixel of your images (default: metadata)")
     m = p.add_argument_group("model and schedule")
     m.add_argument("--model", default=None,
@@ -212,7 +233,14 @@ def _run_classification(args: argparse.Namespace) -> int:
 
 
 def _segmentation_data(args: argparse.Namespace):
-    """(train, validation, metadata) label samples of --dataset."""
+    """(train, validation, metadata) label samples of --dataset or of --images/--val-images."""
+    if args.images or args.val_images:
+        return _user_segmentation_data(args)
+    own = {"--label-dir": args.label_dir, "--val-label-dir": args.val_label_dir, "--allow-empty": args.allow_empty,
+           "--mpp": args.mpp}
+    given = [flag for flag, value in own.items() if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only with your own images (--images DIR --val-images DIR)")
     root = _data_root(args)
     if args.dataset == "dsb2018":
         from ..io.datasets.dsb2018 import DSB2018
@@ -235,7 +263,35 @@ def _segmentation_data(args: argparse.Namespace):
                 "split": "monuseg per_organ train + auxiliary_only / per_organ validation",
                 "mpp_overrides": dict(LOOKS_20X_MPP)}
         return train, val, meta
-    raise ConfigError("`train segmentation` needs --dataset dsb2018 or monuseg")
+    raise ConfigError("`train segmentation` needs --dataset dsb2018 or monuseg, or --images DIR --val-images DIR")
+
+
+def _user_segmentation_data(args: argparse.Namespace):
+    """Label samples of --images/--val-images; every file is checked before the run folder is made."""
+    from ..io.datasets.folder import label_folder
+
+    if args.dataset:
+        raise ConfigError("give --dataset or --images, not both")
+    if not args.images or not args.val_images:
+        raise ConfigError("--images and --val-images go together (the best step and the post-processing "
+                          "are chosen on the validation images)")
+    if args.points or args.val_points:
+        raise ConfigError("--points/--val-points are point files for `train detection`; segmentation reads label "
+                          "images or GeoJSON outlines beside the images or in --label-dir/--val-label-dir")
+    if args.labels != "fixed":
+        raise ConfigError("--labels chooses DSB2018's label set; it does not apply to --images")
+    train = label_folder(args.images, label_dir=args.label_dir, mpp=args.mpp, allow_empty=args.allow_empty)
+    val = label_folder(args.val_images, label_dir=args.val_label_dir, mpp=args.mpp, allow_empty=args.allow_empty)
+    # The model trains at the --config "mpp"; an image of unknown resolution
+    # would be used unscaled among rescaled ones, so it is refused.
+    model_mpp = _config_fields(args).get("mpp")
+    unknown = next((s for s in train + val if s.mpp is None), None)
+    if model_mpp is not None and unknown is not None:
+        raise InputError(unknown.image_path, f"resolution unknown, but the model trains at {model_mpp} um/px "
+                                             "(--config mpp): give the images' microns per pixel (--mpp)")
+    meta = {"dataset": str(args.images), "split": "user folders", "validation": str(args.val_images),
+            "image_mpp": sorted({s.mpp for s in train + val if s.mpp is not None})}
+    return train, val, meta
 
 
 def _run_segmentation(args: argparse.Namespace) -> int:
