@@ -74,3 +74,35 @@ def test_run_segmenter_on_samples(segmenter, rng):
     run = run_segmenter(segmenter, [Sample("x"), Sample("y")])
     assert run.ids == ["x", "y"] and run.shapes == [(30, 40), (30, 40)] and run.seeds is None
     assert run.probs[0].shape == (30, 40) and run.probs[0].dtype == np.float32
+
+
+# --- instance heads ----------------------------------------------------------------------------
+
+
+def _instance_run(truth, factor=1.0):
+    from nucleikit.targets import instance_targets
+
+    maps = np.moveaxis(instance_targets(truth), -1, 0)
+    return SegmentationRun(["a"], [maps[0]], [truth.shape], [truth], None, 0.0, [maps], [factor])
+
+
+def test_instance_head_scoring_and_tuning_on_stored_maps(make_segmenter_weights):
+    from nucleikit.infer.segment_eval import head_labels, score_postprocess, tune_postprocess
+
+    seg = Segmenter.from_weights(make_segmenter_weights(model="unet_instance"), InferenceConfig(threads=1))
+    _, truth = _discs()
+    run = _instance_run(truth)
+    (labels,) = head_labels(seg, run, markers="distance", marker_threshold=0.5)
+    assert labels.max() == 2
+    perfect = score_postprocess(seg, run, markers="distance", marker_threshold=0.5)
+    assert perfect["aji"] > 0.95 and perfect["pq"] > 0.95
+    # a marker threshold above every distance value leaves one unmarked blob: the two discs merge
+    merged = score_postprocess(seg, run, markers="distance", marker_threshold=1.5)
+    assert merged["aji"] < 0.7
+    grid = [{"markers": "distance", "marker_threshold": 1.5}, {"markers": "distance", "marker_threshold": 0.5}]
+    tuned = tune_postprocess(seg, run, grid, criterion="aji")
+    assert tuned.post == grid[1] and len(tuned.grid) == 2 and tuned.criterion == "aji"
+    with pytest.raises(ValueError):
+        tune_postprocess(seg, run, [])
+    with pytest.raises(ValueError, match="instance-head"):
+        head_labels(Segmenter.from_weights(make_segmenter_weights(), InferenceConfig(threads=1)), run)

@@ -122,3 +122,18 @@ def test_auxiliary_organs_have_two_training_images_only(root):
 def test_mpp_override_is_applied_to_the_named_image_only(root):
     ds = MoNuSeg(root, organ="kidney", subset="test", mpp_overrides={"TCGA-HE-7128-01Z-00-DX1": 0.5})
     assert {s.id: s.mpp for s in ds} == {"TCGA-HE-7128-01Z-00-DX1": 0.5, "TCGA-HE-7130-01Z-00-DX1": 0.25}
+
+
+def test_label_samples_read_the_instance_labels_with_the_20x_override(root):
+    from nucleikit.io.datasets.base import LabelSample
+    from nucleikit.io.datasets.monuseg import LOOKS_20X, LOOKS_20X_MPP, MoNuSegLabels
+
+    ds = MoNuSegLabels(root, organ="kidney", subset="test", mpp_overrides=LOOKS_20X_MPP)
+    assert "kidney" in repr(ds) and ds.ids == ("TCGA-HE-7128-01Z-00-DX1", "TCGA-HE-7130-01Z-00-DX1")
+    s = ds[0]
+    assert isinstance(s, LabelSample) and s.id in LOOKS_20X and s.mpp == 0.5
+    labels = s.load_labels()
+    assert labels.shape == (1000, 1000) and labels.dtype == np.int32
+    assert len(np.unique(labels)) - 1 == 1073  # README: TCGA-HE-7128 has 1,073 instances
+    breast = MoNuSegLabels(root, organ="breast", subset="validation")[0]
+    assert breast.mpp == MPP and breast.load_image().shape == (1000, 1000, 3)

@@ -155,6 +155,23 @@ def test_segmentation_training_uses_the_same_loop(tmp_path):
     assert line["score"] == line["val_dice"]
 
 
+def test_instance_head_trains_on_three_targets_and_tunes_the_marker_watershed(tmp_path):
+    from nucleikit.train.loop import train_segmenter
+    from nucleikit.train.tasks import instance_grid
+
+    cfg = TrainConfig(model="unet_instance", model_kwargs={"widths": [4, 8, 8, 8, 8]}, steps=2, val_every=2,
+                      batch_size=2, crop=48, threads=1, augment=AugmentConfig(hed=0.05))
+    res = train_segmenter([blob_sample(0), blob_sample(1)], [blob_sample(2)], cfg, tmp_path, progress=False)
+    meta = read_weights_meta(res.best_weights)
+    assert meta["target"] == "instance" and meta["model"] == "unet_instance"
+    post = meta["postprocess"]
+    assert set(post) == {"threshold", "markers", "marker_threshold", "min_size"}
+    assert {k: post[k] for k in ("threshold", "markers", "marker_threshold")} in [
+        {k: g[k] for k in ("threshold", "markers", "marker_threshold")} for g in instance_grid(cfg.seg_min_size)]
+    line = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert line["score"] == line["val_aji"] and 0.0 <= line["val_pq"] <= 1.0 and "val_dsb" in line
+
+
 def test_detector_loop_refuses_a_segmenter(tmp_path):
     from nucleikit.errors import ConfigError
     from nucleikit.train.loop import train_segmenter
