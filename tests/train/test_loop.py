@@ -172,6 +172,21 @@ def test_instance_head_trains_on_three_targets_and_tunes_the_marker_watershed(tm
     assert line["score"] == line["val_aji"] and 0.0 <= line["val_pq"] <= 1.0 and "val_dsb" in line
 
 
+def test_fine_tuned_segmenter_inherits_colour_intensity_and_resolution(tmp_path):
+    from nucleikit.train.loop import train_segmenter
+
+    base = TrainConfig(model="unet", model_kwargs={"widths": [4, 8, 8, 8, 8]}, steps=1, val_every=1, batch_size=2,
+                       crop=48, threads=1, intensity="percentile", mpp=0.5, augment=AugmentConfig.none())
+    first = train_segmenter([blob_sample(0)], [blob_sample(2)], base, tmp_path / "a", progress=False)
+    # the fine-tuning configuration names neither: both come from the initial weights
+    tune = TrainConfig(model="unet", init=str(first.best_weights), steps=1, val_every=1, batch_size=2, crop=48,
+                       threads=1, augment=AugmentConfig.none())
+    res = train_segmenter([blob_sample(1)], [blob_sample(2)], tune, tmp_path / "b", progress=False)
+    meta = read_weights_meta(res.best_weights)
+    assert meta["intensity"] == "percentile" and meta["colour"] == "rgb" and meta["mpp"] == 0.5
+    assert meta["init"] is not None
+
+
 def test_detector_loop_refuses_a_segmenter(tmp_path):
     from nucleikit.errors import ConfigError
     from nucleikit.train.loop import train_segmenter

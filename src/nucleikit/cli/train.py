@@ -47,6 +47,8 @@ _DETECTION_ONLY = {
     "freeze_blocks": 0, "steps": None, "val_every": None, "crop": None, "lam": None,
     "label_dir": None, "val_label_dir": None, "allow_empty": False,
 }
+#: Options of `train segmentation` only (refused by `train detection`).
+_SEGMENTATION_ONLY = {"label_dir": None, "val_label_dir": None, "allow_empty": False}
 #: Options of `train classification` only.
 _CLASSIFICATION_ONLY = {"epochs": None, "sampling": None, "limit_images": None}
 
@@ -298,6 +300,11 @@ def _run_segmentation(args: argparse.Namespace) -> int:
     from ..train.loop import train_segmenter
 
     _reject(args, _CLASSIFICATION_ONLY, "segmentation")
+    if args.model is None and args.init:
+        from ..models.weights import read_weights_meta, resolve_weights
+
+        # fine-tuning: the architecture is the --init weights' own
+        args.model = read_weights_meta(resolve_weights(args.init)).get("model")
     if args.model is None and not args.config:
         args.model = "r2unet"
     cfg = _config(args)
@@ -316,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
     if args.task == "segmentation":
         return _run_segmentation(args)
     _reject(args, _CLASSIFICATION_ONLY, "detection")
+    _reject(args, _SEGMENTATION_ONLY, "detection")
     if args.freeze_blocks < 0:
         raise ConfigError("--freeze-blocks must be >= 0")
     cfg = _config(args)

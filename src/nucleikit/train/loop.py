@@ -208,12 +208,14 @@ def train_dense(
     from ..losses import get_loss
     from ..models import build_model, get_spec
     from ..models.blocks import freeze_blocks
-    from ..models.weights import load_weights, resolve_weights, save_weights
+    from ..models.weights import load_weights, read_weights_meta, resolve_weights, save_weights
 
     cfg = cfg.resolved()
     spec = get_spec(cfg.model)
     if task is not None and spec.task != task:
         raise ConfigError(f"model {cfg.model!r} is a {spec.task} model, not a {task} model")
+    if cfg.init and spec.task == "segmentation":
+        cfg = _inherit_input_format(cfg, read_weights_meta(resolve_weights(cfg.init)))
     adapter = task_for(spec.target, spec.task, cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -442,6 +444,21 @@ def train_dense(
             bar.stop()
         dist.close()
     return TrainResult(best_path, best_step, best, step, time.perf_counter() - t0, model)
+
+
+def _inherit_input_format(cfg: TrainConfig, init_meta: dict) -> TrainConfig:
+    """A fine-tuned segmenter sees its input as the ``--init`` weights were trained to.
+
+    Colour and per-image intensity normalisation always come from the initial weights (the
+    network's first layer and its stored mean/std were fitted to them); the resolution too,
+    unless the configuration names one.
+    """
+    import dataclasses
+
+    changes = {"colour": init_meta.get("colour", cfg.colour), "intensity": init_meta.get("intensity", cfg.intensity)}
+    if cfg.mpp is None and init_meta.get("mpp") is not None:
+        changes["mpp"] = float(init_meta["mpp"])
+    return dataclasses.replace(cfg, **changes)
 
 
 def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elapsed, mean, std, cfg) -> None:
