@@ -214,3 +214,41 @@ def test_instance_head_rejects_wrong_maps_and_bad_markers(make_segmenter_weights
         Segmenter(model, {**meta, "postprocess": {"markers": "peaks"}})
     with pytest.raises(WeightsError, match="not a segmenter"):
         Segmenter(model, {**meta, "target": "proximity"})
+
+
+# --- image_kind ---------------------------------------------------------------------------------
+
+
+def test_image_kind_of_made_up_images():
+    from nucleikit.infer.segment import image_kind
+
+    rng = np.random.default_rng(0)
+    pink = np.clip(np.array([0.9, 0.6, 0.8], np.float32) + rng.normal(0, 0.05, (50, 60, 3)), 0, 1)
+    assert image_kind(pink) == "stained"
+    dark_grey = np.repeat(rng.uniform(0, 0.2, (50, 60, 1)).astype(np.float32), 3, axis=2)
+    assert image_kind(dark_grey) == "fluorescence"
+    blue_dapi = np.zeros((50, 60, 3), np.float32)
+    blue_dapi[10:20, 10:20, 2] = 1.0  # coloured but dark: fluorescence
+    assert image_kind(blue_dapi) == "fluorescence"
+    assert image_kind(dark_grey[..., :1]) == "fluorescence"
+    with pytest.raises(ValueError):
+        image_kind(pink[..., :2])
+
+
+def test_image_kind_on_the_shared_data(shared_dir):
+    from nucleikit.infer.segment import image_kind
+    from nucleikit.io.images import read_image
+
+    data = shared_dir / "data"
+    stained = sorted((data / "monuseg" / "train" / "images").glob("*.png"))[::3]
+    stained += sorted((data / "crchisto" / "images").glob("img*"))[:40:8]
+    assert len(stained) >= 14
+    for path in stained:
+        assert image_kind(read_image(path).pixels) == "stained", path.name
+    fluorescent = 0
+    for path in sorted((data / "dsb2018" / "stage1_test").glob("*/images/*.png")):
+        pixels = read_image(path).pixels
+        if np.ptp(pixels, axis=2).max() == 0 and np.median(pixels) < 0.3:  # grey on black: fluorescence
+            assert image_kind(pixels) == "fluorescence", path.name
+            fluorescent += 1
+    assert fluorescent >= 40

@@ -59,6 +59,8 @@ __all__ = [
     "resize_labels",
     "resize_maps",
     "DEFAULT_SEED_DETECTOR",
+    "IMAGE_KINDS",
+    "image_kind",
 ]
 
 #: Watershed marker sources: distance-transform maxima, or a detector's peaks.
@@ -135,6 +137,49 @@ def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = resize(np.moveaxis(maps, 0, -1), tuple(shape) + (k,), order=1, mode="edge", anti_aliasing=False,
                  preserve_range=True)
     return np.ascontiguousarray(np.moveaxis(out, -1, 0), dtype=np.float32)
+
+
+#: What :func:`image_kind` tells apart.
+IMAGE_KINDS = ("stained", "fluorescence")
+
+
+def image_kind(pixels: np.ndarray, *, min_saturation: float = 0.1, min_luminance: float = 0.2) -> str:
+    """Whether an image is stained bright field (H&E and the like) or fluorescence / grey.
+
+    Parameters
+    ----------
+    pixels : (H, W, C) float array in [0, 1], C = 1 or 3
+    min_saturation : float
+        A stained image has its 90th percentile of HSV saturation at least this high
+        (grey and single-channel images have none).
+    min_luminance : float
+        ... and a median BT.601 luminance at least this high (a bright background):
+        fluorescence, even coloured, is mostly dark.
+
+    Returns
+    -------
+    {"stained", "fluorescence"}
+
+    Notes
+    -----
+    Measured on the shared data (``tests/infer/test_segment.py``): all 30 MoNuSeg tiles, the
+    CRCHisto images and the bundled sample are "stained" (90th-percentile saturation at
+    least 0.125, median luminance at least 0.26); grey DSB2018 images have a saturation of
+    0. DSB2018 also holds bright-field images of stained tissue, which are "stained" too.
+    """
+    from skimage.color import rgb2hsv
+
+    arr = np.asarray(pixels, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {arr.shape}")
+    if arr.shape[2] == 1:
+        return "fluorescence"
+    # a strided subsample keeps this cheap on large tiles; percentiles barely move
+    step = max(1, int(np.sqrt(arr.shape[0] * arr.shape[1] / 250_000)))
+    sub = np.clip(arr[::step, ::step], 0.0, 1.0)
+    saturation = float(np.percentile(rgb2hsv(sub)[..., 1], 90))
+    luminance = float(np.median(sub @ np.array([0.299, 0.587, 0.114], np.float32)))
+    return "stained" if saturation >= min_saturation and luminance >= min_luminance else "fluorescence"
 
 
 def _check_seeds(seeds: str) -> str:
