@@ -14,6 +14,7 @@ __all__ = [
     "scale_factor",
     "resample",
     "scale_points",
+    "resize_labels",
     "standardise",
     "channel_stats",
     "percentile_normalise",
@@ -60,6 +61,20 @@ def resample(image: np.ndarray, factor: float, *, order: int = 1) -> np.ndarray:
         preserve_range=True,
     )
     return out.astype(image.dtype if image.dtype.kind == "f" else np.float32, copy=False)
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an (h, w) label image to ``shape`` = (H, W).
+
+    Pixel centres map as ``x_small = (x + 0.5) * w / W - 0.5`` (the convention
+    of :func:`~nucleikit.transforms.scale_points`); labels are never blended.
+    """
+    h, w = labels.shape
+    if (h, w) == tuple(shape):
+        return labels
+    rows = np.clip(np.floor((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.intp), 0, h - 1)
+    cols = np.clip(np.floor((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.intp), 0, w - 1)
+    return labels[np.ix_(rows, cols)]
 
 
 def scale_points(points: np.ndarray, factor: float) -> np.ndarray:

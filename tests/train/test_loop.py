@@ -193,3 +193,18 @@ def test_detector_loop_refuses_a_segmenter(tmp_path):
 
     with pytest.raises(ConfigError):
         train_segmenter([disc_image(0)], [disc_image(2)], tiny_config(), tmp_path, progress=False)
+
+
+def test_resampled_training_labels_keep_their_numbers():
+    # labels are resized by nearest neighbour only: no blended, made-up label numbers
+    from nucleikit.train.tasks import SegmentationTask
+
+    import dataclasses
+
+    sample = dataclasses.replace(blob_sample(3, size=96), mpp=0.25)
+    cfg = TrainConfig(model="unet_instance", mpp=0.5).resolved()
+    (prepared,) = SegmentationTask("instance", cfg).prepare([sample])
+    assert prepared.pixels.shape[:2] == (48, 48) and prepared.truth.shape == (48, 48)
+    assert set(np.unique(prepared.truth)) <= set(np.unique(sample.labels))
+    assert len(np.unique(prepared.truth)) == len(np.unique(sample.labels))
+    assert prepared.target.shape == (48, 48, 3)

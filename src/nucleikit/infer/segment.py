@@ -47,7 +47,7 @@ import numpy as np
 from ..errors import ConfigError, WeightsError
 from ..io.images import convert_mode
 from ..postprocess import MARKER_KINDS, instances_from_maps, instances_from_probability, label_measurements
-from ..transforms import percentile_normalise, resample, scale_factor, scale_points
+from ..transforms import percentile_normalise, resample, resize_labels, scale_factor, scale_points
 from .predict import DensePredictor, Detector, InferenceConfig
 
 __all__ = [
@@ -107,20 +107,6 @@ class Segmentation:
 
     def __len__(self) -> int:
         return len(self.measurements["label"])
-
-
-def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an (h, w) label image to ``shape`` = (H, W).
-
-    Pixel centres map as ``x_small = (x + 0.5) * w / W - 0.5`` (the convention
-    of :func:`~nucleikit.transforms.scale_points`); labels are never blended.
-    """
-    h, w = labels.shape
-    if (h, w) == tuple(shape):
-        return labels
-    rows = np.clip(np.floor((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.intp), 0, h - 1)
-    cols = np.clip(np.floor((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.intp), 0, w - 1)
-    return labels[np.ix_(rows, cols)]
 
 
 def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

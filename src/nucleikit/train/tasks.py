@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..targets import gaussian_density_map, instance_targets, proximity_map, proximity_radius_px
-from ..transforms import percentile_normalise, resample, scale_factor, scale_points
+from ..transforms import percentile_normalise, resample, resize_labels, scale_factor, scale_points
 from .config import TrainConfig
 from .tuning import tune_peaks
 
@@ -162,7 +162,9 @@ class SegmentationTask:
             factor = scale_factor(getattr(s, "mpp", None), self.cfg.mpp)
             if factor != 1.0:
                 pixels = resample(pixels, factor)
-                labels = resample(labels.astype(np.float32), factor, order=0).astype(np.int32)
+                # nearest neighbour, never smoothed: anti-aliasing would blend label numbers
+                # into fragments with made-up labels
+                labels = resize_labels(labels, pixels.shape[:2])
             target = None
             if training:
                 target = instance_targets(labels) if self.target == "instance" else (labels > 0).astype(np.float32)
