@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,57 @@ def test_scheduler_local_spreads_slides_and_lists_failures(tiny_weights, tissue_
     assert "1 of 2 inputs processed" in captured.out and "disc.tif: " in captured.out
     assert "1 failed" in captured.err and "cut.tif: truncated" in captured.err
     assert sorted(p.name for p in out.iterdir()) == ["disc.csv", "disc_tissue.png"]
+
+
+# --- nucleikit segment on whole slides ------------------------------------------------------
+
+
+@pytest.fixture
+def he_slide(crchisto_dir, tmp_path) -> Path:
+    """256 x 512 px: a real H&E crop (CRCHisto img1) on the left, glass on the right, 2 levels."""
+    crop = np.asarray(Image.open(crchisto_dir / "images" / "img1.png").convert("RGB"))[:256, :256]
+    glass = np.clip(GLASS + np.random.default_rng(0).integers(-4, 5, (256, 256, 3)), 0, 255).astype(np.uint8)
+    return _pyramid(tmp_path / "he.tif", np.concatenate([crop, glass], axis=1))
+
+
+def test_segment_routes_slides_and_images_and_goes_on_past_bad_slides(he_slide, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    blank = _pyramid(tmp_path / "blank.tif", np.broadcast_to(GLASS, (256, 256, 3)).copy())
+    truncated = tmp_path / "cut.svs"
+    truncated.write_bytes(he_slide.read_bytes()[:2000])
+    out = tmp_path / "out"
+    code = main(["segment", str(he_slide), str(image), str(blank), str(truncated), "-o", str(out),
+                 "--threads", "1", "--tile", "128"])  # the default model, the bundled U-Net
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in captured.err
+    assert "2 failed" in captured.err
+    assert "blank.tif: no tissue found" in captured.err
+    assert "cut.svs: truncated" in captured.err
+    assert "2 of 4 inputs processed" in captured.out
+    found = re.search(r"he.tif: \d+ nuclei \(.* s, level 0, 0.5 um/px \(metadata\), (\d) of 8 tiles with tissue",
+                      captured.out)
+    assert found and 4 <= int(found[1]) <= 6  # the glass column x >= 384 never runs
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["he.csv", "he.geojson", "he.parquet", "he.sqlite", "he_tissue.png",
+         "discs.csv", "discs.geojson", "discs_labels.tif", "discs_overlay.png"])
+    rows = pd.read_csv(out / "he.csv")
+    assert list(rows.columns) == ["id", "x", "y", "area", "mean_intensity"]
+    assert len(rows) > 20 and rows.x.max() < 256 + 8  # nuclei on the tissue only, level-0 pixels
+    table = pd.read_parquet(out / "he.parquet")
+    assert list(table.columns) == ["id", "x", "y", "area", "mean_intensity", "geometry"]
+    import json
+
+    features = json.loads((out / "he.geojson").read_text())["features"]
+    assert len(features) == len(rows) and features[0]["geometry"]["type"] == "Polygon"
+
+
+def test_segment_slide_options_level_formats_and_tissue_all(he_slide, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(he_slide), "-o", str(out), "--threads", "1", "--tile", "128", "--level", "1",
+                 "--formats", "sqlite,csv", "--tissue-mask", "all", "--no-resume"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["he.csv", "he.sqlite"]
+    assert "level 1, 0.5 um/px (metadata), 2 of 2 tiles with tissue" in capsys.readouterr().out
+    rows = pd.read_csv(out / "he.csv")
+    assert rows.x.max() < 512 and rows.y.max() < 256  # level-1 nuclei, written in level-0 pixels
+    assert rows.x.max() > 128  # beyond level 1's width: the coordinates were scaled

@@ -1,24 +1,35 @@
-"""``nucleikit segment INPUT... -o OUTDIR``: nucleus outlines (instance segmentation)."""
+"""``nucleikit segment INPUT... -o OUTDIR``: nucleus outlines (instance segmentation) of images and whole slides."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .detect import IMAGE_SUFFIXES
-from .options import add_model_option, add_mpp_option, add_runtime_options, batch_inputs, inference_config
+from .detect import IMAGE_SUFFIXES, SLIDE_ONLY_SUFFIXES
+from .options import (
+    add_model_option,
+    add_mpp_option,
+    add_runtime_options,
+    add_slide_options,
+    batch_inputs,
+    inference_config,
+)
 from .report import BatchReport
 
 DESCRIPTION = """Outline every nucleus. For each input image writes OUTDIR/<stem>_labels.tif (uint16
 instance labels, 0 = background), OUTDIR/<stem>.geojson (QuPath detection objects with polygon
 outlines; label, centroid, area and mean intensity as measurements), OUTDIR/<stem>.csv
 (id,x,y,area,mean_intensity; 0-based pixel-centre centroids, area in pixels, mean luminance in
-[0, 1]) and OUTDIR/<stem>_overlay.png. Touching nuclei are split by a watershed seeded by the
-distance transform or by a nucleikit detector's peaks (--seeds; default: the kind chosen on
-validation when the weights were shipped). Models trained without a pixel size (the bundled DSB2018
-ones) run at the input's own resolution; --mpp matters for models that record one. INPUT may be
-files, folders or glob patterns. A bad file
-is reported in one line and skipped; the exit code is 2 if any input failed."""
+[0, 1]) and OUTDIR/<stem>_overlay.png. Whole slides (SVS, NDPI, SCN, BIF, pyramidal or large tiled
+TIFF) are segmented tile by tile on their tissue, with a progress bar and in bounded memory, and give
+<stem>.csv, .parquet and .sqlite (outlines as WKB) and .geojson (see --formats) in level-0 pixels,
+plus <stem>_tissue.png; a nucleus crossing a tile seam is kept once, by the tile holding its
+centroid, and an interrupted slide resumes from its finished tiles. Touching nuclei are split by a
+watershed seeded by the distance transform or by a nucleikit detector's peaks (--seeds; default: the
+kind chosen on validation when the weights were shipped). Models trained without a pixel size (the
+bundled DSB2018 ones) run at the input's own resolution; --mpp matters for models that record one.
+INPUT may be files, folders or glob patterns. A bad file is reported in one line and skipped; the
+exit code is 2 if any input failed."""
 
 #: Bundled segmenter used when none is named: U-Net, which beat R2U-Net on the DSB2018
 #: validation and test images at this project's training budget (README, "Measured figures").
@@ -26,9 +37,15 @@ DEFAULT_SEGMENTER = "unet"
 
 SEED_CHOICES = ("distance", "detector")  # nucleikit.infer.segment.SEED_KINDS, repeated so --help stays light
 
+#: A slide tile is segmented as one window, its core (--tile) plus a margin on each side; the
+#: segmenter used for slides tiles its input by this many cores, so that a window (up to 1.5
+#: cores of margin a side) reaches the network whole rather than cut again with the
+#: segmenter's own halo recomputed on every piece (2.4x slower on CMU-1-Small-Region.svs).
+SLIDE_WINDOW_TILES = 4
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or slide files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created)")
     add_model_option(p, default=DEFAULT_SEGMENTER)
     add_mpp_option(p)
@@ -37,26 +54,61 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the kind stored with the weights)")
     p.add_argument("--threshold", type=float, default=None, metavar="P",
                    help="foreground probability threshold (default: the value tuned with the weights)")
-    p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs (images only)")
     add_runtime_options(p)
+    add_slide_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..infer.pipelines import segment_file
-    from ..infer.segment import Segmenter
+    from dataclasses import replace
+
+    from ..io.slides import is_slide_path
 
     report = BatchReport("segment")
     out = Path(args.out)
-    images = batch_inputs(args.inputs, IMAGE_SUFFIXES, report)
+    images: list[Path] = []
+    slides: list[Path] = []
+    for path in batch_inputs(args.inputs, IMAGE_SUFFIXES + SLIDE_ONLY_SUFFIXES, report):
+        (slides if is_slide_path(path) else images).append(path)
+    # loaded before the batch: missing or damaged weights are one error line, not one per file
+    config = inference_config(args)
     if images:
-        # loaded before the batch: missing or damaged weights are one error line, not one per file
-        segmenter = Segmenter.from_weights(args.model, inference_config(args), seeds=args.seeds)
-        if segmenter.seeds == "detector":
-            _ = segmenter.detector
-    for path in images:
-        with report.item(path):
-            res = segment_file(path, segmenter, out, mpp=args.mpp, threshold=args.threshold,
-                               overlay=not args.no_overlay)
-            where = f"{res.mpp:.3g} um/px ({res.mpp_source})" if res.mpp == res.mpp else "input resolution"
-            report.ok(path, f"{res.count} nuclei", seconds=res.seconds, detail=f"{where}, {segmenter.seeds} seeds")
+        segmenter = _load_segmenter(args, config)
+        for path in images:
+            _segment_image(path, segmenter, out, args, report)
+    if slides:
+        segmenter = _load_segmenter(args, replace(config, tile=SLIDE_WINDOW_TILES * args.tile))
+        for path in slides:
+            _segment_slide(path, segmenter, out, args, report)
     return report.finish(out)
+
+
+def _load_segmenter(args: argparse.Namespace, config):
+    from ..infer.segment import Segmenter
+
+    segmenter = Segmenter.from_weights(args.model, config, seeds=args.seeds)
+    if segmenter.seeds == "detector":
+        _ = segmenter.detector
+    return segmenter
+
+
+def _segment_image(path: Path, segmenter, out: Path, args: argparse.Namespace, report: BatchReport) -> None:
+    from ..infer.pipelines import segment_file
+
+    with report.item(path):
+        res = segment_file(path, segmenter, out, mpp=args.mpp, threshold=args.threshold,
+                           overlay=not args.no_overlay)
+        where = f"{res.mpp:.3g} um/px ({res.mpp_source})" if res.mpp == res.mpp else "input resolution"
+        report.ok(path, f"{res.count} nuclei", seconds=res.seconds, detail=f"{where}, {segmenter.seeds} seeds")
+
+
+def _segment_slide(path: Path, segmenter, out: Path, args: argparse.Namespace, report: BatchReport) -> None:
+    from ..infer.wsi_segment import segment_slide
+    from .detect import _slide_summary
+
+    with report.item(path):
+        res = segment_slide(path, segmenter, out, mpp=args.mpp, level=args.level, tile=args.tile,
+                            tissue_mask=args.tissue_mask, resume=args.resume, formats=args.formats,
+                            threshold=args.threshold)
+        summary, detail = _slide_summary(res)
+        report.ok(path, summary, seconds=res.seconds, detail=f"{detail}, {segmenter.seeds} seeds")

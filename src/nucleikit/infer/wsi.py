@@ -9,6 +9,11 @@ the package's own parts: :mod:`nucleikit.io.slides` reads regions,
 (the one tiling engine) runs the network, :func:`~nucleikit.postprocess.find_peaks`
 finds centres, :mod:`nucleikit.export_store` writes the tables.
 
+Whole-slide segmentation (:func:`nucleikit.infer.wsi_segment.segment_slide`) runs on the
+same engine: steps 1, 3 and 6 below, the tile grid of step 4 and the progress bar are
+functions both use (``_plan_slide``, ``_TileStore``, ``_run_tiles``, ``_finish_slide``);
+only the work on a tile and the tables written differ.
+
 Steps
 -----
 1. **Level and resolution** (:func:`slide_geometry`). The pyramid level is the coarsest
@@ -61,11 +66,12 @@ Steps
    threshold is compared in float32, as ``find_peaks`` compares a float32 map. ``M`` is the
    maximum over the tiles that ran (tissue), not over skipped glass.
 6. **Streaming and resume.** Each finished tile is one row of ``<stem>.resume.sqlite`` in
-   the output folder (tile index, core maximum, peaks as a blob of level-0 (x, y, score)),
+   the output folder (tile index, core maximum, peak count, and the peaks as a blob of
+   level-0 (x, y, score)),
    committed in its own transaction, so memory holds one batch of tiles, and a killed
    run loses at most the tiles in flight. The file also records a fingerprint of
    everything that decides the tiles (slide file, size and time, level, model grid, tile
-   and halo, peak distance, xi, bf16, the weights, the tiles selected); a rerun with
+   and halo, the task, peak distance, xi, bf16, the weights, the tiles selected); a rerun with
    ``resume=True`` and the same fingerprint skips the finished tiles, any other rerun
    starts afresh. The outputs
    are then written by streaming the rows in tile order (bounded memory), each atomically
@@ -102,7 +108,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +145,7 @@ MASK_SIDE = 2048
 
 # Nuclei per chunk when streaming the outputs.
 _CHUNK = 65536
-_STORE_VERSION = 1
+_STORE_VERSION = 2  # 2: generic (tile, value, n, data) rows, task in the fingerprint
 _COLUMNS = {"score": "float32"}
 
 
@@ -188,15 +194,16 @@ class SlideGeometry:
         return np.stack([(p[:, 0] + 0.5) * ax - 0.5, (p[:, 1] + 0.5) * ay - 0.5], axis=1)
 
 
-def slide_geometry(slide: Any, model_mpp: float, *, level: int | None = None) -> SlideGeometry:
+def slide_geometry(slide: Any, model_mpp: float | None, *, level: int | None = None) -> SlideGeometry:
     """Choose the level to read and the model grid over it.
 
     Parameters
     ----------
     slide : SlideReader
         An open slide.
-    model_mpp : float
-        The model's µm/px.
+    model_mpp : float or None
+        The model's µm/px; None for a model that runs at its input's own resolution
+        (then the level is read as is: factor 1, and ``level=None`` means level 0).
     level : int or None
         Level to read; None picks the coarsest level not coarser than the model
         (:meth:`Slide.best_level_for_mpp <nucleikit.io.slides.Slide.best_level_for_mpp>`,
@@ -211,9 +218,10 @@ def slide_geometry(slide: Any, model_mpp: float, *, level: int | None = None) ->
     InputError
         ``level`` does not exist, or it is None and the pixel size is unknown.
     """
-    if level is None:
+    if level is None and model_mpp is not None:
         level, level_mpp = slide.best_level_for_mpp(model_mpp)
     else:
+        level = 0 if level is None else level
         slide.level_view(level)  # raises InputError naming the levels that exist
         level = int(level)
         # Unknown pixel size with an explicit level: the user says that level is the model's.
@@ -333,12 +341,19 @@ def _tissue(slide: Any, tissue_mask: Any) -> tuple[np.ndarray | None, float]:
 
 
 def resume_path(out_dir: str | Path, stem: str) -> Path:
-    """Where :func:`detect_slide` keeps the finished tiles of slide ``stem`` while it runs."""
+    """Where a slide run keeps the finished tiles of slide ``stem`` while it runs."""
     return Path(out_dir) / f"{stem}.resume.sqlite"
 
 
 class _TileStore:
-    """Finished tiles in a SQLite file: one committed row per tile (module docstring, step 6)."""
+    """Finished tiles in a SQLite file: one committed row per tile (module docstring, step 6).
+
+    A row is ``(tile, value, n, data)``: the tile's index, one number the task needs back at
+    the end (detection: the tile's core maximum), how many objects it holds and their bytes
+    (detection: :func:`_pack_peaks`; segmentation: :func:`nucleikit.infer.wsi_segment`'s
+    packing). The store does not read ``data``; the fingerprint, which names the task,
+    keeps one task's rows from being read as another's.
+    """
 
     def __init__(self, path: Path, fingerprint: str, *, resume: bool) -> None:
         self.path = path
@@ -350,8 +365,8 @@ class _TileStore:
             self.con.execute("PRAGMA synchronous = NORMAL")
             self.con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self.con.execute(
-                "CREATE TABLE IF NOT EXISTS tiles (tile INTEGER PRIMARY KEY, core_max REAL NOT NULL, "
-                "n INTEGER NOT NULL, points BLOB NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS tiles (tile INTEGER PRIMARY KEY, value REAL NOT NULL, "
+                "n INTEGER NOT NULL, data BLOB NOT NULL)"
             )
             self.con.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
             self.con.commit()
@@ -372,34 +387,44 @@ class _TileStore:
         self.con.close()
 
     def finished(self) -> tuple[set[int], float, int]:
-        """(tile indices done, maximum of their core maxima (-inf if none), stored peaks)."""
+        """(tile indices done, maximum of their values (-inf if none), objects stored)."""
         done = {int(r[0]) for r in self.con.execute("SELECT tile FROM tiles")}
-        top, count = self.con.execute("SELECT MAX(core_max), COALESCE(SUM(n), 0) FROM tiles").fetchone()
+        top, count = self.con.execute("SELECT MAX(value), COALESCE(SUM(n), 0) FROM tiles").fetchone()
         return done, (float(top) if top is not None else -math.inf), int(count)
 
-    def add(self, tile: int, core_max: float, xy0: np.ndarray, scores: np.ndarray) -> None:
-        data = np.column_stack([xy0, scores.astype(np.float64)]) if len(scores) else np.zeros((0, 3))
-        blob = np.ascontiguousarray(data, dtype="<f8").tobytes()
+    def add(self, tile: int, value: float, n: int, data: bytes) -> None:
         with self.con:  # one transaction per tile: it is there entirely or not at all
-            self.con.execute("INSERT OR REPLACE INTO tiles VALUES (?, ?, ?, ?)", (tile, core_max, len(scores), blob))
+            self.con.execute("INSERT OR REPLACE INTO tiles VALUES (?, ?, ?, ?)", (tile, value, n, data))
 
-    def chunks(self, threshold: float, tiles: set[int]) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """Stored peaks with ``score > threshold`` (float32 comparison), in tile order, in chunks."""
-        buffer: list[np.ndarray] = []
-        size = 0
-        thr32 = np.float32(threshold)
-        for tile, blob in self.con.execute("SELECT tile, points FROM tiles ORDER BY tile"):
-            if tile not in tiles:
-                continue
-            data = np.frombuffer(blob, dtype="<f8").reshape(-1, 3)
-            data = data[data[:, 2].astype(np.float32) > thr32]
-            if len(data):
-                buffer.append(data)
-                size += len(data)
-            if size >= _CHUNK:
-                yield _as_chunk(buffer)
-                buffer, size = [], 0
-        yield _as_chunk(buffer)  # possibly empty: the writers still get the schema
+    def rows(self, tiles: set[int]) -> Iterator[bytes]:
+        """The ``data`` of the stored tiles in ``tiles``, in tile order, one row at a time."""
+        for tile, data in self.con.execute("SELECT tile, data FROM tiles ORDER BY tile"):
+            if tile in tiles:
+                yield data
+
+
+def _pack_peaks(xy0: np.ndarray, scores: np.ndarray) -> bytes:
+    """(n, 2) level-0 (x, y) and (n,) scores as little-endian float64 rows (x, y, score)."""
+    data = np.column_stack([xy0, scores.astype(np.float64)]) if len(scores) else np.zeros((0, 3))
+    return np.ascontiguousarray(data, dtype="<f8").tobytes()
+
+
+def _peak_chunks(store: _TileStore, threshold: float,
+                 tiles: set[int]) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Stored peaks with ``score > threshold`` (float32 comparison), in tile order, in chunks of ``_CHUNK``."""
+    buffer: list[np.ndarray] = []
+    size = 0
+    thr32 = np.float32(threshold)
+    for blob in store.rows(tiles):
+        data = np.frombuffer(blob, dtype="<f8").reshape(-1, 3)
+        data = data[data[:, 2].astype(np.float32) > thr32]
+        if len(data):
+            buffer.append(data)
+            size += len(data)
+        if size >= _CHUNK:
+            yield _as_chunk(buffer)
+            buffer, size = [], 0
+    yield _as_chunk(buffer)  # possibly empty: the writers still get the schema
 
 
 def _as_chunk(parts: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -407,12 +432,18 @@ def _as_chunk(parts: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray
     return data[:, :2], {"score": data[:, 2].astype(np.float32)}
 
 
-def _fingerprint(slide_path: Path, detector: Any, geometry: SlideGeometry, grid: TileGrid,
-                 min_distance: int, xi: float, selected: np.ndarray) -> str:
+def _fingerprint(slide_path: Path, meta: dict, model: Any, geometry: SlideGeometry, grid: TileGrid,
+                 selected: np.ndarray, settings: dict[str, Any]) -> str:
+    """Everything that decides a slide's tiles, as one string (module docstring, step 6).
+
+    ``meta`` and ``model`` (its ``state_dict``, when it has one) identify the weights;
+    ``settings`` holds the task and its post-processing (JSON-serialisable).
+    """
     stat = slide_path.stat()
     digest = hashlib.sha256()
-    digest.update(json.dumps(detector.meta, sort_keys=True, default=str).encode())
-    for name, tensor in detector.predictor.model.state_dict().items():
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    state = model.state_dict() if hasattr(model, "state_dict") else {}
+    for name, tensor in state.items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(np.packbits(selected).tobytes())
@@ -423,12 +454,10 @@ def _fingerprint(slide_path: Path, detector: Any, geometry: SlideGeometry, grid:
         "mtime_ns": stat.st_mtime_ns,
         "geometry": [geometry.level, list(geometry.model_shape), list(geometry.scale)],
         "grid": [list(grid.core_shape), grid.read_halo, grid.align],
-        "min_distance": min_distance,
-        "xi": xi,
-        "bf16": bool(detector.predictor.config.bf16),
+        "settings": settings,
         "weights_and_tiles": digest.hexdigest(),
     }
-    return json.dumps(record, sort_keys=True)
+    return json.dumps(record, sort_keys=True, default=str)
 
 
 # --------------------------------------------------------------------------- results
@@ -445,8 +474,8 @@ class SlideProgress:
     done, total : int
         Tissue tiles finished (including resumed ones) and to do.
     candidates : int
-        Peaks stored so far: an upper bound on the nuclei, exact once the running maximum
-        has stopped growing.
+        Objects stored so far. Detection: peaks, an upper bound on the nuclei, exact once
+        the running maximum has stopped growing; segmentation: the nuclei kept so far.
     """
 
     tile: int
@@ -558,6 +587,110 @@ def _progress_bar(enabled: bool, name: str, total: int, done: int) -> Iterator[C
         yield lambda done, nuclei: bar.update(task, completed=done, nuclei=nuclei)
 
 
+# --------------------------------------------------------------------------- one slide run
+# Detection and segmentation (:mod:`nucleikit.infer.wsi_segment`) share everything below but
+# the work done on a tile and the tables written: the plan (level, model grid, tissue, tiles),
+# the resume store, the progress bar and the finishing touches.
+
+
+@dataclass(frozen=True)
+class _SlidePlan:
+    """The tiles a slide run works on.
+
+    Attributes
+    ----------
+    geometry : SlideGeometry
+    grid : TileGrid
+        Over the model grid (``geometry.model_shape``).
+    mask : (h, w) bool ndarray or None
+        The tissue mask (None with ``tissue_mask="all"``).
+    mask_scale : float
+        Mask pixels per level-0 pixel.
+    selected : (len(grid),) bool ndarray
+        Tiles with tissue.
+    """
+
+    geometry: SlideGeometry
+    grid: TileGrid
+    mask: np.ndarray | None
+    mask_scale: float
+    selected: np.ndarray
+
+    @property
+    def tissue_tiles(self) -> set[int]:
+        return {int(i) for i in np.flatnonzero(self.selected)}
+
+
+def _plan_slide(slide: Any, slide_path: Path, model_mpp: float | None, *, level: int | None, tissue_mask: Any,
+                tile: int, halo: int) -> _SlidePlan:
+    """Level, model grid, tissue mask and the tiles with tissue (module docstring, steps 1-4).
+
+    Raises
+    ------
+    InputError
+        No tile has tissue (nothing is written then).
+    """
+    geometry = slide_geometry(slide, model_mpp, level=level)
+    mask, mask_scale = _tissue(slide, tissue_mask)
+    grid = TileGrid(geometry.model_shape, tile=tile, halo=halo, align=ALIGN)
+    if mask is None:
+        selected = np.ones(len(grid), dtype=bool)
+    else:
+        from .tissue import tiles_with_tissue
+
+        # mask pixels per model pixel (the two axes differ only by the pyramid's rounding)
+        per_model = mask_scale * float(np.mean(geometry.level0_per_model))
+        selected = tiles_with_tissue(mask, per_model, grid, min_fraction=0.0)
+    if not selected.any():
+        raise InputError(slide_path, "no tissue found (the tissue mask is empty); "
+                                     "use --tissue-mask all to process every tile")
+    return _SlidePlan(geometry=geometry, grid=grid, mask=mask, mask_scale=mask_scale, selected=selected)
+
+
+def _pending(store: _TileStore, plan: _SlidePlan) -> tuple[set[int], list[Tile]]:
+    """(tissue tiles already stored, tissue tiles still to run in index order)."""
+    tissue = plan.tissue_tiles
+    done, _, _ = store.finished()
+    done &= tissue
+    return done, [plan.grid[i] for i in sorted(tissue - done)]
+
+
+def _run_tiles(store: _TileStore, results: Iterable[tuple[int, float, int, bytes]], *, name: str, total: int,
+               done: int, stored: int, progress: bool,
+               on_tile: Callable[[SlideProgress], None] | None) -> None:
+    """Store each finished tile as it comes, then update the bar and call ``on_tile``.
+
+    ``results`` yields ``(tile index, value, objects, data)`` rows for :meth:`_TileStore.add`;
+    it is a generator, so the next tile is computed only once this one is committed (a
+    stop raised by ``on_tile`` loses nothing stored).
+    """
+    with _progress_bar(progress, name, total, done) as update:
+        update(done, stored)
+        for index, value, n, data in results:
+            store.add(index, value, n, data)
+            done += 1
+            stored += n
+            update(done, stored)
+            if on_tile is not None:
+                on_tile(SlideProgress(tile=index, done=done, total=total, candidates=stored))
+
+
+def _finish_slide(out: Path, stem: str, mask: np.ndarray | None, outputs: dict[str, Path]) -> None:
+    """Save the tissue mask used beside the tables and drop the resume file (the slide is done)."""
+    if mask is not None:
+        from .tissue import save_mask_png
+
+        outputs["tissue"] = save_mask_png(out / f"{stem}_tissue.png", mask)
+    resume_path(out, stem).unlink(missing_ok=True)
+
+
+def _mpp_source(option: float | None, slide: Any) -> str:
+    return "option" if option is not None else ("metadata" if slide.mpp is not None else "unknown")
+
+
+# --------------------------------------------------------------------------- detection
+
+
 def detect_slide(
     slide_path: str | Path,
     detector: Any,
@@ -636,63 +769,29 @@ def detect_slide(
     stem = slide_path.stem
 
     with open_slide(slide_path, mpp=mpp) as slide:
-        geometry = slide_geometry(slide, detector.mpp, level=level)
-        mask, mask_scale = _tissue(slide, tissue_mask)
-        grid = TileGrid(geometry.model_shape, tile=tile or predictor.config.tile,
-                        halo=_slide_halo(predictor.halo, md), align=ALIGN)
-        if mask is None:
-            selected = np.ones(len(grid), dtype=bool)
-        else:
-            from .tissue import tiles_with_tissue
-
-            # mask pixels per model pixel (the two axes differ only by the pyramid's rounding)
-            per_model = mask_scale * float(np.mean(geometry.level0_per_model))
-            selected = tiles_with_tissue(mask, per_model, grid, min_fraction=0.0)
-        if not selected.any():
-            raise InputError(slide_path, "no tissue found (the tissue mask is empty); "
-                                         "use --tissue-mask all to process every tile")
-        tissue_tiles = {int(i) for i in np.flatnonzero(selected)}
-        fingerprint = _fingerprint(slide_path, detector, geometry, grid, md, xi, selected)
+        plan = _plan_slide(slide, slide_path, detector.mpp, level=level, tissue_mask=tissue_mask,
+                           tile=tile or predictor.config.tile, halo=_slide_halo(predictor.halo, md))
+        geometry, grid = plan.geometry, plan.grid
+        settings = {"task": "detection", "min_distance": md, "xi": xi, "bf16": bool(predictor.config.bf16)}
+        fingerprint = _fingerprint(slide_path, detector.meta, predictor.model, geometry, grid, plan.selected,
+                                   settings)
         store = _TileStore(resume_path(out, stem), fingerprint, resume=resume)
         try:
-            done_before, running_max, candidates = store.finished()
-            done_before &= tissue_tiles
-            pending = [grid[i] for i in sorted(tissue_tiles - done_before)]
-            total, done = len(tissue_tiles), len(done_before)
+            done_before, pending = _pending(store, plan)
+            _, running_max, candidates = store.finished()
+            total = len(plan.tissue_tiles)
             model_grid = _ModelGrid(slide.level_view(geometry.level), geometry, predictor.mean, predictor.std)
-            grown = (_grown(t, md, geometry.model_shape) for t in pending)
-            with _progress_bar(progress, stem, total, done) as update:
-                update(done, candidates)
-                for big, output in predict_tiles(predictor.forward, model_grid, grown,
-                                                 batch_size=predictor.config.batch_size):
-                    prob = output[0]
-                    own = grid[big.index]
-                    core = prob[own.core.y0 - big.core.y0 : own.core.y1 - big.core.y0,
-                                own.core.x0 - big.core.x0 : own.core.x1 - big.core.x0]
-                    core_max = float(core.max())
-                    running_max = max(running_max, core_max)
-                    # Floor xi * M_t <= xi * M: nothing kept at the end is dropped here (step 5).
-                    xy, scores = find_peaks(prob, min_distance=md, threshold=xi * max(running_max, 0.0))
-                    xy = xy + (big.core.x0, big.core.y0)
-                    keep = own.owns(xy)
-                    store.add(own.index, core_max, geometry.to_level0(xy[keep]), scores[keep])
-                    done += 1
-                    candidates += int(keep.sum())
-                    update(done, candidates)
-                    if on_tile is not None:
-                        on_tile(SlideProgress(tile=own.index, done=done, total=total, candidates=candidates))
+            results = _detect_tiles(predictor, model_grid, geometry, grid, pending, md, xi, running_max)
+            _run_tiles(store, results, name=stem, total=total, done=len(done_before), stored=candidates,
+                       progress=progress, on_tile=on_tile)
             _, map_max, _ = store.finished()
             # As Detector.peaks: a map that is nowhere positive has no nuclei.
             threshold = xi * map_max if map_max > 0 else math.inf
-            outputs, count = _write_outputs(out, stem, formats, store, threshold, tissue_tiles, detector.name)
+            outputs, count = _write_outputs(out, stem, formats, store, threshold, plan.tissue_tiles, detector.name)
         finally:
             store.close()
-        if mask is not None:
-            from .tissue import save_mask_png
-
-            outputs["tissue"] = save_mask_png(out / f"{stem}_tissue.png", mask)
-        resume_path(out, stem).unlink(missing_ok=True)
-        source = "option" if mpp is not None else ("metadata" if slide.mpp is not None else "unknown")
+        _finish_slide(out, stem, plan.mask, outputs)
+        source = _mpp_source(mpp, slide)
         mpp_used = slide.mpp
     return SlideResult(
         path=slide_path,
@@ -707,10 +806,32 @@ def detect_slide(
         tiles_resumed=len(done_before),
         map_max=float(map_max),
         threshold=float(threshold) if math.isfinite(threshold) else math.inf,
-        mask_scale=float(mask_scale),
+        mask_scale=float(plan.mask_scale),
         seconds=time.perf_counter() - t_start,
         outputs=outputs,
     )
+
+
+def _detect_tiles(predictor: Any, model_grid: _ModelGrid, geometry: SlideGeometry, grid: TileGrid,
+                  pending: list[Tile], md: int, xi: float, running_max: float
+                  ) -> Iterator[tuple[int, float, int, bytes]]:
+    """Peaks of each pending tile as store rows ``(tile, core maximum, peaks, packed peaks)`` (steps 4-5).
+
+    ``running_max`` starts at the maximum over the tiles already stored (a resume).
+    """
+    grown = (_grown(t, md, geometry.model_shape) for t in pending)
+    for big, output in predict_tiles(predictor.forward, model_grid, grown, batch_size=predictor.config.batch_size):
+        prob = output[0]
+        own = grid[big.index]
+        core = prob[own.core.y0 - big.core.y0 : own.core.y1 - big.core.y0,
+                    own.core.x0 - big.core.x0 : own.core.x1 - big.core.x0]
+        core_max = float(core.max())
+        running_max = max(running_max, core_max)
+        # Floor xi * M_t <= xi * M: nothing kept at the end is dropped here (step 5).
+        xy, scores = find_peaks(prob, min_distance=md, threshold=xi * max(running_max, 0.0))
+        xy = xy + (big.core.x0, big.core.y0)
+        keep = own.owns(xy)
+        yield own.index, core_max, int(keep.sum()), _pack_peaks(geometry.to_level0(xy[keep]), scores[keep])
 
 
 def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileStore, threshold: float,
@@ -722,7 +843,7 @@ def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileS
     def counted() -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         nonlocal count
         count = 0
-        for xy, columns in store.chunks(threshold, tiles):
+        for xy, columns in _peak_chunks(store, threshold, tiles):
             count += len(xy)
             yield xy, columns
 

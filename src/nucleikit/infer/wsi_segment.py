@@ -1,0 +1,548 @@
+"""Whole-slide segmentation: nucleus outlines of a slide, tile by tile, seam-exact and resumable.
+
+:func:`segment_slide` is to :meth:`Segmenter.segment <nucleikit.infer.segment.Segmenter.segment>`
+what :func:`~nucleikit.infer.wsi.detect_slide` is to ``Detector.detect``, and runs on the same
+slide engine (:mod:`nucleikit.infer.wsi`): the level and the model grid
+(:func:`~nucleikit.infer.wsi.slide_geometry`, resampled on the fly), the tissue mask
+(:mod:`nucleikit.infer.tissue`), a :class:`~nucleikit.infer.tiling.TileGrid`, the resumable
+per-tile store with its fingerprint, the Rich progress bar and the streaming writers of
+:mod:`nucleikit.export_store`. Only the work on a tile and the tables differ. The segmenter
+is used through ``segment(pixels, mpp=...)`` alone, so any segmenter works (a foreground
+map with a watershed, an instance head...).
+
+Tiles and seams
+---------------
+Each tile's **core** (the cores partition the model grid) is segmented inside a **window**:
+the core grown by a margin ``M`` on every side and clipped to the model grid, with
+
+    ``M = round_up(halo + diameter, 16)``,
+
+``halo`` the segmenter's context (its receptive-field radius, ``predictor.halo``) and
+``diameter`` the largest nucleus expected (``diameter_um``, 20 µm by default, in model
+pixels). The segmenter runs on the window as if it were an image. Then:
+
+- **Ownership by centroid.** An instance is kept by the tile whose core contains its
+  centroid (the pixel ``floor(c + 0.5)``, :meth:`Tile.owns
+  <nucleikit.infer.tiling.Tile.owns>`). Cores partition the grid, so a nucleus crossing a
+  seam is kept once, by one tile.
+- **Incomplete instances are dropped.** An instance touching an edge of the window that is
+  *inside* the slide is dropped: it continues beyond what the tile saw (it belongs to a
+  neighbour, or is larger than the margin allows). Window edges on the slide's border are
+  the image's own edges, as for one pass over the slide, so instances there are kept.
+- Why this equals one pass: an owned nucleus lies within ``diameter`` of its centroid, so
+  within ``halo`` of nothing but window pixels; the map there is computed from the same
+  pixels as in one pass (window origins are multiples of 16, the networks' pooling
+  lattice, as in :mod:`nucleikit.infer.tiling`), hence the same outline. What one pass and
+  a window can still disagree on: a per-image intensity normalisation (the bundled U-Net's
+  percentiles are the window's, not the slide's) and watershed splits of clumps wider than
+  the margin; both move outlines by a pixel or two at most on real tissue (see the tests).
+
+Coordinates and outputs
+-----------------------
+Model pixel ``p`` maps to level-0 ``(p + 0.5) * a - 0.5`` per axis (``a`` level-0 pixels per
+model pixel; :meth:`SlideGeometry.to_level0 <nucleikit.infer.wsi.SlideGeometry.to_level0>`),
+outline vertices and centroids alike. Everything written is in **level-0 pixels**, 0-based
+**pixel centres** (pixel ``(i, j)`` is centred on ``x = j, y = i``), except the GeoJSON,
+which follows QuPath's pixel **corners** (+0.5), as ``nucleikit segment`` on an image does
+(:func:`nucleikit.infer.pipelines.segmentation_features`). Areas are pixel counts in the
+model grid times ``ay * ax``, i.e. level-0 pixels. Each nucleus has one ``id`` (1, 2, ... in
+tile order, then in label order inside a tile), the same in every file:
+
+- ``<stem>.csv``: ``id,x,y,area,mean_intensity`` (centroid; mean BT.601 luminance in [0, 1]);
+- ``<stem>.parquet``: the same columns at full precision and ``geometry``, the outline as
+  WKB, with GeoParquet metadata (``geopandas.read_parquet`` reads it);
+- ``<stem>.sqlite``: table ``nuclei(id, x, y, area, mean_intensity, geometry)`` (WKB) and an
+  R*Tree ``nuclei_rtree`` of the outlines' boxes. The nuclei whose outline may meet level-0
+  region ``[1000, 2000] x [500, 1500]`` (x, then y)::
+
+      SELECT n.id, n.x, n.y, n.area, n.geometry
+      FROM nuclei AS n JOIN nuclei_rtree AS r ON r.id = n.id
+      WHERE r.max_x >= 1000 AND r.min_x <= 2000 AND r.max_y >= 500 AND r.min_y <= 1500;
+
+  (``shapely.from_wkb`` reads ``geometry``; :func:`nucleikit.export_store.query_polygons`
+  runs it and keeps the outlines that really intersect, and
+  :func:`~nucleikit.export_store.query_region` selects by centroid);
+- ``<stem>.geojson``: QuPath detections with ``Polygon`` geometry and the measurements
+  ``Label`` (the id), ``Centroid X px``, ``Centroid Y px``, ``Area px^2``, ``Mean intensity``;
+- ``<stem>_tissue.png``: the tissue mask used (as for detection).
+
+Every file is written under a temporary name and renamed when complete; the resume file
+``<stem>.resume.sqlite`` holds the finished tiles (outlines and measurements in level-0
+pixels) until the slide is done. Memory holds one window (its pixels, map and labels), one
+tile's nuclei and one chunk of outlines while writing: never the slide's labels.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import types
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..export import write_geojson
+from ..export_store import polygons_from_rings, write_points_csv_chunks, write_points_parquet, write_points_sqlite
+from ..windows import Window
+from .tiling import Tile, TileGrid
+from .wsi import (
+    ALIGN,
+    FORMATS,
+    SlideGeometry,
+    SlideProgress,
+    _check_formats,
+    _finish_slide,
+    _fingerprint,
+    _ModelGrid,
+    _mpp_source,
+    _pending,
+    _plan_slide,
+    _run_tiles,
+    _TileStore,
+    resume_path,
+    slide_geometry,
+)
+
+__all__ = [
+    "DIAMETER_UM",
+    "SlideSegmentResult",
+    "seam_margin",
+    "nucleus_diameter_px",
+    "tile_window",
+    "kept_instances",
+    "tile_nuclei",
+    "segment_slide",
+]
+
+#: Largest nucleus diameter the margin allows for, in µm (a large epithelial or tumour
+#: nucleus is 10-20 µm across; H&E clumps wider than this may be split differently).
+DIAMETER_UM = 20.0
+#: Diameter in model pixels when neither the model nor the slide knows its pixel size
+#: (20 µm at 0.4 µm/px, a common 20x scan).
+DIAMETER_PX_UNKNOWN = 50
+
+# Nuclei per chunk when streaming the outputs: outlines cost ~1 kB each as Python objects in
+# the GeoJSON writer, so far fewer than detection's points.
+_CHUNK = 4096
+_MEASURES = {"area": "float64", "mean_intensity": "float64"}
+_TABLE_WIDTH = 4  # x, y, area, mean_intensity
+
+
+@dataclass(frozen=True)
+class SlideSegmentResult:
+    """What :func:`segment_slide` produced for one slide.
+
+    Attributes
+    ----------
+    path : Path
+        The slide.
+    count : int
+        Nuclei written.
+    level : int
+        Pyramid level read.
+    mpp : float or None
+        Level-0 µm/px (None if unknown).
+    mpp_source : str
+        ``"option"``, ``"metadata"`` or ``"unknown"``.
+    factor : float
+        Resize factor from the level to the model grid (1.0: none).
+    model_shape : (int, int)
+        (H, W) of the model grid.
+    margin : int
+        Margin ``M`` around each core, model pixels (module docstring).
+    tiles_total, tiles_tissue, tiles_resumed : int
+        Tiles in the grid, with tissue (run or resumed), found finished in the resume file.
+    mask_scale : float
+        Tissue-mask pixels per level-0 pixel (1.0 without a mask).
+    seconds : float
+        Wall time.
+    outputs : dict of str to Path
+        ``"csv"``, ``"parquet"``, ``"geojson"``, ``"sqlite"``, ``"tissue"`` → file.
+    """
+
+    path: Path
+    count: int
+    level: int
+    mpp: float | None
+    mpp_source: str
+    factor: float
+    model_shape: tuple[int, int]
+    margin: int
+    tiles_total: int
+    tiles_tissue: int
+    tiles_resumed: int
+    mask_scale: float
+    seconds: float
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- seams
+
+
+def seam_margin(halo: int, diameter: float, align: int = ALIGN) -> int:
+    """Margin around a core, in model pixels: ``round_up(halo + ceil(diameter), align)``.
+
+    A multiple of ``align`` so that every window starts on the networks' pooling lattice
+    (core starts are multiples of the core side, itself one of ``align``).
+    """
+    if halo < 0 or not diameter >= 0:
+        raise ConfigError(f"halo and diameter must be >= 0, got {halo} and {diameter}")
+    need = int(halo) + math.ceil(diameter)
+    return -(-need // align) * align
+
+
+def nucleus_diameter_px(diameter_um: float, grid_mpp: float | None) -> float:
+    """``diameter_um`` in model pixels at ``grid_mpp`` µm/px; :data:`DIAMETER_PX_UNKNOWN` when unknown."""
+    if not (math.isfinite(diameter_um) and diameter_um > 0):
+        raise ConfigError(f"nucleus diameter must be a positive number of µm, got {diameter_um!r}")
+    return diameter_um / grid_mpp if grid_mpp else float(DIAMETER_PX_UNKNOWN)
+
+
+def tile_window(tile: Tile, shape: tuple[int, int]) -> Window:
+    """The pixels a tile segments: its read window (core ± margin) clipped to the (H, W) grid.
+
+    Clipped rather than padded: a nucleus cut by the slide's border is then cut as in one
+    pass over the slide, not mirrored into a larger one.
+    """
+    r = tile.read
+    return Window(max(r.y0, 0), max(r.x0, 0), min(r.y1, shape[0]), min(r.x1, shape[1]))
+
+
+def _interior_edge_labels(labels: np.ndarray, window: Window, shape: tuple[int, int]) -> np.ndarray:
+    """Labels on the window's edges that lie inside the (H, W) grid (not on its border)."""
+    edges = []
+    if window.y0 > 0:
+        edges.append(labels[0, :])
+    if window.y1 < shape[0]:
+        edges.append(labels[-1, :])
+    if window.x0 > 0:
+        edges.append(labels[:, 0])
+    if window.x1 < shape[1]:
+        edges.append(labels[:, -1])
+    return np.unique(np.concatenate(edges)) if edges else np.zeros(0, dtype=labels.dtype)
+
+
+def kept_instances(labels: np.ndarray, label: np.ndarray, centroid: np.ndarray, window: Window, tile: Tile,
+                   shape: tuple[int, int]) -> np.ndarray:
+    """The seam rule: which instances of a window this tile keeps.
+
+    Parameters
+    ----------
+    labels : (h, w) int ndarray
+        Instance labels over ``window`` (0 = background).
+    label : (N,) int ndarray
+        The instances' labels.
+    centroid : (N, 2) float ndarray
+        Their (x, y) centroids, pixel centres of ``labels``.
+    window : Window
+        Where ``labels`` lies on the model grid.
+    tile : Tile
+        The tile (its ``core`` in model-grid pixels).
+    shape : (int, int)
+        (H, W) of the model grid.
+
+    Returns
+    -------
+    (N,) bool ndarray
+        True when the core holds the centroid (ownership) and the instance touches no
+        window edge inside the slide.
+    """
+    xy = np.asarray(centroid, dtype=np.float64).reshape(-1, 2) + (window.x0, window.y0)
+    return tile.owns(xy) & ~np.isin(label, _interior_edge_labels(labels, window, shape))
+
+
+def tile_nuclei(seg: Any, window: Window, tile: Tile, geometry: SlideGeometry
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nuclei a tile keeps, in level-0 pixels, from its window's segmentation.
+
+    Parameters
+    ----------
+    seg : Segmentation
+        ``segment()`` of the window's pixels: ``labels`` (h, w) and ``measurements``
+        (``label``, centroid ``x``, ``y``, ``area`` in pixels, ``mean_intensity``).
+    window, tile
+        As for :func:`kept_instances`.
+    geometry : SlideGeometry
+        Model grid → level 0.
+
+    Returns
+    -------
+    table : (n, 4) float64
+        Level-0 centroid x, y (pixel centres), area (level-0 pixels), mean intensity; in
+        ascending label order.
+    offsets : (n + 1,) int64
+        Outline ``k`` is ``vertices[offsets[k]:offsets[k + 1]]``.
+    vertices : (V, 2) float64
+        Outline vertices (x, y), level-0 pixel centres, rings not closed
+        (:func:`nucleikit.postprocess.label_outlines`).
+    """
+    from ..postprocess import label_outlines
+
+    labels = np.asarray(seg.labels)
+    if labels.shape != window.shape:
+        raise ValueError(f"the segmenter returned labels of shape {labels.shape} for a {window.shape} window")
+    m = seg.measurements
+    order = np.argsort(m["label"], kind="stable")  # label_outlines goes in ascending label order
+    label = np.asarray(m["label"])[order]
+    centroid = np.column_stack([np.asarray(m["x"])[order], np.asarray(m["y"])[order]])
+    keep = kept_instances(labels, label, centroid, window, tile, geometry.model_shape)
+    kept = label[keep]
+    lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype=bool)
+    lookup[kept] = True
+    rings = label_outlines(np.where(lookup[labels], labels, 0))  # only the kept ones are traced
+    sizes = np.array([len(r) for r in rings], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    origin = (window.x0, window.y0)
+    vertices = geometry.to_level0(np.concatenate(rings) + origin) if rings else np.zeros((0, 2))
+    ay, ax = geometry.level0_per_model
+    table = np.column_stack([
+        geometry.to_level0(centroid[keep] + origin),
+        np.asarray(m["area"], dtype=np.float64)[order][keep] * (ay * ax),
+        np.asarray(m["mean_intensity"], dtype=np.float64)[order][keep],
+    ]).reshape(-1, _TABLE_WIDTH)
+    return table, offsets, vertices
+
+
+# --------------------------------------------------------------------------- store rows
+
+
+def _pack_nuclei(table: np.ndarray, offsets: np.ndarray, vertices: np.ndarray) -> bytes:
+    """One tile's nuclei as bytes: n, V (int64), table (n, 4) f8, offsets (n + 1) i8, vertices (V, 2) f8."""
+    head = np.array([len(table), len(vertices)], dtype="<i8")
+    parts = (head, np.asarray(table, "<f8"), np.asarray(offsets, "<i8"), np.asarray(vertices, "<f8"))
+    return b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
+
+
+def _unpack_nuclei(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`_pack_nuclei`."""
+    n, v = (int(k) for k in np.frombuffer(data, dtype="<i8", count=2))
+    at = 16
+    table = np.frombuffer(data, dtype="<f8", count=n * _TABLE_WIDTH, offset=at).reshape(n, _TABLE_WIDTH)
+    at += 8 * n * _TABLE_WIDTH
+    offsets = np.frombuffer(data, dtype="<i8", count=n + 1, offset=at)
+    at += 8 * (n + 1)
+    vertices = np.frombuffer(data, dtype="<f8", count=2 * v, offset=at).reshape(v, 2)
+    return table, offsets, vertices
+
+
+def _nuclei_chunks(store: _TileStore, tiles: set[int]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The stored nuclei in tile order, as ``(table, offsets, vertices)`` chunks of about ``_CHUNK``.
+
+    The last chunk may be empty (so writers still get the schema).
+    """
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    size = 0
+    for data in store.rows(tiles):
+        part = _unpack_nuclei(data)
+        if len(part[0]):
+            parts.append(part)
+            size += len(part[0])
+        if size >= _CHUNK:
+            yield _concat(parts)
+            parts, size = [], 0
+    yield _concat(parts)
+
+
+def _concat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros((0, _TABLE_WIDTH)), np.zeros(1, dtype=np.int64), np.zeros((0, 2))
+    tables, offsets, vertices = zip(*parts)
+    starts = np.cumsum([0] + [len(v) for v in vertices[:-1]])
+    # each part's offsets start at 0: shift by the vertices before it and drop its leading 0
+    joined = np.concatenate([[0]] + [o[1:] + s for o, s in zip(offsets, starts)]).astype(np.int64)
+    return np.concatenate(tables), joined, np.concatenate(vertices)
+
+
+# --------------------------------------------------------------------------- the slide
+
+
+def segment_slide(
+    slide_path: str | Path,
+    segmenter: Any,
+    out_dir: str | Path,
+    *,
+    mpp: float | None = None,
+    level: int | None = None,
+    tile: int | None = None,
+    tissue_mask: Any = None,
+    resume: bool = True,
+    formats: Sequence[str] = FORMATS,
+    threshold: float | None = None,
+    diameter_um: float = DIAMETER_UM,
+    progress: bool = True,
+    on_tile: Callable[[SlideProgress], None] | None = None,
+) -> SlideSegmentResult:
+    """Segment the nuclei of a whole slide, tile by tile, and write them (module docstring).
+
+    Parameters
+    ----------
+    slide_path : str or Path
+        A slide :func:`~nucleikit.io.slides.open_slide` reads (SVS, NDPI, pyramidal TIFF...).
+    segmenter : Segmenter
+        Used through ``segment(pixels, mpp=...)`` on each window, read at its ``mpp`` (None:
+        the level's own pixels), and its ``meta``; its context ``predictor.halo`` (else
+        ``meta["halo"]``) sets the margin.
+    out_dir : str or Path
+        Output folder (created).
+    mpp : float or None
+        Level-0 µm/px, overriding the file's metadata.
+    level : int or None
+        Pyramid level to read; None: the coarsest level not coarser than the model, or
+        level 0 for a model without a pixel size.
+    tile : int or None
+        Tile core side in model pixels; None: the segmenter's ``config.tile`` (else 512).
+    tissue_mask : None, "all", str, Path or (h, w) bool ndarray
+        As for :func:`~nucleikit.infer.wsi.detect_slide`.
+    resume : bool
+        Continue from the finished tiles of an interrupted run with the same settings.
+    formats : sequence of str, or str
+        Any of ``csv``, ``geojson``, ``parquet``, ``sqlite``.
+    threshold : float or None
+        Foreground threshold passed to ``segment``; None: the segmenter's own.
+    diameter_um : float
+        Largest nucleus diameter the margin allows for, µm (module docstring).
+    progress : bool
+        Show a Rich progress bar on stderr.
+    on_tile : callable or None
+        Called with a :class:`~nucleikit.infer.wsi.SlideProgress` after each tile is stored
+        (an exception it raises stops the run; the stored tiles stay for a resume).
+
+    Returns
+    -------
+    SlideSegmentResult
+
+    Raises
+    ------
+    InputError
+        Unreadable slide, missing level, unknown pixel size (model with one, ``level=None``),
+        no tissue, a bad mask file. Nothing is written then.
+    ConfigError
+        Unknown format, bad ``tissue_mask`` or diameter, a segmenter without a halo.
+    """
+    from ..io.slides import open_slide
+
+    t_start = time.perf_counter()
+    slide_path = Path(slide_path)
+    out = Path(out_dir)
+    formats = _check_formats(formats)
+    stem = slide_path.stem
+    model_mpp = segmenter.mpp
+    halo = _context(segmenter)
+    config = getattr(segmenter, "config", None)
+    with open_slide(slide_path, mpp=mpp) as slide:
+        # the margin depends on the grid's pixel size, known once the level is chosen
+        grid_mpp = model_mpp if model_mpp is not None else slide_geometry(slide, None, level=level).level_mpp
+        margin = seam_margin(halo, nucleus_diameter_px(diameter_um, grid_mpp))
+        plan = _plan_slide(slide, slide_path, model_mpp, level=level, tissue_mask=tissue_mask,
+                           tile=tile or getattr(config, "tile", 512), halo=margin)
+        geometry, grid = plan.geometry, plan.grid
+        settings = {"task": "segmentation", "margin": margin, "threshold": threshold,
+                    "seeds": getattr(segmenter, "seeds", None), "bf16": bool(getattr(config, "bf16", False))}
+        model = getattr(getattr(segmenter, "predictor", None), "model", None)
+        fingerprint = _fingerprint(slide_path, segmenter.meta, model, geometry, grid, plan.selected, settings)
+        store = _TileStore(resume_path(out, stem), fingerprint, resume=resume)
+        try:
+            done_before, pending = _pending(store, plan)
+            _, _, stored = store.finished()
+            total = len(plan.tissue_tiles)
+            # the segmenter takes pixels in [0, 1]: the model grid without standardisation
+            pixels = _ModelGrid(slide.level_view(geometry.level), geometry, np.zeros(3), np.ones(3))
+            results = _segment_tiles(segmenter, pixels, geometry, grid, pending, threshold)
+            _run_tiles(store, results, name=stem, total=total, done=len(done_before), stored=stored,
+                       progress=progress, on_tile=on_tile)
+            outputs, count = _write_outputs(out, stem, formats, store, plan.tissue_tiles)
+        finally:
+            store.close()
+        _finish_slide(out, stem, plan.mask, outputs)
+        source = _mpp_source(mpp, slide)
+        mpp_used = slide.mpp
+    return SlideSegmentResult(
+        path=slide_path,
+        count=count,
+        level=geometry.level,
+        mpp=mpp_used,
+        mpp_source=source,
+        factor=geometry.factor,
+        model_shape=geometry.model_shape,
+        margin=margin,
+        tiles_total=len(grid),
+        tiles_tissue=total,
+        tiles_resumed=len(done_before),
+        mask_scale=float(plan.mask_scale),
+        seconds=time.perf_counter() - t_start,
+        outputs=outputs,
+    )
+
+
+def _context(segmenter: Any) -> int:
+    """The segmenter's context radius in model pixels (its tiling halo)."""
+    halo = getattr(getattr(segmenter, "predictor", None), "halo", None)
+    if halo is None:
+        halo = segmenter.meta.get("halo")
+    if halo is None:
+        raise ConfigError(f"segmenter {segmenter.meta.get('name', '')!r} records no halo (receptive field); "
+                          "cannot choose the margin between tiles")
+    return int(halo)
+
+
+def _segment_tiles(segmenter: Any, pixels: _ModelGrid, geometry: SlideGeometry, grid: TileGrid,
+                   pending: list[Tile], threshold: float | None) -> Iterator[tuple[int, float, int, bytes]]:
+    """Segment each pending tile's window; store rows ``(tile, 0.0, nuclei kept, packed nuclei)``."""
+    # The grid is at the model's resolution: tell segment() so, and it resamples nothing.
+    grid_mpp = segmenter.mpp if segmenter.mpp is not None else geometry.level_mpp
+    extra = {} if threshold is None else {"threshold": float(threshold)}
+    for t in pending:
+        window = tile_window(t, geometry.model_shape)
+        seg = segmenter.segment(pixels[window.slices], mpp=grid_mpp, **extra)
+        table, offsets, vertices = tile_nuclei(seg, window, t, geometry)
+        yield t.index, 0.0, len(table), _pack_nuclei(table, offsets, vertices)
+
+
+def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileStore,
+                   tiles: set[int]) -> tuple[dict[str, Path], int]:
+    """Stream the stored nuclei into each requested file; returns the files and the count."""
+    from .pipelines import segmentation_features
+
+    outputs: dict[str, Path] = {}
+    count = 0
+
+    def chunks(outlines: bool) -> Iterator[tuple]:
+        nonlocal count
+        count = 0
+        for table, offsets, vertices in _nuclei_chunks(store, tiles):
+            count += len(table)
+            columns = {"area": table[:, 2], "mean_intensity": table[:, 3]}
+            if outlines:
+                yield table[:, :2], columns, polygons_from_rings(vertices, offsets)
+            else:
+                yield table[:, :2], columns
+
+    def features() -> Iterator[dict]:
+        nonlocal count
+        count = 0
+        for table, offsets, vertices in _nuclei_chunks(store, tiles):
+            if not len(table):
+                continue
+            ids = np.arange(count + 1, count + 1 + len(table))
+            count += len(table)
+            m = {"label": ids, "x": table[:, 0], "y": table[:, 1], "area": table[:, 2], "mean_intensity": table[:, 3]}
+            # segmentation_features reads only ``measurements``: the image path's names and
+            # QuPath's +0.5, so images and slides give the same kind of file.
+            rings = np.split(vertices, offsets[1:-1])
+            yield from segmentation_features(types.SimpleNamespace(measurements=m), rings)
+
+    for fmt in formats:
+        path = out / f"{stem}.{fmt}"
+        if fmt == "csv":
+            outputs[fmt] = write_points_csv_chunks(path, chunks(False), columns=_MEASURES, ids=True)
+        elif fmt == "parquet":
+            outputs[fmt] = write_points_parquet(path, chunks(True), columns=_MEASURES, ids=True, geometry=True)
+        elif fmt == "sqlite":
+            outputs[fmt] = write_points_sqlite(path, chunks(True), columns=_MEASURES, geometry=True)
+        else:  # geojson
+            outputs[fmt] = write_geojson(path, features())
+    return outputs, count
