@@ -241,7 +241,7 @@ def ship_instance_segmenter(args, model, meta: dict, log: list[dict]) -> dict:
     if organ_of:
         figures["per_organ"] = {
             organ: {k: float(np.mean([r[k] for r in per_image if organ_of[r["id"]] == organ])) for k in keys}
-            for organ in sorted(set(organ_of.values()))
+            for organ in sorted({organ_of[r["id"]] for r in per_image})
         }
         figures["per_image"] = [{**r, "organ": organ_of[r["id"]]} for r in per_image]
     print("test mean: " + ", ".join(f"{k} {v:.4f}" for k, v in figures["mean"].items()))

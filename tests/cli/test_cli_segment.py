@@ -117,8 +117,11 @@ def test_too_many_instances_fail_cleanly(seg_weights, disc_png, tmp_path, monkey
 
 def test_default_model_is_bundled_and_runs(disc_png, tmp_path):
     from nucleikit.cli.segment import DEFAULT_SEGMENTER
+    from nucleikit.infer.segment import AUTO_SEGMENTERS
 
-    assert (bundled_weights_dir() / f"{DEFAULT_SEGMENTER}.safetensors").is_file()
+    assert DEFAULT_SEGMENTER == "auto"
+    for name in AUTO_SEGMENTERS.values():
+        assert (bundled_weights_dir() / f"{name}.safetensors").is_file()
     image, _ = disc_png
     out = tmp_path / "o"
     assert main(["segment", str(image), "-o", str(out), "--threads", "1"]) == 0
@@ -178,4 +181,26 @@ def test_models_headline_per_task():
            "detector": {"dice": 0.9, "dsb_score": 0.55}}
     assert headline(seg) == "Dice 0.900, DSB 0.550"
     assert headline({"weighted_f1": 0.7512}) == "weighted F1 0.751"
+    assert headline({"mean": {"aji": 0.61, "pq": 0.5549, "dice": 0.8}}) == "AJI 0.610, PQ 0.555, Dice 0.800"
     assert headline(None) == "-"
+
+
+def test_auto_outlines_the_he_sample_with_the_he_model_and_fluorescence_with_the_dsb_model(
+        dsb2018_dir, tmp_path, capsys):
+    from importlib.resources import files
+
+    sample = files("nucleikit") / "data" / "sample_he.png"
+    fluo = next(p for p in sorted((dsb2018_dir / "stage1_test").glob("*/images/*.png"))
+                if np.ptp(read_image(p).pixels, axis=2).max() == 0 and np.median(read_image(p).pixels) < 0.3)
+    out = tmp_path / "o"
+    assert main(["segment", str(sample), str(fluo), "-o", str(out), "--threads", "1", "--no-overlay"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    he_line = next(line for line in lines if "sample_he" in line)
+    fluo_line = next(line for line in lines if fluo.stem[:12] in line)
+    assert "unet_he" in he_line and "0.499 um/px" in he_line
+    assert "unet_he" not in fluo_line and "unet" in fluo_line
+    # the H&E model finds the sample's nuclei: a few hundred, of plausible size at 0.5 um/px
+    table = pd.read_csv(out / "sample_he.csv")
+    assert 150 <= len(table) <= 700
+    assert 30 <= table["area"].median() <= 300
+    assert len(pd.read_csv(out / f"{fluo.stem}.csv")) > 5

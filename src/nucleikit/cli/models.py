@@ -13,10 +13,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def headline(test: dict | None) -> str:
-    """The test figure a weights file is known by: F1 at r = 6 px, DSB score of the shipped seeds, weighted F1."""
+    """The test figure a weights file is known by.
+
+    F1 at r = 6 px (detectors), Dice and DSB score of the shipped seeds (binary segmenters),
+    mean AJI and PQ (instance segmenters), weighted F1 (classifiers).
+    """
     test = test or {}
     if isinstance(test.get("f1_r6"), float):
         return f"F1 {test['f1_r6']:.3f} (r=6 px)"
+    if isinstance(test.get("mean"), dict) and "aji" in test["mean"]:
+        m = test["mean"]
+        return f"AJI {m['aji']:.3f}, PQ {m['pq']:.3f}, Dice {m['dice']:.3f}"
     seeds = test.get("shipped_seeds")
     if seeds and isinstance(test.get(seeds), dict):
         t = test[seeds]

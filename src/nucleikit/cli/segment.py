@@ -25,15 +25,21 @@ TIFF) are segmented tile by tile on their tissue, with a progress bar and in bou
 <stem>.csv, .parquet and .sqlite (outlines as WKB) and .geojson (see --formats) in level-0 pixels,
 plus <stem>_tissue.png; a nucleus crossing a tile seam is kept once, by the tile holding its
 centroid, and an interrupted slide resumes from its finished tiles. Touching nuclei are split by a
-watershed seeded by the distance transform or by a nucleikit detector's peaks (--seeds; default: the
-kind chosen on validation when the weights were shipped). Models trained without a pixel size (the
-bundled DSB2018 ones) run at the input's own resolution; --mpp matters for models that record one.
+watershed: the bundled H&E model (unet_he) marks each nucleus's core on its foreground, boundary and
+distance maps; Alom et al.'s binary models (unet, r2unet) seed it by the distance transform or by a
+nucleikit detector's peaks (--seeds). --model auto (the default) picks per image: unet_he for stained
+bright-field images (H&E and the like: coloured, bright background), the DSB2018 unet for
+fluorescence and grey images; slides always get unet_he; name a model to force it. unet_he runs at
+0.5 um/px and resamples the input (--mpp, else the file's metadata, else assumed 0.5); the DSB2018
+models record no pixel size and run at the input's own resolution.
 INPUT may be files, folders or glob patterns. A bad file is reported in one line and skipped; the
 exit code is 2 if any input failed."""
 
-#: Bundled segmenter used when none is named: U-Net, which beat R2U-Net on the DSB2018
-#: validation and test images at this project's training budget (README, "Measured figures").
-DEFAULT_SEGMENTER = "unet"
+#: ``--model auto``: the bundled model is chosen per image by
+#: :func:`nucleikit.infer.segment.image_kind` (:data:`nucleikit.infer.segment.AUTO_SEGMENTERS`).
+DEFAULT_SEGMENTER = "auto"
+#: Slides are stained bright field: ``auto`` gives them the H&E model.
+SLIDE_AUTO_KIND = "stained"
 
 SEED_CHOICES = ("distance", "detector")  # nucleikit.infer.segment.SEED_KINDS, repeated so --help stays light
 
@@ -77,15 +83,22 @@ def run(args: argparse.Namespace) -> int:
         for path in images:
             _segment_image(path, segmenter, out, args, report)
     if slides:
-        segmenter = _load_segmenter(args, replace(config, tile=SLIDE_WINDOW_TILES * args.tile))
+        segmenter = _load_segmenter(args, replace(config, tile=SLIDE_WINDOW_TILES * args.tile), slides=True)
         for path in slides:
             _segment_slide(path, segmenter, out, args, report)
     return report.finish(out)
 
 
-def _load_segmenter(args: argparse.Namespace, config):
-    from ..infer.segment import Segmenter
+def _load_segmenter(args: argparse.Namespace, config, *, slides: bool = False):
+    from ..infer.segment import AutoSegmenter, Segmenter
 
+    if args.model == "auto":
+        auto = AutoSegmenter(config, seeds=args.seeds)
+        if slides:
+            return auto.load(SLIDE_AUTO_KIND)
+        for kind in auto.models:  # all loaded now: damaged bundled weights fail before the batch
+            auto.load(kind)
+        return auto
     segmenter = Segmenter.from_weights(args.model, config, seeds=args.seeds)
     if segmenter.seeds == "detector":
         _ = segmenter.detector
@@ -99,7 +112,8 @@ def _segment_image(path: Path, segmenter, out: Path, args: argparse.Namespace, r
         res = segment_file(path, segmenter, out, mpp=args.mpp, threshold=args.threshold,
                            overlay=not args.no_overlay)
         where = f"{res.mpp:.3g} um/px ({res.mpp_source})" if res.mpp == res.mpp else "input resolution"
-        report.ok(path, f"{res.count} nuclei", seconds=res.seconds, detail=f"{where}, {segmenter.seeds} seeds")
+        seg = res.segmentation
+        report.ok(path, f"{res.count} nuclei", seconds=res.seconds, detail=f"{res.model}, {where}, {seg.seeds} markers")
 
 
 def _segment_slide(path: Path, segmenter, out: Path, args: argparse.Namespace, report: BatchReport) -> None:
@@ -111,4 +125,4 @@ def _segment_slide(path: Path, segmenter, out: Path, args: argparse.Namespace, r
                             tissue_mask=args.tissue_mask, resume=args.resume, formats=args.formats,
                             threshold=args.threshold)
         summary, detail = _slide_summary(res)
-        report.ok(path, summary, seconds=res.seconds, detail=f"{detail}, {segmenter.seeds} seeds")
+        report.ok(path, summary, seconds=res.seconds, detail=f"{segmenter.name}, {detail}")

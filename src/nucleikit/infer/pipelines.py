@@ -93,6 +93,8 @@ class FileResult:
         What :func:`analyze_file` or :func:`classify_file` typed.
     segmentation : Segmentation or None
         What :func:`segment_file` found.
+    model : str
+        Name of the weights that processed the file (empty when not recorded).
     """
 
     path: Path
@@ -104,6 +106,7 @@ class FileResult:
     detections: Detections | None = field(default=None, repr=False)
     typed: TypedNuclei | None = field(default=None, repr=False)
     segmentation: "Segmentation | None" = field(default=None, repr=False)
+    model: str = ""
 
 
 def resolve_mpp(option: float | None, metadata: float | None, model: float) -> tuple[float, str]:
@@ -399,7 +402,9 @@ def segment_file(
     ----------
     path : path
         Image file (PNG, TIFF, BMP, JPEG).
-    segmenter : Segmenter
+    segmenter : Segmenter or AutoSegmenter
+        An :class:`~nucleikit.infer.segment.AutoSegmenter` picks the bundled model by the
+        image's kind (stained bright field or fluorescence) once the image is read.
     out_dir : path
         Output folder (created).
     mpp : float or None
@@ -429,6 +434,8 @@ def segment_file(
     path = Path(path)
     out = Path(out_dir)
     image = read_image(path, mode="rgb")
+    if hasattr(segmenter, "for_image"):
+        segmenter = segmenter.for_image(image.pixels)
     if segmenter.mpp is not None:
         use_mpp, source = resolve_mpp(mpp, image.mpp, segmenter.mpp)
     else:
@@ -460,4 +467,5 @@ def segment_file(
         seconds=time.perf_counter() - t0,
         outputs={k: Path(v) for k, v in outputs.items()},
         segmentation=seg,
+        model=segmenter.name,
     )

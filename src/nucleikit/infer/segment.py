@@ -61,6 +61,8 @@ __all__ = [
     "DEFAULT_SEED_DETECTOR",
     "IMAGE_KINDS",
     "image_kind",
+    "AUTO_SEGMENTERS",
+    "AutoSegmenter",
 ]
 
 #: Watershed marker sources: distance-transform maxima, or a detector's peaks.
@@ -420,3 +422,48 @@ class Segmenter:
         measured = label_measurements(labels, grey)
         seeds = self.seeds if self.head == "mask" else self.markers
         return Segmentation(prob=maps[0], labels=labels, measurements=measured, seeds=seeds, maps=maps)
+
+
+#: Bundled segmenter for each :func:`image_kind`: the H&E model for stained bright field, the
+#: DSB2018 model (mostly fluorescence) for the rest.
+AUTO_SEGMENTERS = {"stained": "unet_he", "fluorescence": "unet"}
+
+
+class AutoSegmenter:
+    """Picks a bundled segmenter per image by :func:`image_kind`, loading each at most once.
+
+    Parameters
+    ----------
+    config : InferenceConfig
+    models : mapping of image kind to weights name or path
+        Default :data:`AUTO_SEGMENTERS`.
+    seeds : str or None
+        Passed to every :class:`Segmenter` (mask heads only).
+
+    Examples
+    --------
+    >>> auto = AutoSegmenter()                                   # doctest: +SKIP
+    >>> auto.for_image(pixels).segment(pixels, mpp=0.25)         # doctest: +SKIP
+    """
+
+    def __init__(self, config: InferenceConfig = InferenceConfig(), *, models: dict | None = None,
+                 seeds: str | None = None) -> None:
+        self.config = config
+        self.models = dict(AUTO_SEGMENTERS if models is None else models)
+        unknown = set(self.models) - set(IMAGE_KINDS)
+        if unknown or not self.models:
+            raise ConfigError(f"models must map image kinds {', '.join(IMAGE_KINDS)} to weights, got {sorted(self.models)}")
+        self.seeds = seeds
+        self._loaded: dict[str, Segmenter] = {}
+
+    def load(self, kind: str) -> Segmenter:
+        """The segmenter for images of ``kind`` (loaded on first use)."""
+        if kind not in self.models:
+            raise ConfigError(f"no segmenter for {kind!r} images (have: {', '.join(self.models)})")
+        if kind not in self._loaded:
+            self._loaded[kind] = Segmenter.from_weights(self.models[kind], self.config, seeds=self.seeds)
+        return self._loaded[kind]
+
+    def for_image(self, pixels: np.ndarray) -> Segmenter:
+        """The segmenter for this (H, W, C) image in [0, 1]."""
+        return self.load(image_kind(pixels))
