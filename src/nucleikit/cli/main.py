@@ -26,7 +26,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 #: name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("nucleikit.cli.detect", "find nucleus centres in images (CSV, QuPath GeoJSON, overlay)"),
-    "segment": ("nucleikit.cli.segment", "outline nuclei in images (uint16 label TIFF, QuPath polygons, CSV, overlay)"),
+    "segment": ("nucleikit.cli.segment", "outline nuclei in images and whole slides (label TIFF, QuPath polygons, CSV/Parquet/SQLite, overlay)"),
     "classify": ("nucleikit.cli.classify", "type given nucleus centres of an image (epithelial, fibroblast, ...)"),
     "analyze": ("nucleikit.cli.analyze", "detect and type the nuclei of images (CSV, QuPath GeoJSON, overlay)"),
     "evaluate": ("nucleikit.cli.evaluate", "score predictions against truth (PROTOCOL.md matching and metrics)"),
