@@ -258,7 +258,7 @@ def r2unet(
     description="U-Net with an instance-aware head: foreground, boundary and distance maps",
 )
 def unet_instance(*, in_channels: int = 3, widths: Sequence[int] = UNET_WIDTHS) -> UNet:
-    """U-Net with a three-channel sigmoid head (985,703 parameters by default).
+    """U-Net with a three-channel sigmoid head (985,599 parameters by default).
 
     The same network as ``unet``; only the last 1x1 convolution differs. Its
     channels are :data:`nucleikit.targets.INSTANCE_CHANNELS` (foreground,
