@@ -252,3 +252,14 @@ def test_image_kind_on_the_shared_data(shared_dir):
             assert image_kind(pixels) == "fluorescence", path.name
             fluorescent += 1
     assert fluorescent >= 40
+
+
+def test_resize_maps_is_bilinear_on_pixel_centres_with_edge_values():
+    from nucleikit.infer.segment import resize_maps
+
+    maps = np.array([[[0.0, 1.0]], [[2.0, 2.0]]], np.float32)  # (2, 1, 2)
+    big = resize_maps(maps, (1, 4))
+    # x_small = (x + 0.5) * 2 / 4 - 0.5 = -0.25, 0.25, 0.75, 1.25 -> edge, 0.25, 0.75, edge
+    assert big.shape == (2, 1, 4) and big.dtype == np.float32
+    assert np.allclose(big[0, 0], [0.0, 0.25, 0.75, 1.0]) and np.allclose(big[1], 2.0)
+    assert resize_maps(maps, (1, 2)) is maps

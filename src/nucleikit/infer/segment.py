@@ -114,17 +114,22 @@ class Segmentation:
 def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of (K, h, w) maps to (K, H, W) = (K, *shape), pixel centres aligned.
 
-    Pixel centres map as in :func:`resize_labels`; no anti-aliasing (maps are
-    only ever enlarged or slightly shrunk back to their input's grid).
+    Pixel centres map as in :func:`~nucleikit.transforms.resize_labels`
+    (``x_small = (x + 0.5) * w / W - 0.5``), values beyond the border are the edge's; no
+    anti-aliasing (maps are only ever enlarged or slightly shrunk back to their input's
+    grid). Computed by ``torch.nn.functional.interpolate`` (``align_corners=False`` is this
+    convention), several times faster than ``skimage.transform.resize`` on large maps.
     """
-    from skimage.transform import resize
+    import torch
 
     k, h, w = maps.shape
     if (h, w) == tuple(shape):
         return maps
-    out = resize(np.moveaxis(maps, 0, -1), tuple(shape) + (k,), order=1, mode="edge", anti_aliasing=False,
-                 preserve_range=True)
-    return np.ascontiguousarray(np.moveaxis(out, -1, 0), dtype=np.float32)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
+        y = torch.nn.functional.interpolate(x, size=tuple(int(v) for v in shape), mode="bilinear",
+                                            align_corners=False)
+    return y[0].numpy()
 
 
 #: What :func:`image_kind` tells apart.
