@@ -39,3 +39,13 @@ def test_cross_validation_config_is_one_cosine_epoch_with_stain_jitter():
 def test_detector_and_segmenter_configs_load(name):
     cfg = TrainConfig.from_dict(_load(name)).resolved()
     assert cfg.model == name.split("_")[0] and cfg.steps >= 1
+
+
+@pytest.mark.parametrize("name", ["unet_instance_monuseg.json", "unet_instance_dsb2018.json"])
+def test_instance_segmenter_configs_load(name):
+    cfg = TrainConfig.from_dict(_load(name)).resolved()
+    assert cfg.model == "unet_instance" and cfg.steps >= 1000
+    if "monuseg" in name:  # H&E: 0.5 um/px, stain jitter and zoom for other labs and scanners
+        assert cfg.mpp == 0.5 and cfg.augment.hed > 0 and cfg.augment.scale >= 0.2 and cfg.intensity == "none"
+    else:  # DSB2018: input resolution, per-image percentile stretch as the binary models
+        assert cfg.mpp is None and cfg.intensity == "percentile"
