@@ -61,3 +61,21 @@ def test_bundled_detector_finds_the_nuclei_of_a_real_image(micronet, crc_image):
     m = match_points(det.xy, truth, 6.0)
     f1 = 2 * m.tp / (len(det.xy) + len(truth))
     assert f1 > 0.6
+
+
+def test_detector_refuses_segmenters_and_classifiers_at_once(make_segmenter_weights, tmp_path, capsys):
+    from nucleikit.cli.main import main
+    from nucleikit.errors import WeightsError
+    from nucleikit.infer.predict import Detector
+
+    seg = make_segmenter_weights(model="unet_instance")
+    with pytest.raises(WeightsError, match="segmentation model, not a detector"):
+        Detector.from_weights(seg)
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(image)
+    assert main(["detect", str(image), "-o", str(tmp_path / "o"), "--model", "dcrn"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "classification model, not a detector" in err[0]
+    assert not (tmp_path / "o" / "x.csv").exists()

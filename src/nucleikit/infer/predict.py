@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import WeightsError
 from ..postprocess import find_peaks
 from ..transforms import resample, scale_factor, scale_points, standardise
 from .tiling import measure_halo, predict_tiled
@@ -156,6 +157,12 @@ class Detector:
     """
 
     def __init__(self, model: Any, meta: dict, *, config: InferenceConfig = InferenceConfig()) -> None:
+        task = meta.get("task", "detection")
+        if task != "detection":
+            # refused at once: a segmenter would "detect" its foreground, a classifier crash later
+            hint = {"segmentation": "nucleikit segment", "classification": "nucleikit classify"}.get(task, "")
+            raise WeightsError(meta.get("name", "weights"),
+                               f"is a {task} model, not a detector" + (f" (`{hint}` runs it)" if hint else ""))
         self.meta = meta
         self.mpp = float(meta["mpp"])
         post = meta.get("postprocess", {})
@@ -169,8 +176,12 @@ class Detector:
     def from_weights(cls, name_or_path: str | Path, *, config: InferenceConfig = InferenceConfig()) -> "Detector":
         from ..models.weights import load_weights, resolve_weights
 
-        model, meta = load_weights(resolve_weights(name_or_path))
-        return cls(model, meta, config=config)
+        path = resolve_weights(name_or_path)
+        model, meta = load_weights(path)
+        try:
+            return cls(model, meta, config=config)
+        except WeightsError as exc:
+            raise WeightsError(path, exc.reason) from None
 
     @property
     def name(self) -> str:
