@@ -17,8 +17,9 @@ images are read at 0.5 um/px (they look scanned at 20x: ``LOOKS_20X_MPP``, data 
 H&E segmenter was trained and tuned; ``--no-20x-override`` scores them at the nominal 0.25.
 
 Both data sets get the classical floor (:func:`nucleikit.infer.classical.otsu_watershed`:
-Otsu on the haematoxylin channel for H&E, on luminance for DSB2018, then the distance-transform
-watershed), its seed distance and smallest object tuned on the same validation images as the
+Otsu on the haematoxylin channel for H&E; for DSB2018 on the channel that fits each image:
+haematoxylin for stained tissue, luminance for fluorescence, negated luminance for grey bright
+field; then the distance-transform watershed), its seed distance and smallest object tuned on the same validation images as the
 networks, and the papers' rows as published (other splits: for orientation only).
 
 Speed (PROTOCOL.md section 4) at --threads (2): "end to end" = read the PNG, predict the tiled
@@ -65,7 +66,7 @@ def data(dataset: str, limit: int | None, override_20x: bool = True):
         val = list(DSB2018(root / "dsb2018", subset="validation"))
         test = list(DSB2018(root / "dsb2018", subset="test"))
         organ_of = {}
-        channel = "grey"
+        channel = "auto"  # DSB2018 mixes fluorescence, grey bright field and stained tissue
     else:
         from nucleikit.io.datasets.monuseg import LOOKS_20X_MPP, PER_ORGAN, MoNuSegLabels
 

@@ -24,6 +24,14 @@ def test_haematoxylin_is_bright_on_nuclei_and_grey_on_fluorescence():
     assert h.shape == (20, 20) and h[10, 10] > h[0, 0]
     g = nucleus_channel(1.0 - img, "grey")  # inverted: bright nuclei on dark, like fluorescence
     assert g[10, 10] > g[0, 0]
+    dark = nucleus_channel(np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2), "dark")
+    assert dark[10, 10] > dark[0, 0]  # grey bright field: dark nuclei become bright
+    # auto: haematoxylin for the stained image, luminance for fluorescence, negated for grey bright field
+    assert np.allclose(nucleus_channel(img, "auto"), h)
+    assert np.allclose(nucleus_channel(1.0 - img.mean(axis=2, keepdims=True).repeat(3, 2), "auto"),
+                       nucleus_channel(1.0 - img.mean(axis=2, keepdims=True).repeat(3, 2), "grey"))
+    grey_bf = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
+    assert np.allclose(nucleus_channel(grey_bf, "auto"), nucleus_channel(grey_bf, "dark"))
     with pytest.raises(ValueError):
         nucleus_channel(img, "dapi")
     with pytest.raises(ValueError):

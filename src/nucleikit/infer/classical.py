@@ -6,8 +6,12 @@ that does not beat it on an organ has learned nothing useful there.
 Pipeline for an (H, W, 3) RGB image in [0, 1]:
 
 1. one channel where nuclei are bright: the haematoxylin optical density of
-   :func:`skimage.color.rgb2hed` for bright-field H&E (``channel="haematoxylin"``), or the
-   BT.601 luminance for fluorescence (``channel="grey"``);
+   :func:`skimage.color.rgb2hed` for bright-field H&E (``channel="haematoxylin"``), the
+   BT.601 luminance for fluorescence (``channel="grey"``), its negative for grey bright field
+   (``channel="dark"``: dark nuclei on a bright background), or the one of these that fits
+   the image (``channel="auto"``: haematoxylin for stained images by
+   :func:`nucleikit.infer.segment.image_kind`, else dark when the median luminance is above
+   0.5, else grey);
 2. Gaussian smoothing (``sigma`` pixels), then Otsu's threshold
    (:func:`skimage.filters.threshold_otsu`), holes filled;
 3. instances by :func:`nucleikit.postprocess.instances_from_probability` on that mask
@@ -23,8 +27,8 @@ from ..postprocess import instances_from_probability
 
 __all__ = ["CHANNELS", "nucleus_channel", "otsu_watershed"]
 
-#: What :func:`nucleus_channel` can extract.
-CHANNELS = ("haematoxylin", "grey")
+#: What :func:`nucleus_channel` can extract ("auto" picks one per image).
+CHANNELS = ("haematoxylin", "grey", "dark", "auto")
 
 
 def nucleus_channel(pixels: np.ndarray, channel: str = "haematoxylin") -> np.ndarray:
@@ -36,8 +40,15 @@ def nucleus_channel(pixels: np.ndarray, channel: str = "haematoxylin") -> np.nda
         from skimage.color import rgb2hed
 
         return rgb2hed(np.clip(arr, 0.0, 1.0))[..., 0].astype(np.float32)
-    if channel == "grey":
-        return (arr @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+    if channel in ("grey", "dark", "auto"):
+        grey = (arr @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+        if channel == "auto":
+            from .segment import image_kind
+
+            if image_kind(arr) == "stained":
+                return nucleus_channel(arr, "haematoxylin")
+            channel = "dark" if float(np.median(grey)) > 0.5 else "grey"
+        return 1.0 - grey if channel == "dark" else grey
     raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
 
 
@@ -54,8 +65,9 @@ def otsu_watershed(
     Parameters
     ----------
     pixels : (H, W, 3) float array in [0, 1]
-    channel : {"haematoxylin", "grey"}
-        H&E bright field, or fluorescence (nuclei bright on dark).
+    channel : {"haematoxylin", "grey", "dark", "auto"}
+        H&E bright field, fluorescence (nuclei bright on dark), grey bright field (nuclei dark
+        on bright), or chosen per image (module docstring).
     sigma : float
         Gaussian smoothing before thresholding, in pixels (0 disables it).
     min_size : int
