@@ -54,7 +54,6 @@ PAPER_ROWS = {
 }
 #: Classical floor values tried on validation: (min_distance, min_size) in input pixels.
 CLASSICAL_GRID = [(md, ms) for md in (4, 6, 8, 10, 12) for ms in (15, 30, 60)]
-SCORE_KEYS = ("dice", "iou", "dsb", "ap50", "aji", "pq", "sq", "rq")
 
 
 def data(dataset: str, limit: int | None, override_20x: bool = True):
@@ -68,37 +67,21 @@ def data(dataset: str, limit: int | None, override_20x: bool = True):
         organ_of = {}
         channel = "auto"  # DSB2018 mixes fluorescence, grey bright field and stained tissue
     else:
-        from nucleikit.io.datasets.monuseg import LOOKS_20X_MPP, PER_ORGAN, MoNuSegLabels
+        from nucleikit.io.datasets.monuseg import LOOKS_20X_MPP, per_organ_labels
 
         overrides = LOOKS_20X_MPP if override_20x else {}
-        val, test, organ_of = [], [], {}
-        for organ in PER_ORGAN:
-            val += list(MoNuSegLabels(root / "monuseg", organ=organ, subset="validation", mpp_overrides=overrides))
-            for sample in MoNuSegLabels(root / "monuseg", organ=organ, subset="test", mpp_overrides=overrides):
-                test.append(sample)
-                organ_of[sample.id] = organ
+        val, _ = per_organ_labels(root / "monuseg", "validation", mpp_overrides=overrides)
+        test, organ_of = per_organ_labels(root / "monuseg", "test", mpp_overrides=overrides)
         channel = "haematoxylin"
     if limit is not None:
         val, test = val[:limit], test[:limit]
     return val, test, channel, organ_of
 
 
-def summarise(per_image: list[dict], organ_of: dict) -> dict:
-    """Mean over images of every score, and per organ when the images have one."""
-    out = {"mean": {k: float(np.mean([r[k] for r in per_image])) for k in SCORE_KEYS}}
-    if organ_of:
-        out["per_organ"] = {
-            organ: {k: float(np.mean([r[k] for r in per_image if organ_of[r["id"]] == organ])) for k in SCORE_KEYS}
-            for organ in sorted({organ_of[r["id"]] for r in per_image})
-        }
-        out["per_image"] = [{**r, "organ": organ_of[r["id"]]} for r in per_image]
-    return out
-
-
 def classical(val, test, channel: str, organ_of: dict) -> dict:
     """The Otsu + watershed floor: tuned on validation (mean AJI), scored once on test."""
     from nucleikit.infer.classical import otsu_watershed
-    from nucleikit.infer.segment_eval import per_image_scores
+    from nucleikit.infer.segment_eval import per_image_scores, summarise_by_organ
 
     val_px = [(s.load_image(mode="rgb"), s.load_labels()) for s in val]
     best = None
@@ -116,17 +99,17 @@ def classical(val, test, channel: str, organ_of: dict) -> dict:
         truths.append(s.load_labels())
     per_image = per_image_scores(truths, preds, [s.id for s in test])
     return {"channel": channel, "min_distance": md, "min_size": ms, "val_aji": best[0],
-            **summarise(per_image, organ_of)}
+            **summarise_by_organ(per_image, organ_of)}
 
 
 def head_accuracy(seg, samples, organ_of: dict) -> dict:
     """Test figures of an instance head at the post-processing stored with its weights."""
-    from nucleikit.infer.segment_eval import head_labels, per_image_scores, run_segmenter
+    from nucleikit.infer.segment_eval import head_labels, per_image_scores, run_segmenter, summarise_by_organ
 
     run = run_segmenter(seg, samples)
     per_image = per_image_scores(run.truths, head_labels(seg, run), run.ids)
     return {"postprocess": dict(seg.meta.get("postprocess", {})), "seconds_maps": run.seconds,
-            **summarise(per_image, organ_of)}
+            **summarise_by_organ(per_image, organ_of)}
 
 
 def mask_accuracy(seg, samples) -> dict:

@@ -194,15 +194,11 @@ def instance_data(meta: dict, limit: int | None):
     """(validation, test, split names, criterion, organ of each test id) of an instance head's data set."""
     root = _shared_data()
     if str(meta.get("dataset", "")).startswith("MoNuSeg"):
-        from nucleikit.io.datasets.monuseg import PER_ORGAN, MoNuSegLabels
+        from nucleikit.io.datasets.monuseg import per_organ_labels
 
         overrides = meta.get("mpp_overrides", {})
-        val, test, organ_of = [], [], {}
-        for organ in PER_ORGAN:
-            val += list(MoNuSegLabels(root / "monuseg", organ=organ, subset="validation", mpp_overrides=overrides))
-            for s in MoNuSegLabels(root / "monuseg", organ=organ, subset="test", mpp_overrides=overrides):
-                test.append(s)
-                organ_of[s.id] = organ
+        val, _ = per_organ_labels(root / "monuseg", "validation", mpp_overrides=overrides)
+        test, organ_of = per_organ_labels(root / "monuseg", "test", mpp_overrides=overrides)
         return limited(val, limit), limited(test, limit), ("monuseg per_organ validation",
                                                            "monuseg per_organ test"), "aji", organ_of
     from nucleikit.io.datasets.dsb2018 import DSB2018
@@ -216,7 +212,8 @@ def instance_data(meta: dict, limit: int | None):
 def ship_instance_segmenter(args, model, meta: dict, log: list[dict]) -> dict:
     from nucleikit.infer.predict import InferenceConfig
     from nucleikit.infer.segment import Segmenter
-    from nucleikit.infer.segment_eval import head_labels, per_image_scores, run_segmenter, tune_postprocess
+    from nucleikit.infer.segment_eval import (head_labels, per_image_scores, run_segmenter, summarise_by_organ,
+                                              tune_postprocess)
 
     halo = trained_halo(model, len(meta["mean"]))
     meta = dict(meta, name=args.name, halo=halo)
@@ -235,15 +232,7 @@ def ship_instance_segmenter(args, model, meta: dict, log: list[dict]) -> dict:
     seg = Segmenter(model, meta, config=InferenceConfig(threads=args.threads))
     run = run_segmenter(seg, test)
     per_image = per_image_scores(run.truths, head_labels(seg, run), run.ids)
-    figures = figures_label(test_name, len(test), args.limit_images)
-    keys = ("dice", "iou", "dsb", "ap50", "aji", "pq", "sq", "rq")
-    figures["mean"] = {k: float(np.mean([r[k] for r in per_image])) for k in keys}
-    if organ_of:
-        figures["per_organ"] = {
-            organ: {k: float(np.mean([r[k] for r in per_image if organ_of[r["id"]] == organ])) for k in keys}
-            for organ in sorted({organ_of[r["id"]] for r in per_image})
-        }
-        figures["per_image"] = [{**r, "organ": organ_of[r["id"]]} for r in per_image]
+    figures = {**figures_label(test_name, len(test), args.limit_images), **summarise_by_organ(per_image, organ_of)}
     print("test mean: " + ", ".join(f"{k} {v:.4f}" for k, v in figures["mean"].items()))
     meta["test"] = figures
     return meta

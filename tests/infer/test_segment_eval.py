@@ -106,3 +106,14 @@ def test_instance_head_scoring_and_tuning_on_stored_maps(make_segmenter_weights)
         tune_postprocess(seg, run, [])
     with pytest.raises(ValueError, match="instance-head"):
         head_labels(Segmenter.from_weights(make_segmenter_weights(), InferenceConfig(threads=1)), run)
+
+
+def test_summarise_by_organ_means_by_hand():
+    from nucleikit.infer.segment_eval import SCORE_KEYS, summarise_by_organ
+
+    recs = [{"id": i, **{k: v for k in SCORE_KEYS}} for i, v in (("a", 0.2), ("b", 0.4), ("c", 0.9))]
+    plain = summarise_by_organ(recs)
+    assert set(plain) == {"mean"} and plain["mean"]["aji"] == pytest.approx(0.5)
+    by = summarise_by_organ(recs, {"a": "lung", "b": "lung", "c": "breast"})
+    assert by["per_organ"]["lung"]["pq"] == pytest.approx(0.3) and by["per_organ"]["breast"]["dice"] == 0.9
+    assert [r["organ"] for r in by["per_image"]] == ["lung", "lung", "breast"]

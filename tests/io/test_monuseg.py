@@ -137,3 +137,12 @@ def test_label_samples_read_the_instance_labels_with_the_20x_override(root):
     assert len(np.unique(labels)) - 1 == 1073  # README: TCGA-HE-7128 has 1,073 instances
     breast = MoNuSegLabels(root, organ="breast", subset="validation")[0]
     assert breast.mpp == MPP and breast.load_image().shape == (1000, 1000, 3)
+
+
+def test_per_organ_labels_cover_the_four_organs_in_order(root):
+    from nucleikit.io.datasets.monuseg import per_organ_labels
+
+    test, organ_of = per_organ_labels(root, "test")
+    assert len(test) == 8 and [organ_of[s.id] for s in test] == [o for o in PER_ORGAN for _ in range(2)]
+    val, _ = per_organ_labels(root, "validation", mpp_overrides={"TCGA-B0-5710-01Z-00-DX1": 0.5})
+    assert {s.id: s.mpp for s in val}["TCGA-B0-5710-01Z-00-DX1"] == 0.5 and len(val) == 4

@@ -252,13 +252,11 @@ def _segmentation_data(args: argparse.Namespace):
         return list(train), list(val), {"dataset": "DSB2018 stage1_train", "split": "dsb2018 536/134",
                                         "labels": args.labels}
     if args.dataset == "monuseg":
-        from ..io.datasets.monuseg import AUXILIARY, LOOKS_20X_MPP, PER_ORGAN, MoNuSegLabels
+        from ..io.datasets.monuseg import AUXILIARY, LOOKS_20X_MPP, MoNuSegLabels, per_organ_labels
 
         folder = root / "monuseg"
-        train, val = [], []
-        for organ in PER_ORGAN:
-            train += list(MoNuSegLabels(folder, organ=organ, subset="train", mpp_overrides=LOOKS_20X_MPP))
-            val += list(MoNuSegLabels(folder, organ=organ, subset="validation", mpp_overrides=LOOKS_20X_MPP))
+        train, _ = per_organ_labels(folder, "train", mpp_overrides=LOOKS_20X_MPP)
+        val, _ = per_organ_labels(folder, "validation", mpp_overrides=LOOKS_20X_MPP)
         for organ in AUXILIARY:
             train += list(MoNuSegLabels(folder, organ=organ, subset="train", mpp_overrides=LOOKS_20X_MPP))
         meta = {"dataset": "MoNuSeg 2018 training images",

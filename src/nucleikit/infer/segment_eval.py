@@ -22,7 +22,7 @@ from .segment import Segmenter
 
 __all__ = ["SegmentationRun", "InstanceTuning", "PostprocessTuning", "run_segmenter", "instance_labels",
            "score_instances", "tune_instances", "segmentation_summary", "head_labels", "score_postprocess",
-           "tune_postprocess", "per_image_scores"]
+           "tune_postprocess", "per_image_scores", "SCORE_KEYS", "summarise_by_organ"]
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,27 @@ def per_image_scores(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray], 
     """One PROTOCOL.md record (Dice, IoU, DSB score, AP50, AJI, PQ, SQ, RQ, counts) per image."""
     report = evaluate_segmentation(list(truths), list(preds))
     return [{"id": i, **sc.to_dict()} for i, sc in zip(ids, report.per_image)]
+
+
+#: The per-image scores :func:`summarise_by_organ` averages.
+SCORE_KEYS = ("dice", "iou", "dsb", "ap50", "aji", "pq", "sq", "rq")
+
+
+def summarise_by_organ(per_image: Sequence[dict], organ_of: dict[str, str] | None = None) -> dict:
+    """``{"mean": {...}}`` of :data:`SCORE_KEYS` over ``per_image`` records (:func:`per_image_scores`).
+
+    With ``organ_of`` (id -> organ) also ``"per_organ"`` (means over each organ's images) and
+    ``"per_image"`` (the records with their organ).
+    """
+    out: dict[str, Any] = {"mean": {k: float(np.mean([r[k] for r in per_image])) for k in SCORE_KEYS}}
+    if organ_of:
+        organs = sorted({organ_of[r["id"]] for r in per_image})
+        out["per_organ"] = {
+            organ: {k: float(np.mean([r[k] for r in per_image if organ_of[r["id"]] == organ])) for k in SCORE_KEYS}
+            for organ in organs
+        }
+        out["per_image"] = [{**r, "organ": organ_of[r["id"]]} for r in per_image]
+    return out
 
 
 @dataclass(frozen=True)

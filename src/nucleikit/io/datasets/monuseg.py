@@ -56,7 +56,7 @@ import numpy as np
 from nucleikit.errors import ConfigError, InputError
 from nucleikit.io.datasets.base import LabelSample, PointSample, SampleSequence
 
-__all__ = ["MPP", "PER_ORGAN", "AUXILIARY", "LOOKS_20X", "LOOKS_20X_MPP", "MoNuSeg", "MoNuSegLabels", "read_organs", "read_monuseg_split", "label_centroids", "check_centroids"]
+__all__ = ["MPP", "PER_ORGAN", "AUXILIARY", "LOOKS_20X", "LOOKS_20X_MPP", "MoNuSeg", "MoNuSegLabels", "per_organ_labels", "read_organs", "read_monuseg_split", "label_centroids", "check_centroids"]
 
 #: Microns per pixel of the 40x tiles.
 MPP = 0.25
@@ -173,6 +173,23 @@ class MoNuSegLabels(MoNuSeg):
             raise InputError(labels_path, "label image not found")
         mpp = float(self.mpp_overrides.get(stem, MPP))
         return LabelSample(stem, folder / "images" / f"{stem}.png", partial(read_label_image, labels_path), mpp)
+
+
+def per_organ_labels(
+    root: str | Path, subset: str, *, mpp_overrides: Mapping[str, float] | None = None
+) -> tuple[list[LabelSample], dict[str, str]]:
+    """Label samples of one subset over all :data:`PER_ORGAN` organs, and the organ of each.
+
+    Returns ``(samples, organ_of)``: samples in organ order (breast, kidney, lung, prostate),
+    ``organ_of`` maps each sample id to its organ (for per-organ figures).
+    """
+    samples: list[LabelSample] = []
+    organ_of: dict[str, str] = {}
+    for organ in PER_ORGAN:
+        for sample in MoNuSegLabels(root, organ=organ, subset=subset, mpp_overrides=mpp_overrides):
+            samples.append(sample)
+            organ_of[sample.id] = organ
+    return samples, organ_of
 
 
 def read_organs(path: str | Path) -> dict[str, str]:
