@@ -128,7 +128,7 @@ def test_segment_routes_slides_and_images_and_goes_on_past_bad_slides(he_slide, 
     assert "blank.tif: no tissue found" in captured.err
     assert "cut.svs: truncated" in captured.err
     assert "2 of 4 inputs processed" in captured.out
-    found = re.search(r"he.tif: \d+ nuclei \(.* s, level 0, 0.5 um/px \(metadata\), (\d) of 8 tiles with tissue",
+    found = re.search(r"he.tif: \d+ nuclei \(.* s, unet_he, level 0, 0.5 um/px \(metadata\), (\d) of 8 tiles with tissue",
                       captured.out)
     assert found and 4 <= int(found[1]) <= 6  # the glass column x >= 384 never runs
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -147,8 +147,9 @@ def test_segment_routes_slides_and_images_and_goes_on_past_bad_slides(he_slide, 
 
 def test_segment_slide_options_level_formats_and_tissue_all(he_slide, tmp_path, capsys):
     out = tmp_path / "out"
+    # the DSB2018 unet runs at the level's own pixels (no mpp of its own): two 128 px tiles at level 1
     assert main(["segment", str(he_slide), "-o", str(out), "--threads", "1", "--tile", "128", "--level", "1",
-                 "--formats", "sqlite,csv", "--tissue-mask", "all", "--no-resume"]) == 0
+                 "--formats", "sqlite,csv", "--tissue-mask", "all", "--no-resume", "--model", "unet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["he.csv", "he.sqlite"]
     assert "level 1, 0.5 um/px (metadata), 2 of 2 tiles with tissue" in capsys.readouterr().out
     rows = pd.read_csv(out / "he.csv")
