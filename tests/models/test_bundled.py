@@ -30,7 +30,17 @@ def test_bundled_weights_metadata_matches_reality(path):
         assert 0 < t["f1_r6"] <= t["f1_r8"] <= 1  # a larger radius never loses pairs
         p, r = t["precision_r6"], t["recall_r6"]
         assert t["f1_r6"] == pytest.approx(2 * p * r / (p + r))
-    if meta["task"] == "segmentation":
+    if meta["task"] == "segmentation" and meta["target"] == "instance":
+        post = meta["postprocess"]
+        assert 0 < post["threshold"] < 1 and post["markers"] in ("distance", "boundary") and post["min_size"] >= 0
+        assert meta["halo"] % 16 == 0 and meta["mpp"] == 0.5 and meta["intensity"] == "none"
+        t = meta["test"]
+        assert len(t["per_image"]) == 8 and sorted(t["per_organ"]) == ["breast", "kidney", "lung", "prostate"]
+        for key in ("aji", "pq", "dice"):
+            assert 0 < t["mean"][key] <= 1
+            assert t["mean"][key] == pytest.approx(sum(r[key] for r in t["per_image"]) / 8)
+        assert meta["validation"]["criterion"] == "mean aji"
+    elif meta["task"] == "segmentation":
         post = meta["postprocess"]
         assert 0 < post["threshold"] < 1 and post["min_distance"] >= 1 and post["min_size"] >= 0
         assert post["seeds"] in ("distance", "detector") and meta["colour"] in ("rgb", "grey")

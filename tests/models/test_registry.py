@@ -15,7 +15,7 @@ from nucleikit.models import registry
 from nucleikit.models.micronet import MicroNet
 
 DETECTION = ["fcrn_a", "fcrn_b", "micronet", "udnet", "unet_regressor"]
-SEGMENTATION = ["r2unet", "unet"]
+SEGMENTATION = ["r2unet", "r2unet_instance", "unet", "unet_instance"]
 
 
 @pytest.fixture
@@ -53,9 +53,10 @@ def test_forward_shapes_odd_and_crop(name):
         odd = model(torch.rand(1, 3, 75, 61))
         square = model(torch.rand(1, 3, 75, 75))
         crop = model(torch.rand(1, 3, 200, 200))
-    assert odd.shape == (1, 1, 75, 61)
-    assert square.shape == (1, 1, 75, 75)
-    assert crop.shape == (1, 1, 200, 200)
+    k = 3 if models.get_spec(name).target == "instance" else 1  # foreground, boundary, distance
+    assert odd.shape == (1, k, 75, 61)
+    assert square.shape == (1, k, 75, 75)
+    assert crop.shape == (1, k, 200, 200)
     # every registered model so far ends in a sigmoid
     for y in (odd, square, crop):
         assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
