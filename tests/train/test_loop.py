@@ -66,8 +66,11 @@ def test_resume_continues_from_checkpoint(tmp_path):
     assert ck["step"] == 2
     res = train_detector([disc_image(0)], [disc_image(2)], tiny_config(steps=4), tmp_path, progress=False)
     assert res.steps_done == 4
-    steps = [json.loads(l)["step"] for l in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert steps == [2, 4]  # the resumed run did not start again from step 0
+    records = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]  # the resumed run did not start again from step 0
+    # the optimisation-only clock carries over the resume and excludes validation
+    assert 0 < records[0]["train_s"] < records[1]["train_s"]
+    assert all(r["train_s"] < r["elapsed_s"] for r in records)
 
 
 def test_same_seed_same_result(tmp_path):

@@ -280,6 +280,9 @@ def train_dense(
     best: dict = {"score": -1.0}
     best_step = 0
     elapsed = 0.0
+    # seconds spent in optimisation steps only (no validation, no saving): the
+    # fair clock for comparing architectures at equal wall time
+    train_s = 0.0
     ckpt_path = out / "checkpoint.pt"
     best_path = out / "best.safetensors"
     if resume and ckpt_path.exists():
@@ -294,6 +297,7 @@ def train_dense(
         best.setdefault("score", best.get("f1", -1.0))  # checkpoints of version 0.1.0 runs
         best_step = int(ck["best_step"])
         elapsed = float(ck["elapsed"])
+        train_s = float(ck.get("train_s", elapsed))  # older checkpoints kept only the total
         mean = np.asarray(ck["mean"], np.float32)
         std = np.asarray(ck["std"], np.float32)
         torch.set_rng_state(ck["torch_rng"])
@@ -372,6 +376,7 @@ def train_dense(
             net.train()
             if cfg.freeze_blocks:
                 freeze_blocks(model, cfg.freeze_blocks)  # re-applies eval() to frozen BN layers
+            t_step = time.perf_counter()
             x, y, w = pending.result()
             if step + 1 < cfg.steps:
                 pending = pool.submit(_batch, cfg.seed, step + 1, train_images, cfg, probs, dist.rank)
@@ -393,6 +398,7 @@ def train_dense(
             loss.backward()
             opt.step()
             step += 1
+            train_s += time.perf_counter() - t_step
             running.append(float(loss.detach()))
             if bar is not None:
                 bar.update(task_bar, completed=step, loss=float(np.mean(running[-50:])))
@@ -409,6 +415,7 @@ def train_dense(
                     "score": res.score,
                     "lr": opt.param_groups[0]["lr"],
                     "elapsed_s": time.perf_counter() - t0,
+                    "train_s": train_s,
                 }
                 running = []
                 if res.score > best["score"]:
@@ -433,7 +440,7 @@ def train_dense(
                 if on_validate is not None:
                     on_validate(step, record)
                 _save_checkpoint(ckpt_path, model, opt, sched, step, best, best_step, time.perf_counter() - t0,
-                                 mean, std, cfg)
+                                 mean, std, cfg, train_s)
                 if bar is not None:
                     bar.update(task_bar, score=max(best["score"], 0.0))
     finally:
@@ -461,7 +468,8 @@ def _inherit_input_format(cfg: TrainConfig, init_meta: dict) -> TrainConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elapsed, mean, std, cfg) -> None:
+def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elapsed, mean, std, cfg,
+                     train_s: float) -> None:
     import torch
 
     state = {
@@ -472,6 +480,7 @@ def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elaps
         "best": best,
         "best_step": best_step,
         "elapsed": elapsed,
+        "train_s": train_s,
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
         "torch_rng": torch.get_rng_state(),
