@@ -1,0 +1,226 @@
+"""Does R2U-Net beat U-Net? Alom et al.'s claim on DSB2018, at equal steps and equal training time, 3 seeds.
+
+Alom et al. (2022) report R2U-Net above U-Net on the 2018 Data Science Bowl. This study trains
+both of the paper's binary networks (``r2unet``, ``unet``; about 0.98 M parameters each) on the
+PROTOCOL.md DSB2018 split with the same recipe (``configs/experiments/r2unet_vs_unet.json``: Adam
+1e-3 at a constant rate, batch 16, 96-pixel crops, percentile intensity, fp32) and the same seeds.
+A seed fixes both the initial weights and the sequence of training crops, so the two networks of
+one seed see the same data in the same order and their difference is a paired one.
+
+* **Equal steps**: both networks after ``--steps`` optimisation steps.
+* **Equal training time**: R2U-Net after ``--steps`` steps against U-Net at the last validation
+  whose optimisation time (``train_s`` in the log: steps only, no validation or saving) does not
+  exceed R2U-Net's. U-Net runs ``--unet-steps`` so that it can get there.
+
+Scores are on the 134 validation images (Dice and DSB score at the threshold tuned on them, as
+training selects its weights); the test images stay untouched. A verdict says "holds" only when
+every seed agrees, otherwise the difference is within the seed-to-seed noise.
+
+Usage (trainings run one after another; run again to resume)::
+
+    python benchmarks/r2unet_vs_unet.py run --runs ~/nucleikit-runs/r2unet_vs_unet
+    python benchmarks/r2unet_vs_unet.py report --runs ~/nucleikit-runs/r2unet_vs_unet
+
+``report`` writes ``docs/experiments/r2unet_vs_unet/`` (report.md, results.json, curves.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from _common import machine, shared_data
+
+HERE = Path(__file__).resolve().parent
+CONFIG = HERE.parent / "configs" / "experiments" / "r2unet_vs_unet.json"
+DOCS = HERE.parent / "docs" / "experiments" / "r2unet_vs_unet"
+MODELS = ("r2unet", "unet")
+
+
+def run_dir(runs: Path, model: str, seed: int) -> Path:
+    return runs / f"{model}_seed{seed}"
+
+
+def train_all(args: argparse.Namespace) -> None:
+    """Train every (seed, model) pair in turn; a finished pair is skipped, a cut one resumes."""
+    data = shared_data()
+    for seed in args.seeds:
+        for model, steps in (("r2unet", args.steps), ("unet", args.unet_steps)):
+            out = run_dir(args.runs, model, seed)
+            done = [r["step"] for r in read_log(out)]
+            if done and max(done) >= steps:
+                continue
+            cmd = [sys.executable, "-m", "nucleikit", "train", "segmentation", "--dataset", "dsb2018",
+                   "--data-root", str(data), "--config", str(CONFIG), "--model", model, "--seed", str(seed),
+                   "--steps", str(steps), "--val-every", str(args.val_every), "--no-progress", "-o", str(out)]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+
+
+def read_log(out: Path) -> list[dict]:
+    path = out / "log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def compare(logs: dict[tuple[str, int], list[dict]], steps: int) -> list[dict]:
+    """One row per seed: both networks at equal steps and at R2U-Net's training time.
+
+    Parameters
+    ----------
+    logs : dict
+        ``(model, seed) -> validation records`` (``step``, ``train_s``, ``val_dice``, ``val_dsb``).
+    steps : int
+        The step of the equal-steps comparison (R2U-Net's last).
+    """
+    rows = []
+    for seed in sorted({s for _, s in logs}):
+        r2u, u = logs.get(("r2unet", seed), []), logs.get(("unet", seed), [])
+        at_r2u = next((r for r in r2u if r["step"] == steps), None)
+        at_u = next((r for r in u if r["step"] == steps), None)
+        if at_r2u is None or at_u is None:
+            continue
+        budget = at_r2u["train_s"]
+        within = [r for r in u if r["train_s"] <= budget]
+        same_time = within[-1] if within else u[0]
+        rows.append({
+            "seed": seed,
+            "r2unet_dice": at_r2u["val_dice"], "r2unet_dsb": at_r2u["val_dsb"],
+            "r2unet_train_s": budget, "r2unet_s_per_step": budget / steps,
+            "unet_dice_same_steps": at_u["val_dice"], "unet_dsb_same_steps": at_u["val_dsb"],
+            "unet_s_per_step": at_u["train_s"] / steps,
+            "unet_step_same_time": same_time["step"], "unet_train_s_same_time": same_time["train_s"],
+            "unet_dice_same_time": same_time["val_dice"], "unet_dsb_same_time": same_time["val_dsb"],
+            "unet_reached_the_time": bool(u[-1]["train_s"] >= budget),
+        })
+    return rows
+
+
+def verdict(r2u: np.ndarray, u: np.ndarray) -> str:
+    """'R2U-Net better' / 'U-Net better' only if every seed's paired difference agrees."""
+    d = np.asarray(r2u) - np.asarray(u)
+    if len(d) and np.all(d > 0):
+        return "R2U-Net better on every seed"
+    if len(d) and np.all(d < 0):
+        return "U-Net better on every seed"
+    return "within the seed-to-seed noise"
+
+
+def spread(v) -> str:
+    v = np.asarray(v, float)
+    return f"{v.mean():.3f} ({v.min():.3f}-{v.max():.3f})"
+
+
+def report(args: argparse.Namespace) -> None:
+    logs = {(m, s): read_log(run_dir(args.runs, m, s)) for m in MODELS for s in args.seeds}
+    rows = compare(logs, args.steps)
+    if not rows:
+        sys.exit(f"no finished seed pair under {args.runs}")
+    col = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    summary = {
+        "equal_steps": {
+            "steps": args.steps,
+            "dice": verdict(col["r2unet_dice"], col["unet_dice_same_steps"]),
+            "dsb": verdict(col["r2unet_dsb"], col["unet_dsb_same_steps"]),
+        },
+        "equal_time": {
+            "dice": verdict(col["r2unet_dice"], col["unet_dice_same_time"]),
+            "dsb": verdict(col["r2unet_dsb"], col["unet_dsb_same_time"]),
+        },
+    }
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / "results.json").write_text(json.dumps(
+        {"machine": machine(), "config": json.loads(CONFIG.read_text()), "steps": args.steps,
+         "seeds": rows, "summary": summary, "logs": {f"{m}_seed{s}": v for (m, s), v in logs.items()}},
+        indent=1) + "\n")
+    plot(logs, DOCS / "curves.png")
+    m = machine()
+    n = len(rows)
+    lines = [
+        "# R2U-Net against U-Net on DSB2018 (Alom et al.'s claim), equal steps and equal training time",
+        "",
+        f"{n} seeds; validation images of `../shared/splits/dsb2018.json` (134); recipe "
+        f"`configs/experiments/r2unet_vs_unet.json` (Adam 1e-3 constant, batch 16, crop 96, fp32); "
+        f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}. Mean over seeds (min-max).",
+        "",
+        "| comparison | R2U-Net Dice | U-Net Dice | R2U-Net DSB score | U-Net DSB score | verdict (Dice / DSB) |",
+        "|---|---|---|---|---|---|",
+        f"| equal steps ({args.steps}) | {spread(col['r2unet_dice'])} | {spread(col['unet_dice_same_steps'])} | "
+        f"{spread(col['r2unet_dsb'])} | {spread(col['unet_dsb_same_steps'])} | "
+        f"{summary['equal_steps']['dice']} / {summary['equal_steps']['dsb']} |",
+        f"| equal training time ({col['r2unet_train_s'].mean() / 60:.1f} min; U-Net at step "
+        f"{col['unet_step_same_time'].mean():.0f} on average) | {spread(col['r2unet_dice'])} | "
+        f"{spread(col['unet_dice_same_time'])} | {spread(col['r2unet_dsb'])} | {spread(col['unet_dsb_same_time'])} | "
+        f"{summary['equal_time']['dice']} / {summary['equal_time']['dsb']} |",
+        "",
+        f"Seconds per optimisation step: R2U-Net {spread(col['r2unet_s_per_step'])}, "
+        f"U-Net {spread(col['unet_s_per_step'])}.",
+        "",
+        "Per seed:",
+        "",
+        "| seed | R2U-Net Dice / DSB | U-Net same steps | U-Net same time (step) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['r2unet_dice']:.3f} / {r['r2unet_dsb']:.3f} | "
+                     f"{r['unet_dice_same_steps']:.3f} / {r['unet_dsb_same_steps']:.3f} | "
+                     f"{r['unet_dice_same_time']:.3f} / {r['unet_dsb_same_time']:.3f} ({r['unet_step_same_time']}) |")
+    if not all(r["unet_reached_the_time"] for r in rows):
+        lines += ["", "U-Net did not run for as long as R2U-Net on every seed: its equal-time figure is its last."]
+    lines += ["", "![validation curves](curves.png)", "",
+              "Reproduce: `python benchmarks/r2unet_vs_unet.py run --runs RUNS` then "
+              "`python benchmarks/r2unet_vs_unet.py report --runs RUNS` "
+              f"(`--steps {args.steps} --unet-steps {args.unet_steps} --val-every {args.val_every}`).", ""]
+    (DOCS / "report.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def plot(logs: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    colours = {"r2unet": "tab:red", "unet": "tab:blue"}
+    for (model, seed), recs in sorted(logs.items()):
+        if not recs:
+            continue
+        label = model if seed == min(s for m, s in logs if m == model) else None
+        axes[0].plot([r["step"] for r in recs], [r["val_dice"] for r in recs], color=colours[model], label=label)
+        axes[1].plot([r["train_s"] / 60 for r in recs], [r["val_dice"] for r in recs], color=colours[model])
+    axes[0].set_xlabel("optimisation step")
+    axes[1].set_xlabel("optimisation time (min)")
+    axes[0].set_ylabel("validation Dice")
+    axes[0].legend()
+    fig.suptitle("DSB2018 validation, one line per seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("action", choices=["run", "report"])
+    p.add_argument("--runs", type=Path, required=True, help="folder of the six runs (outside the repository)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=600, help="R2U-Net's steps (the equal-steps point)")
+    p.add_argument("--unet-steps", type=int, default=1000, help="U-Net's steps (enough to reach R2U-Net's time)")
+    p.add_argument("--val-every", type=int, default=100)
+    args = p.parse_args()
+    if args.steps % args.val_every or args.unet_steps < args.steps:
+        p.error("--steps must be a multiple of --val-every and --unet-steps at least --steps")
+    if args.action == "run":
+        train_all(args)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()

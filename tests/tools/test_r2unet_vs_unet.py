@@ -1,0 +1,58 @@
+"""benchmarks/r2unet_vs_unet.py pairs the two networks of one seed at equal steps and equal time."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _study():
+    sys.path.insert(0, str(REPO / "benchmarks"))  # the script imports its sibling _common
+    try:
+        spec = importlib.util.spec_from_file_location("r2unet_vs_unet", REPO / "benchmarks" / "r2unet_vs_unet.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return module
+
+
+def _log(steps, s_per_step, dice):
+    return [{"step": k, "train_s": k * s_per_step, "val_dice": d, "val_dsb": d / 2} for k, d in zip(steps, dice)]
+
+
+def test_equal_time_takes_unets_last_validation_within_r2unets_time():
+    study = _study()
+    # R2U-Net: 2 s/step, 200 steps = 400 s. U-Net: 1 s/step, so 400 s is its step 400;
+    # step 500 (500 s) is past the budget and must not be used.
+    logs = {
+        ("r2unet", 0): _log([100, 200], 2.0, [0.70, 0.80]),
+        ("unet", 0): _log([100, 200, 300, 400, 500], 1.0, [0.72, 0.78, 0.83, 0.85, 0.90]),
+    }
+    (row,) = study.compare(logs, steps=200)
+    assert row["r2unet_dice"] == 0.80 and row["unet_dice_same_steps"] == 0.78
+    assert row["unet_step_same_time"] == 400 and row["unet_dice_same_time"] == 0.85
+    assert row["r2unet_s_per_step"] == 2.0 and row["unet_s_per_step"] == 1.0
+    assert row["unet_reached_the_time"]
+
+
+def test_a_seed_without_both_runs_at_the_step_is_left_out():
+    study = _study()
+    logs = {("r2unet", 0): _log([100], 2.0, [0.7]), ("unet", 0): _log([100, 200], 1.0, [0.7, 0.8]),
+            ("r2unet", 1): _log([100, 200], 2.0, [0.7, 0.8]), ("unet", 1): _log([100, 200], 1.0, [0.7, 0.8])}
+    rows = study.compare(logs, steps=200)
+    assert [r["seed"] for r in rows] == [1]
+    assert not rows[0]["unet_reached_the_time"]  # U-Net stopped at 200 s, short of R2U-Net's 400 s
+
+
+def test_verdict_needs_every_seed_to_agree():
+    study = _study()
+    assert study.verdict(np.array([0.8, 0.81, 0.82]), np.array([0.7, 0.8, 0.81])) == "R2U-Net better on every seed"
+    assert study.verdict(np.array([0.7, 0.7]), np.array([0.8, 0.71])) == "U-Net better on every seed"
+    assert study.verdict(np.array([0.8, 0.7]), np.array([0.7, 0.8])) == "within the seed-to-seed noise"
+    assert study.verdict(np.array([0.8]), np.array([0.8])) == "within the seed-to-seed noise"
