@@ -9,15 +9,17 @@ one seed see the same data in the same order and their difference is a paired on
 
 * **Equal steps**: both networks after ``--steps`` optimisation steps.
 * **Equal training time**: R2U-Net after ``--steps`` steps against U-Net at the last validation
-  whose optimisation time (``train_s`` in the log: steps only, no validation or saving) does not
-  exceed R2U-Net's. U-Net runs ``--unet-steps`` so that it can get there.
+  within the same optimisation time. The time per step of each network is measured back to back
+  on an idle CPU (``speed``); without that probe, the runs' own clocks (``train_s`` in the log:
+  steps only, no validation or saving) decide. U-Net runs ``--unet-steps`` so it can get there.
 
 Scores are on the 134 validation images (Dice and DSB score at the threshold tuned on them, as
 training selects its weights); the test images stay untouched. A verdict says "holds" only when
 every seed agrees, otherwise the difference is within the seed-to-seed noise.
 
-Usage (trainings run one after another; run again to resume)::
+Usage (``speed`` on an idle machine first; trainings run one after another; run again to resume)::
 
+    python benchmarks/r2unet_vs_unet.py speed --runs ~/nucleikit-runs/r2unet_vs_unet
     python benchmarks/r2unet_vs_unet.py run --runs ~/nucleikit-runs/r2unet_vs_unet
     python benchmarks/r2unet_vs_unet.py report --runs ~/nucleikit-runs/r2unet_vs_unet
 
@@ -62,6 +64,47 @@ def train_all(args: argparse.Namespace) -> None:
             subprocess.run(cmd, check=True)
 
 
+def probe_speed(args: argparse.Namespace) -> dict:
+    """Seconds per optimisation step of each network, measured back to back on an idle CPU.
+
+    The runs' own ``train_s`` clocks are taken at different times, so anything else running on
+    the machine skews them; this probe (same batch, same threads, nothing else) is the clock the
+    equal-time comparison uses. Written to ``RUNS/speed.json``.
+    """
+    import time
+
+    import torch
+
+    from nucleikit.losses import get_loss
+    from nucleikit.models.registry import build_model, get_spec
+
+    cfg = json.loads(CONFIG.read_text())
+    torch.set_num_threads(int(cfg["threads"]))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(cfg["batch_size"], 3, cfg["crop"], cfg["crop"], generator=gen)
+    y = (torch.rand(cfg["batch_size"], 1, cfg["crop"], cfg["crop"], generator=gen) > 0.7).float()
+    result = {"machine": machine(), "batch_size": cfg["batch_size"], "crop": cfg["crop"], "s_per_step": {}}
+    for model_name in MODELS:
+        torch.manual_seed(0)
+        model = build_model(model_name).train()
+        loss_fn = get_loss(get_spec(model_name).loss)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+        times = []
+        for i in range(args.probe_steps + 3):
+            t = time.perf_counter()
+            loss = loss_fn(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i >= 3:  # the first steps allocate and warm up
+                times.append(time.perf_counter() - t)
+        result["s_per_step"][model_name] = float(np.median(times))
+        print(f"{model_name}: {result['s_per_step'][model_name]:.3f} s/step (median of {len(times)})", flush=True)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    (args.runs / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def read_log(out: Path) -> list[dict]:
     path = out / "log.jsonl"
     if not path.exists():
@@ -69,7 +112,7 @@ def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def compare(logs: dict[tuple[str, int], list[dict]], steps: int) -> list[dict]:
+def compare(logs: dict[tuple[str, int], list[dict]], steps: int, speed_ratio: float | None = None) -> list[dict]:
     """One row per seed: both networks at equal steps and at R2U-Net's training time.
 
     Parameters
@@ -78,6 +121,10 @@ def compare(logs: dict[tuple[str, int], list[dict]], steps: int) -> list[dict]:
         ``(model, seed) -> validation records`` (``step``, ``train_s``, ``val_dice``, ``val_dsb``).
     steps : int
         The step of the equal-steps comparison (R2U-Net's last).
+    speed_ratio : float, optional
+        R2U-Net's seconds per step over U-Net's, from the idle-CPU probe: U-Net's equal-time
+        point is its last validation at or before ``steps * speed_ratio``. Without it, the
+        runs' own ``train_s`` clocks decide.
     """
     rows = []
     for seed in sorted({s for _, s in logs}):
@@ -87,7 +134,12 @@ def compare(logs: dict[tuple[str, int], list[dict]], steps: int) -> list[dict]:
         if at_r2u is None or at_u is None:
             continue
         budget = at_r2u["train_s"]
-        within = [r for r in u if r["train_s"] <= budget]
+        if speed_ratio is not None:
+            within = [r for r in u if r["step"] <= steps * speed_ratio + 1e-9]
+            reached = u[-1]["step"] >= steps * speed_ratio
+        else:
+            within = [r for r in u if r["train_s"] <= budget]
+            reached = u[-1]["train_s"] >= budget
         same_time = within[-1] if within else u[0]
         rows.append({
             "seed": seed,
@@ -97,7 +149,7 @@ def compare(logs: dict[tuple[str, int], list[dict]], steps: int) -> list[dict]:
             "unet_s_per_step": at_u["train_s"] / steps,
             "unet_step_same_time": same_time["step"], "unet_train_s_same_time": same_time["train_s"],
             "unet_dice_same_time": same_time["val_dice"], "unet_dsb_same_time": same_time["val_dsb"],
-            "unet_reached_the_time": bool(u[-1]["train_s"] >= budget),
+            "unet_reached_the_time": bool(reached),
         })
     return rows
 
@@ -119,7 +171,10 @@ def spread(v) -> str:
 
 def report(args: argparse.Namespace) -> None:
     logs = {(m, s): read_log(run_dir(args.runs, m, s)) for m in MODELS for s in args.seeds}
-    rows = compare(logs, args.steps)
+    speed_path = args.runs / "speed.json"
+    speed = json.loads(speed_path.read_text()) if speed_path.exists() else None
+    ratio = speed["s_per_step"]["r2unet"] / speed["s_per_step"]["unet"] if speed else None
+    rows = compare(logs, args.steps, ratio)
     if not rows:
         sys.exit(f"no finished seed pair under {args.runs}")
     col = {k: np.array([r[k] for r in rows]) for k in rows[0]}
@@ -136,7 +191,7 @@ def report(args: argparse.Namespace) -> None:
     }
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "results.json").write_text(json.dumps(
-        {"machine": machine(), "config": json.loads(CONFIG.read_text()), "steps": args.steps,
+        {"machine": machine(), "speed_probe": speed, "config": json.loads(CONFIG.read_text()), "steps": args.steps,
          "seeds": rows, "summary": summary, "logs": {f"{m}_seed{s}": v for (m, s), v in logs.items()}},
         indent=1) + "\n")
     plot(logs, DOCS / "curves.png")
@@ -154,13 +209,18 @@ def report(args: argparse.Namespace) -> None:
         f"| equal steps ({args.steps}) | {spread(col['r2unet_dice'])} | {spread(col['unet_dice_same_steps'])} | "
         f"{spread(col['r2unet_dsb'])} | {spread(col['unet_dsb_same_steps'])} | "
         f"{summary['equal_steps']['dice']} / {summary['equal_steps']['dsb']} |",
-        f"| equal training time ({col['r2unet_train_s'].mean() / 60:.1f} min; U-Net at step "
+        f"| equal training time (U-Net at step "
         f"{col['unet_step_same_time'].mean():.0f} on average) | {spread(col['r2unet_dice'])} | "
         f"{spread(col['unet_dice_same_time'])} | {spread(col['r2unet_dsb'])} | {spread(col['unet_dsb_same_time'])} | "
         f"{summary['equal_time']['dice']} / {summary['equal_time']['dsb']} |",
         "",
-        f"Seconds per optimisation step: R2U-Net {spread(col['r2unet_s_per_step'])}, "
-        f"U-Net {spread(col['unet_s_per_step'])}.",
+        (f"Equal time from the idle-CPU probe (`speed`): R2U-Net {speed['s_per_step']['r2unet']:.3f} s/step, "
+         f"U-Net {speed['s_per_step']['unet']:.3f} s/step (ratio {ratio:.2f}), so U-Net's equal-time point is its "
+         f"last validation at or before step {args.steps * ratio:.0f}." if speed else
+         "Equal time from the runs' own optimisation clocks (`train_s`; no idle-CPU probe was run)."),
+        "",
+        f"Seconds per optimisation step as the runs measured them (other work on the machine skews these): "
+        f"R2U-Net {spread(col['r2unet_s_per_step'])}, U-Net {spread(col['unet_s_per_step'])}.",
         "",
         "Per seed:",
         "",
@@ -207,16 +267,19 @@ def plot(logs: dict, path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("action", choices=["run", "report"])
+    p.add_argument("action", choices=["speed", "run", "report"])
     p.add_argument("--runs", type=Path, required=True, help="folder of the six runs (outside the repository)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=600, help="R2U-Net's steps (the equal-steps point)")
     p.add_argument("--unet-steps", type=int, default=1000, help="U-Net's steps (enough to reach R2U-Net's time)")
     p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--probe-steps", type=int, default=10, help="timed steps per network for `speed`")
     args = p.parse_args()
     if args.steps % args.val_every or args.unet_steps < args.steps:
         p.error("--steps must be a multiple of --val-every and --unet-steps at least --steps")
-    if args.action == "run":
+    if args.action == "speed":
+        probe_speed(args)
+    elif args.action == "run":
         train_all(args)
     else:
         report(args)

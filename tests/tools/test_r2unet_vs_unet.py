@@ -56,3 +56,16 @@ def test_verdict_needs_every_seed_to_agree():
     assert study.verdict(np.array([0.7, 0.7]), np.array([0.8, 0.71])) == "U-Net better on every seed"
     assert study.verdict(np.array([0.8, 0.7]), np.array([0.7, 0.8])) == "within the seed-to-seed noise"
     assert study.verdict(np.array([0.8]), np.array([0.8])) == "within the seed-to-seed noise"
+
+
+def test_equal_time_from_the_probed_speed_ratio_ignores_the_runs_clocks():
+    study = _study()
+    # the runs' clocks say U-Net was as slow as R2U-Net (a busy machine), the probe says 2.5x faster:
+    # 200 R2U-Net steps = 500 U-Net steps, so U-Net's point is its step 500
+    logs = {
+        ("r2unet", 0): _log([100, 200], 2.0, [0.70, 0.80]),
+        ("unet", 0): _log([100, 200, 300, 400, 500, 600], 2.0, [0.72, 0.78, 0.83, 0.85, 0.90, 0.91]),
+    }
+    (row,) = study.compare(logs, steps=200, speed_ratio=2.5)
+    assert row["unet_step_same_time"] == 500 and row["unet_dice_same_time"] == 0.90
+    assert row["unet_reached_the_time"]
