@@ -86,6 +86,7 @@ __all__ = [
     "MAX_PIXELS",
     "MPP_RANGE",
     "SUPPORTED_SUFFIXES",
+    "as_float_image",
     "convert_mode",
     "read_image",
     "sample_image_path",
@@ -565,6 +566,53 @@ def _composite_over_white(pixels: np.ndarray, layout: str) -> np.ndarray:
     if np.all(alpha == 1.0):
         return np.ascontiguousarray(colour)
     return colour * alpha + (np.float32(1.0) - alpha)
+
+
+def as_float_image(array, *, mode: Literal["rgb", "grey"] = "rgb", name: str = "image array") -> np.ndarray:
+    """An image held in memory, normalised exactly as :func:`read_image` normalises a file's pixels.
+
+    Parameters
+    ----------
+    array : (H, W) or (H, W, C) array_like
+        Grey (H, W) or (H, W, 1), RGB (H, W, 3) or RGBA (H, W, 4), rows first
+        (row ``r``, column ``c`` is the pixel centred on (x, y) = (c, r)).
+        Sample types as for files: bool, uint8 (/ 255), uint16 (/ 65535), or
+        float already in [0, 1] (never rescaled).
+    mode : {"rgb", "grey"}
+        As :func:`read_image`: (H, W, 3) with grey replicated, or (H, W, 1)
+        BT.601 luminance.
+    name : str
+        How error messages name the array.
+
+    Returns
+    -------
+    (H, W, 3) or (H, W, 1) float32 ndarray in [0, 1]
+        Alpha composited over white (module docstring, rule 3); a new array.
+
+    Raises
+    ------
+    InputError
+        Not 2-D or 3-D, a zero-sized axis, a channel count other than 1, 3 or
+        4 (two channels could be grey + alpha or two stains: say which), an
+        unsupported sample type, float values outside [0, 1], NaN or inf.
+    ConfigError
+        ``mode`` is not ``"rgb"`` or ``"grey"``.
+    """
+    if mode not in _MODES:
+        raise ConfigError(f"image mode must be one of {_MODES}, not {mode!r}")
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = arr[:, :, np.newaxis]
+    if arr.ndim != 3:
+        raise InputError(name, f"image of shape {arr.shape}: expected (H, W) grey or (H, W, C) with C = 1, 3 or 4")
+    if 0 in arr.shape:
+        raise InputError(name, f"impossible image shape {arr.shape} (a zero-sized axis)")
+    layouts = {1: "grey", 3: "rgb", 4: "rgba"}
+    if arr.shape[2] not in layouts:
+        raise InputError(name, f"image of shape {arr.shape} has {arr.shape[2]} channels (expected 1, 3 or 4)")
+    pixels = _to_unit_float(arr, name)  # always a new array (astype copies)
+    pixels = _composite_over_white(pixels, layouts[arr.shape[2]])
+    return _convert_mode(pixels, mode)
 
 
 def convert_mode(pixels: np.ndarray, mode: str) -> np.ndarray:
