@@ -112,8 +112,58 @@ def test_random_bytes(tmp_path):
 def test_pickle_is_refused_not_executed(tmp_path, trained):
     path = tmp_path / "pickled.safetensors"
     torch.save(trained.state_dict(), path)
-    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+    with pytest.raises(WeightsError, match="this is a PyTorch pickle") as exc:
         load_weights(path)
+    assert weights.CONVERT_RECIPE in str(exc.value)  # the one-line conversion is quoted
+
+
+def test_legacy_pickle_is_named_as_a_pytorch_pickle(tmp_path, trained):
+    path = tmp_path / "old.pt"
+    torch.save(trained.state_dict(), path, _use_new_zipfile_serialization=False)
+    with pytest.raises(WeightsError, match="this is a PyTorch pickle"):
+        read_weights_meta(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_tensors_are_refused_at_load(tmp_path, trained, value):
+    with torch.no_grad():
+        trained.blocks[0][0].weight[0, 0, 0, 0] = value
+    path = save_weights(tmp_path / "diverged.safetensors", trained, META)
+    with pytest.raises(WeightsError, match=r"1 tensors hold NaN or infinite values \(e\.g\. blocks\.0\.0\.weight\)"):
+        load_weights(path)
+
+
+@pytest.mark.parametrize("mpp", [-1, 0, "0.5", True])
+def test_impossible_mpp_in_metadata_is_refused(tmp_path, trained, mpp):
+    path = save_weights(tmp_path / "m.safetensors", trained, {**META, "mpp": mpp})
+    with pytest.raises(WeightsError, match="metadata mpp must be a positive number"):
+        read_weights_meta(path)
+
+
+def test_null_mpp_is_accepted(tmp_path, trained):
+    path = save_weights(tmp_path / "m.safetensors", trained, {**META, "mpp": None})
+    assert read_weights_meta(path)["mpp"] is None
+
+
+def test_saved_weights_follow_the_umask(tmp_path, trained):
+    old = os.umask(0o027)
+    try:
+        path = save_weights(tmp_path / "m.safetensors", trained, META)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_folder_and_symlink_loop_are_named(tmp_path):
+    with pytest.raises(WeightsError, match="is a folder"):
+        resolve_weights(tmp_path)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(WeightsError, match="symbolic link loop"):
+        resolve_weights(tmp_path / "a")
+    (tmp_path / "c").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(WeightsError, match="broken symbolic link"):
+        resolve_weights(tmp_path / "c")
 
 
 def test_safetensors_without_our_metadata(tmp_path, trained):

@@ -28,7 +28,9 @@ file and the reason.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import tempfile
 from importlib import resources
@@ -57,6 +59,17 @@ __all__ = [
 FORMAT_VERSION = 1
 META_KEY = "nucleikit"
 SUFFIX = ".safetensors"
+
+# First bytes of what torch.save writes: a zip archive (torch >= 1.6) or a bare pickle
+# (protocol 2+ starts with 0x80). A user handing us a .pt/.pth file gets told what it is.
+_TORCH_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+#: One-line conversion of a PyTorch state dict into a nucleikit weights file (quoted in messages).
+CONVERT_RECIPE = (
+    "python -c \"import torch, nucleikit.models as m; net = m.build_model('ARCH'); "
+    "net.load_state_dict(torch.load('IN.pt', weights_only=True)); "
+    "m.save_weights('OUT.safetensors', net, {'model': 'ARCH', 'model_kwargs': {}, 'mpp': UM_PER_PX})\""
+)
 
 
 def _num_params(model: nn.Module) -> int:
@@ -178,6 +191,9 @@ def save_weights(
     tmp = Path(tmp_name)
     try:
         save_file(tensors, tmp, metadata={META_KEY: header})
+        # mkstemp creates 0600 (and save_file may recreate the file); the weights are a result
+        # like any other, so they get the permissions the user's umask gives every other output.
+        os.chmod(tmp, _umask_mode())
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -188,6 +204,41 @@ def save_weights(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask_mode() -> int:
+    """The mode a new file gets under the process's umask (``0o666 & ~umask``)."""
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _not_safetensors_reason(path: Path, exc: Exception) -> str:
+    """Why ``path`` could not be opened by safetensors, naming a PyTorch pickle as such."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        head = b""
+    if head.startswith(_TORCH_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
+        return (f"this is a PyTorch pickle (torch.save), not a .safetensors weights file; a training run's "
+                f"weights are its best.safetensors, and a state dict converts with: {CONVERT_RECIPE}")
+    return f"not a readable safetensors file ({exc})"
+
+
+def _check_meta_values(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse metadata values that would make inference fail later (e.g. ``mpp: -1``)."""
+    mpp = meta.get("mpp")
+    if mpp is not None:
+        ok = isinstance(mpp, (int, float)) and not isinstance(mpp, bool) and math.isfinite(mpp) and mpp > 0
+        if not ok:
+            raise WeightsError(path, f"metadata mpp must be a positive number of microns per pixel or null, got {mpp!r}")
+
+
+def _non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def read_weights_meta(path: str | PathLike[str]) -> dict[str, Any]:
@@ -207,18 +258,19 @@ def read_weights_meta(path: str | PathLike[str]) -> dict[str, Any]:
     Raises
     ------
     WeightsError
-        Missing file, not a safetensors file (damaged, truncated), no
-        nucleikit metadata, invalid JSON, missing keys, or a format version
-        newer than this nucleikit reads.
+        Missing file (or a folder, or a symbolic link loop), not a safetensors
+        file (damaged, truncated, a PyTorch pickle), no nucleikit metadata,
+        invalid JSON, missing keys, an ``mpp`` that is not a positive number,
+        or a format version newer than this nucleikit reads.
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(path, "no such file")
+        raise WeightsError(path, _missing_reason(path))
     try:
         with safe_open(path, framework="pt") as handle:
             header = handle.metadata() or {}
     except (SafetensorError, OSError) as exc:
-        raise WeightsError(path, f"not a readable safetensors file ({exc})") from None
+        raise WeightsError(path, _not_safetensors_reason(path, exc)) from None
     if META_KEY not in header:
         raise WeightsError(path, f"no {META_KEY!r} metadata: not a nucleikit weights file")
     try:
@@ -235,6 +287,7 @@ def read_weights_meta(path: str | PathLike[str]) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         readable = f"1..{FORMAT_VERSION}"
         raise WeightsError(path, f"format version {version!r} is not readable (this nucleikit reads {readable})")
+    _check_meta_values(path, meta)
     return meta
 
 
@@ -261,8 +314,9 @@ def load_weights(path: str | PathLike[str], *, device: str | torch.device = "cpu
     WeightsError
         Any problem of :func:`read_weights_meta`, an unknown model name,
         rejected model arguments, unreadable tensors, tensors that do not
-        match the model (missing, unexpected or of the wrong shape), or a
-        ``num_params`` that disagrees with the rebuilt model.
+        match the model (missing, unexpected or of the wrong shape), a
+        tensor holding NaN or infinity, or a ``num_params`` that disagrees
+        with the rebuilt model.
     """
     path = Path(path)
     meta = read_weights_meta(path)
@@ -277,12 +331,32 @@ def load_weights(path: str | PathLike[str], *, device: str | torch.device = "cpu
     problem = _mismatch(model.state_dict(), tensors)
     if problem:
         raise WeightsError(path, f"tensors do not fit model {meta['model']!r}: {problem}")
+    # A diverged training saves NaN; such a model answers every input with NaN or one class.
+    bad = _non_finite_tensors(tensors)
+    if bad:
+        raise WeightsError(path, f"{len(bad)} tensors hold NaN or infinite values (e.g. {bad[0]}): "
+                                 "the training diverged or the file is damaged")
     model.load_state_dict(tensors, strict=True)
     if meta.get("num_params") != _num_params(model):
         raise WeightsError(
             path, f"metadata says {meta.get('num_params')!r} parameters, the model has {_num_params(model)}"
         )
     return model.to(device).eval(), meta
+
+
+def _missing_reason(path: Path) -> str:
+    """Why ``path`` is not a weights file, for paths that exist in some form."""
+    if path.is_dir():
+        return "is a folder; give its weights file (e.g. best.safetensors of a training run)"
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 reports a loop this way
+            return "symbolic link loop"
+        except OSError as exc:
+            return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link (its target does not exist)"
+        return "not a regular file"
+    return "no such file"
 
 
 def bundled_weights_dir() -> Path:
@@ -313,6 +387,8 @@ def resolve_weights(name_or_path: str | PathLike[str]) -> Path:
     candidate = Path(name_or_path)
     if candidate.is_file():
         return candidate
+    if candidate.is_dir() or candidate.is_symlink():
+        raise WeightsError(candidate, _missing_reason(candidate))
     folder = bundled_weights_dir()
     name = str(name_or_path)
     if name and os.sep not in name and "/" not in name:
