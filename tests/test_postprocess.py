@@ -8,6 +8,7 @@ import pytest
 from nucleikit.postprocess import (
     filter_points_in_window,
     find_peaks,
+    peak_threshold,
     points_in_window,
     relative_threshold,
 )
@@ -199,6 +200,72 @@ def test_relative_threshold_bad_xi(xi):
 def test_relative_threshold_bad_max():
     with pytest.raises(ValueError, match="prob_max"):
         relative_threshold(float("inf"), 0.5)
+
+
+# -----------------------------------------------------------------------------
+# peak_threshold: xi * max combined with the absolute floor
+# -----------------------------------------------------------------------------
+
+
+def _four_peaks() -> np.ndarray:
+    """Isolated single-pixel peaks of 0.9, 0.5, 0.3, 0.1 on a zero 9 x 31 map (8 px apart)."""
+    prob = np.zeros((9, 31), np.float32)
+    for x, value in zip((3, 11, 19, 27), (0.9, 0.5, 0.3, 0.1)):
+        prob[4, x] = value
+    return prob
+
+
+@pytest.mark.parametrize(
+    ("xi", "floor", "threshold", "kept_x"),
+    [
+        (0.5, 0.0, 0.45, [3, 11]),  # the relative rule alone (old weights): 0.5 * 0.9
+        (0.2, 0.0, 0.18, [3, 11, 19]),
+        (0.2, 0.35, 0.35, [3, 11]),  # the floor is the stricter rule: 0.3 goes
+        (0.5, 0.6, 0.6, [3]),
+        (0.1, 0.1, 0.1, [3, 11, 19]),  # strictly above: 0.1 itself is not kept
+        (0.5, 0.95, 0.95, []),  # a floor above the map's maximum: nothing
+    ],
+)
+def test_peak_threshold_combines_xi_and_floor_on_a_hand_made_map(xi, floor, threshold, kept_x):
+    prob = _four_peaks()
+    thr = peak_threshold(float(prob.max()), xi=xi, threshold_abs=floor)
+    assert thr == pytest.approx(threshold)
+    points, _ = find_peaks(prob, min_distance=3, threshold=thr)
+    assert sorted(points[:, 0].tolist()) == kept_x
+    assert (points[:, 1] == 4).all()
+
+
+def test_floor_removes_a_faint_map_that_xi_alone_keeps():
+    # A background map: every value <= 0.05, so xi * max is tiny and keeps its ripples.
+    prob = (0.05 * _four_peaks() / 0.9).astype(np.float32)
+    relative_only, _ = find_peaks(prob, min_distance=3, threshold=peak_threshold(0.05, xi=0.5))
+    assert len(relative_only) == 2  # 0.05 and 0.0278 are above 0.025
+    floored, _ = find_peaks(prob, min_distance=3, threshold=peak_threshold(0.05, xi=0.5, threshold_abs=0.1))
+    assert len(floored) == 0
+
+
+def test_zero_floor_is_the_relative_rule_and_nowhere_positive_maps_have_no_nuclei():
+    assert peak_threshold(0.8, xi=0.5) == relative_threshold(0.8, 0.5) == pytest.approx(0.4)
+    assert peak_threshold(0.0, xi=0.5, threshold_abs=0.2) == float("inf")
+    assert peak_threshold(-0.3, xi=0.0) == float("inf")
+    assert peak_threshold(float("-inf"), xi=0.5) == float("inf")  # no tile run yet
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"map_max": 1.0, "xi": 0.5, "threshold_abs": -0.1}, "threshold_abs"),
+        ({"map_max": 1.0, "xi": 0.5, "threshold_abs": float("nan")}, "threshold_abs"),
+        ({"map_max": 1.0, "xi": 0.5, "threshold_abs": float("inf")}, "threshold_abs"),
+        ({"map_max": float("nan"), "xi": 0.5}, "map_max"),
+        ({"map_max": float("inf"), "xi": 0.5}, "map_max"),
+        ({"map_max": 1.0, "xi": 1.5}, "xi"),
+        ({"map_max": 0.0, "xi": -0.5}, "xi"),
+    ],
+)
+def test_peak_threshold_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        peak_threshold(kwargs.pop("map_max"), **kwargs)
 
 
 # -----------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 :func:`find_peaks` turns a probability (or proximity / density) map into
 nucleus centres, :func:`relative_threshold` gives the threshold ``xi * max``
-used by the detectors of Xing et al. 2019 and Alom et al. 2022, and
-:func:`points_in_window` / :func:`filter_points_in_window` apply the ownership
-rule of tiled inference (each peak belongs to the one tile whose core holds
-its pixel).
+used by the detectors of Xing et al. 2019 and Alom et al. 2022,
+:func:`peak_threshold` combines it with the absolute floor ``threshold_abs``
+(the one rule every detection path applies: arrays, tiles, slides, tuning),
+and :func:`points_in_window` / :func:`filter_points_in_window` apply the
+ownership rule of tiled inference (each peak belongs to the one tile whose
+core holds its pixel).
 
 Instances: :func:`instances_from_probability` turns a foreground probability
 map into a label image (threshold, connected components, seeded watershed),
@@ -31,6 +33,7 @@ from skimage.morphology import disk
 __all__ = [
     "find_peaks",
     "relative_threshold",
+    "peak_threshold",
     "points_in_window",
     "filter_points_in_window",
     "instances_from_probability",
@@ -207,6 +210,60 @@ def relative_threshold(prob_max: float, xi: float) -> float:
     if not (math.isfinite(x) and 0.0 <= x <= 1.0):
         raise ValueError(f"xi must lie in [0, 1], got {xi!r}")
     return x * pm
+
+
+def peak_threshold(map_max: float, *, xi: float, threshold_abs: float = 0.0) -> float:
+    """The value a detection peak must exceed: ``max(xi * map_max, threshold_abs)``.
+
+    A peak is a nucleus when its map value is **strictly greater** than both
+    the relative threshold ``xi * map_max`` (Xing et al.: it follows the
+    image's own contrast) and the absolute floor ``threshold_abs`` (it stops a
+    map without nuclei, whose maximum is itself background, from filling with
+    detections: a blank tile has a small ``map_max``, so ``xi * map_max`` alone
+    keeps its noise). Pass the result as ``threshold`` to :func:`find_peaks`.
+
+    Parameters
+    ----------
+    map_max : float
+        Maximum of the map over the **whole image or slide** (see
+        :func:`relative_threshold`); ``-inf`` stands for "no map" (no tile run).
+    xi : float
+        Relative threshold in [0, 1].
+    threshold_abs : float
+        Absolute floor, >= 0, in map units (the scale of the training target:
+        proximity 1 at a nucleus centre, or the Gaussian density's value). It
+        is the same number on every tile and on the whole image, so it needs no
+        global pass; 0 (weights tuned before the floor existed) gives exactly
+        the relative rule.
+
+    Returns
+    -------
+    float
+        ``max(xi * map_max, threshold_abs)``, or ``inf`` when ``map_max <= 0``:
+        a map that is nowhere positive has no nuclei, whatever ``xi``.
+
+    Raises
+    ------
+    ValueError
+        ``map_max`` is NaN or ``+inf``, ``xi`` outside [0, 1], ``threshold_abs``
+        negative or not finite.
+
+    Notes
+    -----
+    Raising either threshold only removes peaks (see :func:`find_peaks`), so a
+    pass that stores peaks above a lower value (a slide's running maximum
+    ``M_t <= M``) and filters them at the end gives the same nuclei.
+    """
+    ta = float(threshold_abs)
+    if not (math.isfinite(ta) and ta >= 0.0):
+        raise ValueError(f"threshold_abs must be a finite number >= 0, got {threshold_abs!r}")
+    pm = float(map_max)
+    if math.isnan(pm) or pm == math.inf:
+        raise ValueError(f"map_max must be finite or -inf, got {map_max!r}")
+    if pm <= 0.0:
+        relative_threshold(0.0, xi)  # still refuse a bad xi
+        return math.inf
+    return max(relative_threshold(pm, xi), ta)
 
 
 # =============================================================================
