@@ -9,15 +9,15 @@ one seed see the same data in the same order and their difference is a paired on
 
 * **Equal steps**: both networks after ``--steps`` optimisation steps.
 * **Equal training time**: R2U-Net after ``--steps`` steps against U-Net at the last validation
-  within the same optimisation time. The time per step of each network is measured back to back
-  on an idle CPU (``speed``); without that probe, the runs' own clocks (``train_s`` in the log:
+  within the same optimisation time. The time per step of each network is measured with the two
+  taking turns step by step (``speed``); without that probe, the runs' own clocks (``train_s`` in the log:
   steps only, no validation or saving) decide. U-Net runs ``--unet-steps`` so it can get there.
 
 Scores are on the 134 validation images (Dice and DSB score at the threshold tuned on them, as
 training selects its weights); the test images stay untouched. A verdict says "holds" only when
 every seed agrees, otherwise the difference is within the seed-to-seed noise.
 
-Usage (``speed`` on an idle machine first; trainings run one after another; run again to resume)::
+Usage (``speed`` first; trainings run one after another; run again to resume)::
 
     python benchmarks/r2unet_vs_unet.py speed --runs ~/nucleikit-runs/r2unet_vs_unet
     python benchmarks/r2unet_vs_unet.py run --runs ~/nucleikit-runs/r2unet_vs_unet
@@ -65,10 +65,10 @@ def train_all(args: argparse.Namespace) -> None:
 
 
 def probe_speed(args: argparse.Namespace) -> dict:
-    """Seconds per optimisation step of each network, measured back to back on an idle CPU.
+    """Seconds per optimisation step of each network, the two taking turns step by step.
 
-    The runs' own ``train_s`` clocks are taken at different times, so anything else running on
-    the machine skews them; this probe (same batch, same threads, nothing else) is the clock the
+    The runs' own ``train_s`` clocks are taken at different times, so other work on the machine
+    skews them; this probe (same batch, same threads, alternating steps) is the clock the
     equal-time comparison uses. Written to ``RUNS/speed.json``.
     """
     import time
@@ -84,22 +84,26 @@ def probe_speed(args: argparse.Namespace) -> dict:
     x = torch.randn(cfg["batch_size"], 3, cfg["crop"], cfg["crop"], generator=gen)
     y = (torch.rand(cfg["batch_size"], 1, cfg["crop"], cfg["crop"], generator=gen) > 0.7).float()
     result = {"machine": machine(), "batch_size": cfg["batch_size"], "crop": cfg["crop"], "s_per_step": {}}
+    nets = {}
     for model_name in MODELS:
         torch.manual_seed(0)
         model = build_model(model_name).train()
-        loss_fn = get_loss(get_spec(model_name).loss)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-        times = []
-        for i in range(args.probe_steps + 3):
+        nets[model_name] = (model, get_loss(get_spec(model_name).loss), torch.optim.Adam(model.parameters(), lr=cfg["lr"]))
+    times: dict[str, list[float]] = {m: [] for m in MODELS}
+    # the two networks take turns, step by step, so any other load on the machine slows both alike
+    for i in range(args.probe_steps + 3):
+        for model_name, (model, loss_fn, opt) in nets.items():
             t = time.perf_counter()
             loss = loss_fn(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if i >= 3:  # the first steps allocate and warm up
-                times.append(time.perf_counter() - t)
-        result["s_per_step"][model_name] = float(np.median(times))
-        print(f"{model_name}: {result['s_per_step'][model_name]:.3f} s/step (median of {len(times)})", flush=True)
+                times[model_name].append(time.perf_counter() - t)
+    for model_name in MODELS:
+        result["s_per_step"][model_name] = float(np.median(times[model_name]))
+        print(f"{model_name}: {result['s_per_step'][model_name]:.3f} s/step (median of {len(times[model_name])})",
+              flush=True)
     args.runs.mkdir(parents=True, exist_ok=True)
     (args.runs / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
@@ -122,7 +126,7 @@ def compare(logs: dict[tuple[str, int], list[dict]], steps: int, speed_ratio: fl
     steps : int
         The step of the equal-steps comparison (R2U-Net's last).
     speed_ratio : float, optional
-        R2U-Net's seconds per step over U-Net's, from the idle-CPU probe: U-Net's equal-time
+        R2U-Net's seconds per step over U-Net's, from the alternating-step probe: U-Net's equal-time
         point is its last validation at or before ``steps * speed_ratio``. Without it, the
         runs' own ``train_s`` clocks decide.
     """
@@ -214,10 +218,10 @@ def report(args: argparse.Namespace) -> None:
         f"{spread(col['unet_dice_same_time'])} | {spread(col['r2unet_dsb'])} | {spread(col['unet_dsb_same_time'])} | "
         f"{summary['equal_time']['dice']} / {summary['equal_time']['dsb']} |",
         "",
-        (f"Equal time from the idle-CPU probe (`speed`): R2U-Net {speed['s_per_step']['r2unet']:.3f} s/step, "
+        (f"Equal time from the alternating-step speed probe (`speed`): R2U-Net {speed['s_per_step']['r2unet']:.3f} s/step, "
          f"U-Net {speed['s_per_step']['unet']:.3f} s/step (ratio {ratio:.2f}), so U-Net's equal-time point is its "
          f"last validation at or before step {args.steps * ratio:.0f}." if speed else
-         "Equal time from the runs' own optimisation clocks (`train_s`; no idle-CPU probe was run)."),
+         "Equal time from the runs' own optimisation clocks (`train_s`; no speed probe was run)."),
         "",
         f"Seconds per optimisation step as the runs measured them (other work on the machine skews these): "
         f"R2U-Net {spread(col['r2unet_s_per_step'])}, U-Net {spread(col['unet_s_per_step'])}.",
