@@ -51,6 +51,10 @@ def run_dir(runs: Path, model: str, seed: int) -> Path:
 def train_all(args: argparse.Namespace) -> None:
     """Train every (seed, model) pair in turn; a finished pair is skipped, a cut one resumes."""
     data = shared_data()
+    if args.unet_steps is None:
+        # U-Net's last step lands exactly on R2U-Net's training time (its final validation is there)
+        speed = json.loads((args.runs / "speed.json").read_text())
+        args.unet_steps = int(np.ceil(args.steps * speed["s_per_step"]["r2unet"] / speed["s_per_step"]["unet"]))
     for seed in args.seeds:
         for model, steps in (("r2unet", args.steps), ("unet", args.unet_steps)):
             out = run_dir(args.runs, model, seed)
@@ -127,7 +131,7 @@ def compare(logs: dict[tuple[str, int], list[dict]], steps: int, speed_ratio: fl
         The step of the equal-steps comparison (R2U-Net's last).
     speed_ratio : float, optional
         R2U-Net's seconds per step over U-Net's, from the alternating-step probe: U-Net's equal-time
-        point is its last validation at or before ``steps * speed_ratio``. Without it, the
+        point is its last validation at or before ``ceil(steps * speed_ratio)``. Without it, the
         runs' own ``train_s`` clocks decide.
     """
     rows = []
@@ -139,8 +143,9 @@ def compare(logs: dict[tuple[str, int], list[dict]], steps: int, speed_ratio: fl
             continue
         budget = at_r2u["train_s"]
         if speed_ratio is not None:
-            within = [r for r in u if r["step"] <= steps * speed_ratio + 1e-9]
-            reached = u[-1]["step"] >= steps * speed_ratio
+            last = int(np.ceil(steps * speed_ratio - 1e-9))  # `run` trains U-Net to exactly this step
+            within = [r for r in u if r["step"] <= last]
+            reached = u[-1]["step"] >= last
         else:
             within = [r for r in u if r["train_s"] <= budget]
             reached = u[-1]["train_s"] >= budget
@@ -240,7 +245,7 @@ def report(args: argparse.Namespace) -> None:
     lines += ["", "![validation curves](curves.png)", "",
               "Reproduce: `python benchmarks/r2unet_vs_unet.py run --runs RUNS` then "
               "`python benchmarks/r2unet_vs_unet.py report --runs RUNS` "
-              f"(`--steps {args.steps} --unet-steps {args.unet_steps} --val-every {args.val_every}`).", ""]
+              f"(`--steps {args.steps} --val-every {args.val_every}`).", ""]
     (DOCS / "report.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
@@ -275,12 +280,15 @@ def main() -> None:
     p.add_argument("--runs", type=Path, required=True, help="folder of the six runs (outside the repository)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=600, help="R2U-Net's steps (the equal-steps point)")
-    p.add_argument("--unet-steps", type=int, default=1000, help="U-Net's steps (enough to reach R2U-Net's time)")
-    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--unet-steps", type=int, default=None,
+                   help="U-Net's steps (default: R2U-Net's training time at the probed speeds)")
+    p.add_argument("--val-every", type=int, default=200)
     p.add_argument("--probe-steps", type=int, default=10, help="timed steps per network for `speed`")
     args = p.parse_args()
-    if args.steps % args.val_every or args.unet_steps < args.steps:
+    if args.steps % args.val_every or (args.unet_steps is not None and args.unet_steps < args.steps):
         p.error("--steps must be a multiple of --val-every and --unet-steps at least --steps")
+    if args.action == "run" and args.unet_steps is None and not (args.runs / "speed.json").exists():
+        p.error(f"run `speed` first (no {args.runs / 'speed.json'}), or give --unet-steps")
     if args.action == "speed":
         probe_speed(args)
     elif args.action == "run":
