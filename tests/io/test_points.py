@@ -97,10 +97,13 @@ def test_zero_byte_file(tmp_path):
         read_points(path)
 
 
-def test_zero_byte_file_allowed_empty(tmp_path):
-    path = tmp_path / "a.geojson"
+@pytest.mark.parametrize("name", ["a.geojson", "a.csv"])
+def test_zero_byte_file_is_refused_even_when_empty_is_allowed(tmp_path, name):
+    # not even a header: a failed export, not "no nuclei" (issue 16)
+    path = tmp_path / name
     path.touch()
-    assert read_points(path, allow_empty=True).xy.shape == (0, 2)
+    with pytest.raises(InputError, match=r"empty \(0 bytes\): .* header"):
+        read_points(path, allow_empty=True)
 
 
 def test_binary_csv(tmp_path):

@@ -9,6 +9,7 @@ from .classify import DEFAULT_CLASSIFIER
 from .detect import IMAGE_SUFFIXES
 from .options import (
     add_mpp_option,
+    add_output_option,
     add_peak_options,
     add_runtime_options,
     batch_inputs,
@@ -28,7 +29,7 @@ the exit code is 2 if any input failed."""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created)")
+    add_output_option(p)
     p.add_argument("--detector", default="micronet", metavar="NAME|PATH",
                    help="bundled detector name or a .safetensors file (default: micronet)")
     p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, metavar="NAME|PATH",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_mpp_option, positive_int
+from .options import add_mpp_option, add_output_option, positive_int
 
 #: Bundled classifier weights used when none is named (nucleikit/weights/dcrn.safetensors).
 DEFAULT_CLASSIFIER = "dcrn"
@@ -20,7 +20,7 @@ point outside the image, is an error (exit 2) and nothing is written."""
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", metavar="IMAGE", help="image file (png, tif, bmp, jpg)")
     p.add_argument("--points", required=True, metavar="FILE", help="nucleus centres (.csv, .geojson, .json, .mat)")
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created)")
+    add_output_option(p)
     p.add_argument(
         "--model",
         default=DEFAULT_CLASSIFIER,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_model_option, add_runtime_options, inference_config
+from .options import add_model_option, add_runtime_options, inference_config, output_folder
 
 DESCRIPTION = """Detect nuclei in the small H&E sample shipped with nucleikit (CC0, a region of
 OpenSlide's CMU-1 slide at 0.499 um/px) and print a summary; outputs go to OUTDIR."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--out", default="nucleikit-demo", metavar="OUTDIR", help="output folder (default: nucleikit-demo)")
+    p.add_argument("-o", "--out", default="nucleikit-demo", type=output_folder, metavar="OUTDIR",
+                   help="output folder (default: nucleikit-demo)")
     add_model_option(p)
     add_runtime_options(p)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from .options import (
     add_model_option,
     add_mpp_option,
+    add_output_option,
     add_peak_options,
     add_runtime_options,
     add_scale_out_options,
@@ -33,7 +34,7 @@ SLIDE_ONLY_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or slide files, folders or glob patterns")
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created)")
+    add_output_option(p)
     add_model_option(p)
     add_mpp_option(p)
     add_peak_options(p)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
+from .options import finite_float, positive_float
 
 DESCRIPTION = """Score predicted points against truth points as PROTOCOL.md says: one-to-one pairs
 within RADIUS pixels, the most pairs and then the least total distance; precision, recall and F1
@@ -32,22 +33,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truth", required=True, metavar="DIR",
                    help="folder of truth point files (searched recursively) or label images / mask folders; "
                         "segmentation also takes an RLE .csv file")
-    p.add_argument("--radius", type=float, default=None, metavar="R",
+    p.add_argument("--radius", type=positive_float, default=None, metavar="R",
                    help="matching radius in pixels (detection and typed: required)")
     p.add_argument("--json", action="store_true", help="print one JSON object (precision, recall, f1, ed, tp, fp, fn, ...)")
     p.add_argument("--per-image", action="store_true", help="include per-image figures in the JSON")
-    p.add_argument("--min-score", type=float, default=None, help="ignore predictions scored below this")
+    p.add_argument("--min-score", type=finite_float, default=None, help="ignore predictions scored below this")
     p.add_argument("--classes", default=None, metavar="A,B,...",
                    help="typed: class names (default: epithelial,fibroblast,inflammatory,others)")
 
 
-def _truth_index(folder: Path) -> dict[str, Path]:
-    index: dict[str, Path] = {}
+def _truth_candidates(folder: Path) -> dict[str, list[Path]]:
+    """Every truth file under ``folder`` by image stem (``img1_detection.mat`` is ``img1``'s)."""
+    found: dict[str, list[Path]] = {}
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.suffix.lower() in POINT_SUFFIXES:
             stem = p.stem[: -len("_detection")] if p.stem.endswith("_detection") else p.stem
-            index.setdefault(stem, p)
-    return index
+            found.setdefault(stem, []).append(p)
+    return found
+
+
+def _truth_index(folder: Path) -> dict[str, Path]:
+    """The one truth file of each stem; a stem with several is a :class:`_Ambiguous` entry."""
+    return {stem: paths[0] if len(paths) == 1 else _Ambiguous(paths)
+            for stem, paths in _truth_candidates(folder).items()}
+
+
+class _Ambiguous(list):
+    """Several truth files for one image: an error only if that image is scored."""
+
+
+def _truth_for(truths: dict, stem: str, folder: Path) -> Path:
+    """The truth file of ``stem``; two candidates are refused rather than picked by sort order."""
+    found = truths[stem]
+    if isinstance(found, _Ambiguous):
+        names = " and ".join(str(p.relative_to(folder)) for p in found[:2])
+        more = f" (and {len(found) - 2} more)" if len(found) > 2 else ""
+        raise InputError(folder, f"{len(found)} truth files for {stem}: {names}{more}; keep one, or point "
+                                 "--truth at the folder holding the right one")
+    return found
 
 
 def _typed_points(path: Path, classes: tuple[str, ...]):
@@ -103,7 +126,7 @@ def _run_typed(args: argparse.Namespace, pred_dir: Path, truth_dir: Path, preds:
     pred_xy, pred_cls, truth_xy, truth_cls, names = [], [], [], [], []
     for p in preds:
         xy, cls = _typed_points(p, classes)
-        txy, tcls = _typed_points(truths[p.stem], classes)
+        txy, tcls = _typed_points(_truth_for(truths, p.stem, truth_dir), classes)
         pred_xy.append(xy)
         pred_cls.append(cls)
         truth_xy.append(txy)
@@ -149,8 +172,6 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(d, "not a folder")
     if args.radius is None:
         raise ConfigError(f"evaluate {args.task} needs --radius R (the matching radius in pixels)")
-    if not args.radius > 0:
-        raise InputError(str(args.radius), "the radius must be positive")
     preds = sorted(p for p in pred_dir.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
     if not preds:
         raise InputError(pred_dir, "no prediction .csv files in this folder")
@@ -171,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(p, "--min-score given but the file has no score column")
             xy = xy[ps.scores >= args.min_score]
         pred_xy.append(xy)
-        truth_xy.append(read_points(truths[p.stem], allow_empty=True).xy)
+        truth_xy.append(read_points(_truth_for(truths, p.stem, truth_dir), allow_empty=True).xy)
         names.append(p.stem)
     report = evaluate_points(pred_xy, truth_xy, args.radius)
     pooled = report.pooled.to_dict()
@@ -198,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(names)} images, radius {args.radius:g} px")
         print(f"precision {result['precision']:.4f}  recall {result['recall']:.4f}  F1 {result['f1']:.4f}"
               f"  (mean per-image F1 {result['mean_image_f1']:.4f})")
-        ed = result["ed"]
-        print(f"TP {result['tp']}  FP {result['fp']}  FN {result['fn']}  ED {ed:.2f} px" if ed == ed else
+        ed = result["ed"]  # None or NaN without a true positive
+        defined = ed is not None and ed == ed
+        print(f"TP {result['tp']}  FP {result['fp']}  FN {result['fn']}  ED {ed:.2f} px" if defined else
               f"TP {result['tp']}  FP {result['fp']}  FN {result['fn']}  ED n/a")
     return 0

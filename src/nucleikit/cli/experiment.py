@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import positive_int
+from .options import output_folder, positive_int
 
 DESCRIPTION = """Run a transfer or data-mixing study (Xing et al. 2019) on the data sets a JSON
 configuration names: cross_dataset (train on each, test on every one), finetune (against scratch,
@@ -24,8 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # an unknown name is refused by the configuration loader with the registry's list
     p.add_argument("name", metavar="NAME", help=f"the study: {', '.join(STUDY_NAMES)}")
     p.add_argument("--config", required=True, metavar="FILE", help="JSON experiment configuration")
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="report, tables, figures and run folders")
-    p.add_argument("--runs", default=None, metavar="DIR",
+    p.add_argument("-o", "--out", required=True, type=output_folder, metavar="OUTDIR",
+                   help="report, tables, figures and run folders")
+    p.add_argument("--runs", default=None, type=output_folder, metavar="DIR",
                    help="folder of the training runs (default OUTDIR/runs); studies sharing it share trainings")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="training budget: steps of every training (overrides the configuration)")

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
+import os
+import stat
+import tempfile
 from pathlib import Path
 
 from ..errors import InputError
 
 __all__ = [
     "add_model_option",
+    "add_output_option",
     "add_runtime_options",
     "add_mpp_option",
     "add_slide_options",
@@ -19,13 +24,43 @@ __all__ = [
 ]
 
 
-def positive_float(text: str) -> float:
+#: Plausible microscope pixel sizes in um/px (:data:`nucleikit.io.images.MPP_RANGE`, repeated
+#: so that parsing stays light; a test checks they agree). Outside it a resampling to the
+#: model's resolution is absurd: 1000 um/px would turn a 500 px tile into a 9 TiB array.
+MPP_RANGE = (0.01, 50.0)
+#: Smallest and largest --tile: a core below the network's context halo spends most of
+#: the time on overlap (--tile 1 runs for minutes), one above this does not fit in memory.
+TILE_RANGE = (64, 8192)
+
+
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (``nan`` and ``inf`` refused)."""
+    return _number(text)
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (``nan`` and ``inf`` refused)."""
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -37,6 +72,95 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def mpp_value(text: str) -> float:
+    """Microns per pixel within :data:`MPP_RANGE`."""
+    value = positive_float(text)
+    low, high = MPP_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be between {low:g} and {high:g} um/px (a microscope's pixel size), got {text}"
+        )
+    return value
+
+
+def relative_threshold(text: str) -> float:
+    """``xi`` of the "peaks above xi * max" rule: at least 0 and below 1."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (a fraction of the map maximum), got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A probability threshold: at least 0 (everything counts) and below 1 (nothing would)."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (a probability), got {text}")
+    return value
+
+
+def min_distance_px(text: str) -> int:
+    """A whole number of pixels, at least 1 ("3" and "3.0" both give 3)."""
+    value = _number(text)
+    if not value.is_integer() or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, at least 1, got {text}")
+    return int(value)
+
+
+def tile_size(text: str) -> int:
+    """A tile core side within :data:`TILE_RANGE`."""
+    value = positive_int(text)
+    low, high = TILE_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low} and {high} pixels, got {text}")
+    return value
+
+
+def output_folder(text: str) -> Path:
+    """An output folder that exists and can be written, or can be created.
+
+    Checked when the options are parsed, so that a read-only folder or ``-o`` naming an
+    existing file stops the command before any model is loaded. Nothing is created here.
+    """
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    probe = path
+    while not probe.exists():  # the nearest existing ancestor is where the folder would be made
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot create {text}: {probe} is not a folder")
+    problem = _write_problem(probe)
+    if problem:
+        where = text if probe == path else f"{probe} (where {text} would be created)"
+        raise argparse.ArgumentTypeError(f"cannot write in {where}: {problem}")
+    return path
+
+
+def _write_problem(folder: Path) -> str | None:
+    """None if a file can be created in ``folder``, else the system's reason."""
+    # Actually trying is the only reliable test: os.access says yes to root on a
+    # read-only mount and knows nothing of quotas or ACLs.
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".nucleikit-probe-"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def add_model_option(p: argparse.ArgumentParser, default: str = "micronet") -> None:
@@ -51,25 +175,34 @@ def add_model_option(p: argparse.ArgumentParser, default: str = "micronet") -> N
 def add_mpp_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mpp",
-        type=positive_float,
+        type=mpp_value,
         default=None,
         metavar="X",
-        help="microns per pixel of the input; default: from the file's metadata, else the model's own",
+        help=f"microns per pixel of the input ({MPP_RANGE[0]:g} to {MPP_RANGE[1]:g}); default: from the file's "
+             "metadata, else the model's own",
     )
+
+
+def add_output_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--out", required=True, type=output_folder, metavar="OUTDIR",
+                   help="output folder (created; must be writable)")
 
 
 def add_peak_options(p: argparse.ArgumentParser) -> None:
     """Override the post-processing tuned with the weights (xi and peak distance)."""
-    p.add_argument("--threshold", type=float, default=None, metavar="XI",
-                   help="keep peaks above XI times the map maximum (default: the value tuned with the weights)")
-    p.add_argument("--min-distance", type=float, default=None, metavar="PX",
-                   help="minimum distance between peaks in model pixels (default: tuned with the weights)")
+    p.add_argument("--threshold", type=relative_threshold, default=None, metavar="XI",
+                   help="keep peaks above XI times the map maximum, 0 <= XI < 1 (default: the value tuned with "
+                        "the weights)")
+    p.add_argument("--min-distance", type=min_distance_px, default=None, metavar="PX",
+                   help="minimum distance between peaks in model pixels, a whole number >= 1 (default: tuned "
+                        "with the weights)")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch (default: 2)")
-    g.add_argument("--tile", type=positive_int, default=512, help="tile core size in model pixels (default: 512)")
+    g.add_argument("--tile", type=tile_size, default=512,
+                   help=f"tile core size in model pixels, {TILE_RANGE[0]} to {TILE_RANGE[1]} (default: 512)")
     g.add_argument("--batch-size", type=positive_int, default=4, help="tiles per forward pass (default: 4)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on AMX CPUs; see benchmarks)")
 

@@ -9,10 +9,12 @@ from .detect import IMAGE_SUFFIXES, SLIDE_ONLY_SUFFIXES
 from .options import (
     add_model_option,
     add_mpp_option,
+    add_output_option,
     add_runtime_options,
     add_slide_options,
     batch_inputs,
     inference_config,
+    probability,
 )
 from .report import BatchReport
 
@@ -52,14 +54,14 @@ SLIDE_WINDOW_TILES = 4
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or slide files, folders or glob patterns")
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (created)")
+    add_output_option(p)
     add_model_option(p, default=DEFAULT_SEGMENTER)
     add_mpp_option(p)
     p.add_argument("--seeds", choices=SEED_CHOICES, default=None,
                    help="watershed markers: distance-transform maxima or the bundled detector's peaks "
                         "(default: the kind stored with the weights)")
-    p.add_argument("--threshold", type=float, default=None, metavar="P",
-                   help="foreground probability threshold (default: the value tuned with the weights)")
+    p.add_argument("--threshold", type=probability, default=None, metavar="P",
+                   help="foreground probability threshold, 0 <= P < 1 (default: the value tuned with the weights)")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs (images only)")
     add_runtime_options(p)
     add_slide_options(p)

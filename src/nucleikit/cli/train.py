@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from .options import positive_float, positive_int
+from .options import mpp_value, non_negative_float, non_negative_int, output_folder, positive_float, positive_int
 
 DESCRIPTION = """Train a point detector, or fine-tune one (--init, --freeze-blocks), with
 validation F1 every --val-every steps; the best weights (with the threshold and peak distance tuned
@@ -55,7 +55,8 @@ _CLASSIFICATION_ONLY = {"epochs": None, "sampling": None, "limit_images": None}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", choices=["detection", "segmentation", "classification"], help="what to train")
-    p.add_argument("-o", "--out", required=True, metavar="RUNDIR", help="run folder (checkpoint, best weights, log)")
+    p.add_argument("-o", "--out", required=True, type=output_folder, metavar="RUNDIR",
+                   help="run folder (checkpoint, best weights, log)")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", choices=["crchisto", "dsb2018", "monuseg"], default=None,
                       help="built-in data set (needs ../shared/data)")
@@ -74,19 +75,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="segmentation: folder of the validation label images/GeoJSON")
     data.add_argument("--allow-empty", action="store_true",
                       help="segmentation: accept annotations without any nucleus (all-zero labels, no features)")
-    data.add_argument("--mpp", type=positive_float, default=None, help="microns per pixel of your images (default: metadata)")
+    data.add_argument("--mpp", type=mpp_value, default=None, help="microns per pixel of your images (default: metadata)")
     m = p.add_argument_group("model and schedule")
     m.add_argument("--model", default=None,
                    help="architecture (see `nucleikit models`; default: micronet, r2unet for segmentation, "
                         "dcrn for classification)")
     m.add_argument("--init", default=None, metavar="NAME|PATH", help="start from these weights (fine-tuning)")
-    m.add_argument("--freeze-blocks", type=int, default=0, metavar="K", help="freeze blocks 1..K (numbered from the input)")
+    m.add_argument("--freeze-blocks", type=non_negative_int, default=0, metavar="K", help="freeze blocks 1..K (numbered from the input)")
     m.add_argument("--steps", type=positive_int, default=None, help="optimisation steps")
     m.add_argument("--val-every", type=positive_int, default=None, help="steps between validations/checkpoints")
     m.add_argument("--batch-size", type=positive_int, default=None)
     m.add_argument("--crop", type=positive_int, default=None, help="training crop side in pixels")
     m.add_argument("--lr", type=positive_float, default=None)
-    m.add_argument("--lam", type=float, default=None, help="background weight lambda of the weighted MSE")
+    m.add_argument("--lam", type=non_negative_float, default=None, help="background weight lambda of the weighted MSE")
     m.add_argument("--seed", type=int, default=None)
     m.add_argument("--threads", type=positive_int, default=None)
     m.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
@@ -322,8 +323,6 @@ def run(args: argparse.Namespace) -> int:
         return _run_segmentation(args)
     _reject(args, _CLASSIFICATION_ONLY, "detection")
     _reject(args, _SEGMENTATION_ONLY, "detection")
-    if args.freeze_blocks < 0:
-        raise ConfigError("--freeze-blocks must be >= 0")
     cfg = _config(args)
     train, val, meta = _data(args)
     out = Path(args.out)

@@ -24,9 +24,12 @@ centres, x to the right and y down, so the pixel under a point is
   ``properties.measurements`` (an object of numbers, or QuPath's older list of
   ``{"name", "value"}``); a feature without one gets NaN.
 
-An annotation file with no points (zero bytes, a header only, no features) is
-an :class:`~nucleikit.errors.InputError` unless ``allow_empty=True``: an empty
-truth file more often means a failed export than an image with no nuclei.
+An annotation file with no points (a header only, no features) is an
+:class:`~nucleikit.errors.InputError` unless ``allow_empty=True``: an empty
+truth file more often means a failed export than an image with no nuclei. A
+zero-byte file is refused even then: it is not even a header, so it cannot say
+"this image has no nuclei" (scoring it as such would count every prediction as
+a false positive without a word).
 """
 
 from __future__ import annotations
@@ -109,8 +112,9 @@ def read_points(path: str | Path, *, allow_empty: bool = False) -> PointSet:
     path : str or Path
         The annotation file; its suffix (case-insensitive) chooses the reader.
     allow_empty : bool
-        Return an empty :class:`PointSet` for a file with no points instead
-        of raising.
+        Return an empty :class:`PointSet` for a file with no points (a CSV
+        header only, a FeatureCollection without features) instead of
+        raising. A zero-byte file is refused all the same.
 
     Returns
     -------
@@ -134,19 +138,18 @@ def read_points(path: str | Path, *, allow_empty: bool = False) -> PointSet:
         raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a directory, not an annotation file")
+    if not path.is_file():
+        raise InputError(path, "not a regular file")
     if path.stat().st_size == 0:
-        points = None
-    elif suffix == ".csv":
+        raise InputError(path, "file is empty (0 bytes): a file for an image without nuclei still has its header line")
+    if suffix == ".csv":
         points = _read_csv(path)
     elif suffix == ".mat":
         points = PointSet(read_mat_points(path))
     else:
         points = _read_geojson(path)
-    if points is None or len(points) == 0:
-        if not allow_empty:
-            reason = "file is empty (0 bytes)" if points is None else "file holds no points"
-            raise InputError(path, reason)
-        return points if points is not None else PointSet(np.zeros((0, 2)))
+    if len(points) == 0 and not allow_empty:
+        raise InputError(path, "file holds no points")
     return points
 
 
