@@ -198,7 +198,7 @@ def test_auto_outlines_the_he_sample_with_the_he_model_and_fluorescence_with_the
     he_line = next(line for line in lines if "sample_he" in line)
     fluo_line = next(line for line in lines if fluo.stem[:12] in line)
     assert "unet_he" in he_line and "0.499 um/px" in he_line
-    assert "unet_he" not in fluo_line and "unet" in fluo_line
+    assert "unet_he" not in fluo_line and "unet_dsb" in fluo_line
     # the H&E model finds the sample's nuclei: a few hundred, of plausible size at 0.5 um/px
     table = pd.read_csv(out / "sample_he.csv")
     assert 150 <= len(table) <= 700

@@ -30,7 +30,7 @@ centroid, and an interrupted slide resumes from its finished tiles. Touching nuc
 watershed: the bundled H&E model (unet_he) marks each nucleus's core on its foreground, boundary and
 distance maps; Alom et al.'s binary models (unet, r2unet) seed it by the distance transform or by a
 nucleikit detector's peaks (--seeds). --model auto (the default) picks per image: unet_he for stained
-bright-field images (H&E and the like: coloured, bright background), the DSB2018 unet for
+bright-field images (H&E and the like: coloured, bright background), the DSB2018 unet_dsb for
 fluorescence and grey images; slides always get unet_he; name a model to force it. unet_he runs at
 0.5 um/px and resamples the input (--mpp, else the file's metadata, else assumed 0.5); the DSB2018
 models record no pixel size and run at the input's own resolution.
