@@ -5,8 +5,10 @@ adapter tells it how to turn annotated samples into dense targets, which loss
 to minimise and how to score validation maps:
 
 * :class:`DetectionTask` — points → proximity map (Xing) or Gaussian density
-  (Alom); validation F1 over a grid of xi and peak distances (the best pair is
-  saved with the weights).
+  (Alom); validation F1 over a grid of xi and peak distances, then the largest
+  absolute floor that costs (almost) no validation F1 and no nucleus any xi of
+  the grid finds (:func:`~nucleikit.train.tuning.tune_peaks`); the three values
+  are saved with the weights.
 * :class:`SegmentationTask` — instance labels → foreground mask (target
   "mask"; validation pixel Dice over a grid of thresholds, and the DSB score
   of the watershed instances at the best threshold), or → foreground,
@@ -26,7 +28,7 @@ from ..errors import ConfigError
 from ..targets import gaussian_density_map, instance_targets, proximity_map, proximity_radius_px
 from ..transforms import percentile_normalise, resample, resize_labels, scale_factor, scale_points
 from .config import TrainConfig
-from .tuning import tune_peaks
+from .tuning import FLOOR_GRID, FLOOR_TOLERANCE, tune_peaks
 
 __all__ = ["PreparedImage", "Validation", "DetectionTask", "SegmentationTask", "make_target", "task_for"]
 
@@ -117,6 +119,8 @@ class DetectionTask:
             radius=self.radius_px,
             xi_grid=self.cfg.xi_grid,
             min_distance_grid=self.cfg.min_distance_grid,
+            threshold_abs_grid=FLOOR_GRID,
+            tolerance=FLOOR_TOLERANCE,
         )
         record = {
             "val_f1": res.f1,
@@ -124,8 +128,10 @@ class DetectionTask:
             "val_recall": res.recall,
             "threshold_rel": res.threshold_rel,
             "min_distance": res.min_distance,
+            "threshold_abs": res.threshold_abs,
         }
-        post = {"threshold_rel": res.threshold_rel, "min_distance": res.min_distance}
+        post = {"threshold_rel": res.threshold_rel, "min_distance": res.min_distance,
+                "threshold_abs": res.threshold_abs}
         return Validation(res.f1, record, post)
 
     def meta(self) -> dict:
