@@ -263,3 +263,21 @@ def test_resize_maps_is_bilinear_on_pixel_centres_with_edge_values():
     assert big.shape == (2, 1, 4) and big.dtype == np.float32
     assert np.allclose(big[0, 0], [0.0, 0.25, 0.75, 1.0]) and np.allclose(big[1], 2.0)
     assert resize_maps(maps, (1, 2)) is maps
+
+
+def test_auto_segmenter_picks_per_image_kind_and_loads_each_model_once():
+    from nucleikit.infer.segment import AUTO_SEGMENTERS, AutoSegmenter
+
+    assert AUTO_SEGMENTERS == {"stained": "unet_he", "fluorescence": "unet_dsb"}
+    rng = np.random.default_rng(0)
+    pink = np.clip(np.array([0.9, 0.6, 0.8], np.float32) + rng.normal(0, 0.05, (50, 60, 3)), 0, 1).astype(np.float32)
+    dark = np.repeat(rng.uniform(0, 0.2, (50, 60, 1)).astype(np.float32), 3, axis=2)
+    auto = AutoSegmenter(ONE_THREAD)
+    he, fluo = auto.for_image(pink), auto.for_image(dark)
+    assert (he.name, fluo.name) == ("unet_he", "unet_dsb")
+    assert he.head == fluo.head == "instance"
+    assert auto.for_image(pink) is he  # loaded once
+    with pytest.raises(ConfigError):
+        AutoSegmenter(models={"brightfield": "unet"})
+    with pytest.raises(ConfigError):
+        AutoSegmenter(models={"stained": "unet_he"}).load("fluorescence")
