@@ -260,3 +260,17 @@ def test_min_distance_accepts_whole_numbers(text, value):
     from nucleikit.cli.options import min_distance_px
 
     assert min_distance_px(text) == value
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"xi_grid": []}, "xi_grid must be a non-empty list"),
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"lr": "fast"}, "lr must be a number"),
+])
+def test_train_config_file_values_are_checked_before_the_data(files, capsys, fields, message):
+    config = files.file("train.json", json.dumps(fields))
+    # --images names a folder without annotations: reaching the data would fail differently
+    code = _run(["train", "detection", "--images", str(files.tmp), "--val-images", str(files.tmp),
+                 "-o", files.out, "--config", config])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "train.json" in err and "Traceback" not in err

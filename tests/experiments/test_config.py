@@ -140,3 +140,41 @@ def test_committed_configurations_share_the_base_training():
     assert ft.params.source in matrix.params.datasets
     assert scratch_cell(ft.params.source, ft.train).key() == scratch_cell(ft.params.source, matrix.train).key()
     assert matrix.datasets[ft.params.source] == ft.datasets[ft.params.source]
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"lr": "fast"}, r"train: lr must be a number, got 'fast'"),
+    ({"xi_grid": []}, r"train: xi_grid must be a non-empty list"),
+    ({"xi_grid": "0.5"}, r"train: xi_grid must be a list, got '0.5'"),
+    ({"xi_grid": [0.5, 1.5]}, r"train: xi_grid must be a non-empty list of fractions"),
+    ({"min_distance_grid": [0]}, r"train: min_distance_grid must be a non-empty list of whole numbers"),
+    ({"batch_size": 0}, r"train: batch_size must be at least 1, got 0"),
+    ({"crop": -8}, r"train: crop must be at least 1"),
+    ({"lr": -0.1}, r"train: lr must be a positive number"),
+    ({"lam": -1}, r"train: lam must be 0 or more"),
+    ({"bf16": "yes"}, r"train: bf16 must be true or false"),
+])
+def test_bad_training_values_are_refused_when_parsing(make_config, train, message):
+    # each of these used to pass parsing and fail mid-study (or, batch_size 0, run a whole study)
+    with pytest.raises(ConfigError, match=message):
+        load_config(make_config("lambda", {"datasets": ["a"]}, train=train))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seed", None, "seed must be an integer, got null"),
+    ("seed", "0", "seed must be an integer"),
+    ("steps", 0, "steps must be at least 1"),
+])
+def test_top_level_numbers_name_their_own_field(tmp_path, make_config, key, value, message):
+    path = make_config("lambda", {"datasets": ["a"]})
+    doc = json.loads(path.read_text())
+    doc[key] = value
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_unknown_study_is_named_even_when_the_command_line_differs(make_config):
+    path = make_config("nonsense", {})
+    with pytest.raises(ConfigError, match="unknown experiment 'nonsense'"):
+        load_config(path, experiment="lambda")

@@ -121,6 +121,7 @@ def _config_fields(args: argparse.Namespace) -> dict:
 
 
 def _config(args: argparse.Namespace):
+    from ..experiments.config import check_train_options
     from ..train.config import TrainConfig
 
     fields = _config_fields(args)
@@ -139,7 +140,8 @@ def _config(args: argparse.Namespace):
         "bf16": True if args.bf16 else None,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig.from_dict(fields)
+    # checked as the experiments check theirs: a bad value names its field before any data is read
+    return TrainConfig.from_dict(check_train_options(fields, str(args.config or "options")))
 
 
 def _data_root(args: argparse.Namespace) -> Path:

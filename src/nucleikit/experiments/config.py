@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from ..errors import ConfigError, InputError
 from ..train.config import TrainConfig
 from .collection import Collection, DatasetSpec, load_collection
 
-__all__ = ["ExperimentConfig", "load_config", "parse_config", "parse_params", "prepare"]
+__all__ = ["ExperimentConfig", "check_train_options", "load_config", "parse_config", "parse_params", "prepare"]
 
 TOP_LEVEL = {"experiment", "comment", "seed", "mpp", "steps", "train", "datasets", "study"}
 #: TrainConfig fields the experiment owns.
@@ -144,6 +145,67 @@ def _coerce(name: str, value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+#: Training options that must be at least 1 (a batch of 0 "trains" on nothing, silently).
+_AT_LEAST_ONE = ("batch_size", "crop", "steps", "val_every", "threads", "plateau_patience", "dilation",
+                 "seg_min_distance")
+#: Training options that must be positive and finite.
+_POSITIVE = ("lr", "d_microns", "alpha", "sigma_px", "val_radius_um", "mpp")
+#: Training options that must be at least 0 and finite.
+_NON_NEGATIVE = ("lam", "momentum", "weight_decay", "freeze_blocks", "seg_min_size")
+
+
+def check_train_options(d: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Type- and range-check a JSON object of training options before any data is read.
+
+    Each value is checked against its :class:`~nucleikit.train.config.TrainConfig` field
+    (``lr: "fast"``, ``xi_grid: "0.5"``, ``seed: null`` are refused naming the field), and the
+    ranges a run needs: counts at least 1, rates positive, ``xi_grid`` a non-empty list of
+    fractions in [0, 1), ``min_distance_grid`` a non-empty list of whole numbers >= 1.
+
+    Parameters
+    ----------
+    d : mapping
+        Field name -> JSON value; unknown names are left to ``TrainConfig.from_dict``.
+    where : str
+        Prefix of the messages (the file, and the section).
+
+    Returns
+    -------
+    dict
+        The values, lists turned into tuples.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first bad field and its value.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    out: dict[str, Any] = {}
+    for name, value in d.items():
+        if name not in hints or name == "augment":
+            out[name] = value
+            continue
+        value = _coerce(name, value, hints[name], where)
+        if value is None and type(None) not in typing.get_args(hints[name]):
+            raise ConfigError(f"{where}: {name} must not be null")
+        out[name] = value
+        if value is None:
+            continue
+        if name in _AT_LEAST_ONE and value < 1:
+            raise ConfigError(f"{where}: {name} must be at least 1, got {value!r}")
+        if name in _POSITIVE and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}")
+        if name in _NON_NEGATIVE and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{where}: {name} must be 0 or more, got {value!r}")
+        if name == "xi_grid" and (not value or not all(math.isfinite(v) and 0 <= v < 1 for v in value)):
+            raise ConfigError(f"{where}: xi_grid must be a non-empty list of fractions in [0, 1), got {d[name]!r}")
+        if name == "min_distance_grid" and (not value or not all(math.isfinite(v) and v >= 1 and float(v).is_integer()
+                                                                  for v in value)):
+            raise ConfigError(f"{where}: min_distance_grid must be a non-empty list of whole numbers >= 1, "
+                              f"got {d[name]!r}")
+    return out
+
+
 def parse_params(cls: type, d: Mapping[str, Any] | None, where: str) -> Any:
     """Build a study's parameter dataclass from a JSON object; unknown or ill-typed keys are errors."""
     d = dict(d or {})
@@ -189,10 +251,12 @@ def parse_config(doc: Mapping[str, Any], *, experiment: str | None = None, sourc
     name = experiment or doc.get("experiment")
     if name is None:
         raise ConfigError(f"{where}: no experiment named (give \"experiment\")")
+    # the study's name first: "unknown study" is the useful message when either side has a typo
+    for given in dict.fromkeys((name, doc.get("experiment"))):
+        if given is not None and given not in STUDIES:
+            raise ConfigError(f"{where}: unknown experiment {given!r} (known: {', '.join(sorted(STUDIES))})")
     if doc.get("experiment") not in (None, name):
         raise ConfigError(f"{where} is a {doc['experiment']!r} configuration, not {name!r}")
-    if name not in STUDIES:
-        raise ConfigError(f"unknown experiment {name!r} (known: {', '.join(sorted(STUDIES))})")
     study = STUDIES[name]
 
     raw_sets = doc.get("datasets") or {}
@@ -200,18 +264,23 @@ def parse_config(doc: Mapping[str, Any], *, experiment: str | None = None, sourc
         raise ConfigError(f"{where}: \"datasets\" must name at least one dataset")
     datasets = {n: DatasetSpec.from_dict(n, d) for n, d in raw_sets.items()}
 
+    if not isinstance(doc.get("train") or {}, Mapping):
+        raise ConfigError(f"{where}: \"train\" must be an object of training options")
     train = dict(doc.get("train") or {})
     reserved = RESERVED_TRAIN & set(train)
     if reserved:
         raise ConfigError(f"{where}: \"train\" may not set {', '.join(sorted(reserved))} "
                           f"(the experiment sets them: use top-level \"steps\", \"seed\", \"mpp\")")
+    if doc.get("steps") is None:
+        raise ConfigError(f"{where}: give the budget \"steps\" (optimisation steps per training)")
     for key, default in (("steps", None), ("seed", 0)):
         value = doc.get(key, default)
-        if value is None:
-            raise ConfigError(f"{where}: give the budget \"steps\" (optimisation steps per training)")
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+            raise ConfigError(f"{where}: {key} must be an integer, got {json.dumps(value)}")
+        if key == "steps" and value < 1:
+            raise ConfigError(f"{where}: steps must be at least 1, got {value}")
         train[key] = value
+    train = check_train_options(train, f"{where}: train")
     try:
         train_cfg = TrainConfig.from_dict(train)
         spec = get_spec(train_cfg.model)  # an unknown model fails here, not mid-study
