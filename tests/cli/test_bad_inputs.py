@@ -75,6 +75,24 @@ class Files:
             Image.fromarray(img).save(path)
         return str(path)
 
+    def loop(self) -> str:
+        a, b = self.tmp / "loop_a.safetensors", self.tmp / "loop_b.safetensors"
+        a.symlink_to(b)
+        b.symlink_to(a)
+        return str(a)
+
+    def fifo(self) -> str:
+        path = self.tmp / "pipe.png"
+        os.mkfifo(path)
+        return str(path)
+
+    def tiff(self, name: str, shape: tuple[int, ...]) -> str:
+        import tifffile
+
+        path = self.tmp / name
+        tifffile.imwrite(path, np.full(shape, 128, np.uint8))  # (4, H, W): 4 pages; (H, W, 2): H pages of W x 2
+        return str(path)
+
     def nan(self, which: str) -> str:
         return str(_poisoned(getattr(self, which), self.tmp / f"nan_{which}.safetensors"))
 
@@ -157,6 +175,14 @@ CASES = [
     Case("detect-torch-pickle", lambda f: _detect(f, "--model", f.file("best.pt", b"PK\x03\x04" + b"\0" * 64)),
          "this is a PyTorch pickle"),
     Case("detect-model-folder", lambda f: _detect(f, "--model", str(f.tmp)), "is a folder"),
+    Case("detect-model-symlink-loop", lambda f: _detect(f, "--model", f.loop()), "symbolic link loop"),
+    # inputs that are not images the reader can use
+    Case("detect-input-fifo", lambda f: _detect(f)[:1] + [f.fifo()] + _detect(f)[2:], "not a regular file"),
+    Case("detect-input-symlink-loop", lambda f: _detect(f)[:1] + [f.loop()] + _detect(f)[2:], "symbolic link loop"),
+    Case("detect-multi-page-tiff", lambda f: _detect(f)[:1] + [f.tiff("stack.tif", (4, 40, 50))] + _detect(f)[2:],
+         "holds 4 planes"),
+    Case("segment-two-channel-tiff", lambda f: _segment(f)[:1] + [f.tiff("two.tif", (40, 50, 2))] + _segment(f)[2:],
+         "an image with 2 channels"),
     # options checked when parsing, before any work
     Case("detect-min-distance-0", lambda f: _detect(f, "--min-distance", "0"), "--min-distance: must be a whole"),
     Case("detect-min-distance-negative", lambda f: _detect(f, "--min-distance", "-3"), "--min-distance"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import struct
 import warnings
@@ -214,11 +215,47 @@ def test_planar_rgb_tiff_equals_interleaved(tmp_path):
     np.testing.assert_array_equal(read_image(path).pixels, RGB / np.float32(255))
 
 
-def test_page_stack_gives_first_page(tmp_path):
-    stack = np.stack([np.full((3, 4), value, np.uint8) for value in (10, 20, 30)])
-    image = read_image(_tif(tmp_path / "stack.tif", stack, photometric="minisblack"), mode="grey")
-    assert image.pixels.shape == (3, 4, 1)
-    np.testing.assert_array_equal(image.pixels, np.full((3, 4, 1), 10 / np.float32(255)))
+def test_page_stack_needs_a_chosen_plane(tmp_path):
+    # the first plane used to be taken without a word (issue 16)
+    stack = np.stack([np.full((6, 8), value, np.uint8) for value in (10, 20, 30)])
+    path = _tif(tmp_path / "stack.tif", stack, photometric="minisblack")
+    with pytest.raises(InputError, match=r"holds 3 planes \(axes QYX, shape \(3, 6, 8\)\); choose one"):
+        read_image(path)
+    image = read_image(path, mode="grey", plane=1)
+    assert image.pixels.shape == (6, 8, 1)
+    np.testing.assert_array_equal(image.pixels, np.full((6, 8, 1), 20 / np.float32(255)))
+    with pytest.raises(InputError, match="holds 3 planes \\(0 to 2\\); there is no plane 3"):
+        read_image(path, plane=3)
+
+
+def test_z_stack_plane_is_chosen_along_z(tmp_path):
+    stack = np.stack([np.full((6, 8), value, np.uint8) for value in (10, 20)])
+    path = _tif(tmp_path / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(InputError, match="holds 2 planes"):
+        read_image(path)
+    assert read_image(path, mode="grey", plane=1).pixels[0, 0, 0] == pytest.approx(20 / 255)
+
+
+def test_two_channels_saved_as_pages_are_named(tmp_path):
+    # tifffile saves an (H, W, 2) array as H pages of W x 2 pixels: it was read as a 2-pixel-wide image
+    path = _tif(tmp_path / "two.tif", np.zeros((50, 60, 2), np.uint8))
+    with pytest.raises(InputError, match="50 pages of 2 x 60 pixels: an image with 2 channels"):
+        read_image(path)
+
+
+def test_plane_of_a_single_plane_file(tmp_path):
+    assert read_image(_tif(tmp_path / "a.tif", RGB, photometric="rgb"), plane=0).pixels.shape == RGB.shape
+    with pytest.raises(InputError, match="single plane"):
+        read_image(_tif(tmp_path / "b.tif", RGB, photometric="rgb"), plane=1)
+    with pytest.raises(ConfigError, match="plane must be an integer >= 0"):
+        read_image(_tif(tmp_path / "c.tif", RGB, photometric="rgb"), plane=-1)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        read_image(fifo)
 
 
 def test_four_dimensional_stack_is_refused(tmp_path):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import math
-import os
-import stat
 import tempfile
 from pathlib import Path
 
@@ -249,10 +248,26 @@ def expand_inputs(items: list[str], suffixes: tuple[str, ...]) -> tuple[list[Pat
             for q in inside:
                 add(q)
         elif path.exists():
-            add(path)
+            if path.is_file():
+                add(path)
+            else:  # a FIFO named .png would block the batch forever
+                problems.append((item, "not a regular file (a pipe, socket or device)"))
+        elif path.is_symlink():
+            problems.append((item, _link_problem(path)))
         else:
             problems.append((item, "no such file"))
     return files, problems
+
+
+def _link_problem(path: Path) -> str:
+    """Why a symbolic link that leads nowhere leads nowhere."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return "symbolic link loop"
+    except OSError as exc:
+        return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link (its target does not exist)"
+    return "no such file"
 
 
 def batch_inputs(items: list[str], suffixes: tuple[str, ...], report) -> list[Path]:

@@ -31,11 +31,14 @@ Normalisation rules (applied in this order)
 
 Geometry rules
 --------------
-- A multi-page or stacked TIFF gives its first plane: of the first series
-  (``tifffile``), the first index along the one non-channel, non-spatial axis
-  (e.g. the first page of a ``QYX`` page stack, the first Z of a ``ZYX`` stack).
-  A stack with two or more such axes (e.g. ``TZYX``) is refused: save the plane
-  to analyse as its own file.
+- A multi-page or stacked TIFF (the first series, ``tifffile``, with one
+  non-channel, non-spatial axis longer than 1: the pages of a ``QYX`` stack,
+  the Z of a ``ZYX`` stack) is refused unless ``plane=K`` names the plane to
+  read: taking the first one silently analyses a plane nobody chose. A stack
+  with two or more such axes (e.g. ``TZYX``) is refused: save the plane to
+  analyse as its own file. A stack of planes at most 4 pixels wide is named for
+  what it almost always is: an (H, W, 2) array that tifffile saved as H pages
+  of W x 2 pixels because 2 channels have no colour model.
 - Refused as impossible: an axis of length 0, fewer than two spatial axes,
   a channel count other than 1, 3 or 4 (2 is accepted only as PNG grey + alpha),
   and more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`, 2**27, about
@@ -170,6 +173,7 @@ def read_image(
     *,
     mode: Literal["rgb", "grey"] = "rgb",
     max_pixels: int = MAX_PIXELS,
+    plane: int | None = None,
 ) -> ImageData:
     """Read a PNG, TIFF, BMP or JPEG image as float32 in [0, 1] with its µm/px.
 
@@ -185,6 +189,9 @@ def read_image(
     max_pixels : int
         Largest ``H * W`` accepted, checked from the header before decoding.
         A TIFF stack is also refused above ``4 * max_pixels`` samples in all.
+    plane : int or None
+        0-based plane of a multi-page or Z/T-stacked TIFF to read; required
+        for such a file, refused (unless 0) for any other.
 
     Returns
     -------
@@ -211,9 +218,13 @@ def read_image(
         raise ConfigError(f"image mode must be one of {_MODES}, not {mode!r}")
     path = Path(path)
     head = _check_file(path)
+    if plane is not None and (isinstance(plane, bool) or not isinstance(plane, (int, np.integer)) or plane < 0):
+        raise ConfigError(f"plane must be an integer >= 0, not {plane!r}")
     if head[:4] in _TIFF_MAGIC:
-        decoded = _decode_tiff(path, max_pixels)
+        decoded = _decode_tiff(path, max_pixels, plane)
     else:
+        if plane not in (None, 0):
+            raise InputError(path, f"has a single plane; plane={plane} applies to multi-page TIFFs only")
         decoded = _decode_pillow(path, head, max_pixels)
     pixels = _to_unit_float(decoded.array, path)
     if decoded.invert:
@@ -252,6 +263,9 @@ def _check_file(path: Path) -> bytes:
         raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a directory, not an image file")
+    if not path.is_file():
+        # a FIFO or a device named .png would block the read forever
+        raise InputError(path, "not a regular file (a pipe, socket or device)")
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
@@ -386,7 +400,7 @@ _TIFF_DTYPES = ("bool", "uint8", "uint16", "float16", "float32", "float64")
 _DTYPE_HINT = "use 8/16-bit unsigned, or float in [0, 1]"
 
 
-def _decode_tiff(path: Path, max_pixels: int) -> _Decoded:
+def _decode_tiff(path: Path, max_pixels: int, plane: int | None = None) -> _Decoded:
     import tifffile
 
     if SUPPORTED_SUFFIXES[path.suffix.lower()] != "TIFF":
@@ -399,7 +413,7 @@ def _decode_tiff(path: Path, max_pixels: int) -> _Decoded:
             page = series.keyframe
             axes = series.get_axes(False)
             shape = series.get_shape(False)
-            plan = _plan_tiff_axes(path, axes, shape, max_pixels)
+            plan = _plan_tiff_axes(path, axes, shape, max_pixels, plane)
             photometric = int(page.photometric)
             if series.dtype.name not in _TIFF_DTYPES:
                 raise InputError(path, f"unsupported sample type {series.dtype.name} ({_DTYPE_HINT})")
@@ -422,7 +436,9 @@ class _AxisPlan:
     order: tuple[int, ...]  # transpose of the remaining axes to (Y, X, C)
 
 
-def _plan_tiff_axes(path: Path, axes: str, shape: tuple[int, ...], max_pixels: int) -> _AxisPlan:
+def _plan_tiff_axes(
+    path: Path, axes: str, shape: tuple[int, ...], max_pixels: int, plane: int | None = None
+) -> _AxisPlan:
     if 0 in shape:
         raise InputError(path, f"impossible image shape {shape} (a zero-sized axis)")
     if "Y" not in axes or "X" not in axes:
@@ -439,12 +455,32 @@ def _plan_tiff_axes(path: Path, axes: str, shape: tuple[int, ...], max_pixels: i
         )
     if int(np.prod(shape)) > _MAX_STACK_FACTOR * max_pixels:
         raise InputError(path, f"TIFF stack of shape {shape} is too large to read")
+    chosen = _chosen_plane(path, axes, shape, stack_axes[0] if stack_axes else None, plane)
     channel = channel_axes[0] if channel_axes else None
     keep = [axes.index("Y"), axes.index("X")] + ([channel] if channel is not None else [])
-    index = tuple(slice(None) if i in keep else 0 for i in range(len(axes)))
+    index = tuple(slice(None) if i in keep else (chosen if i in stack_axes else 0) for i in range(len(axes)))
     remaining = sorted(keep)
     order = tuple(remaining.index(i) for i in keep)
     return _AxisPlan(index=index, order=order)
+
+
+def _chosen_plane(path: Path, axes: str, shape: tuple[int, ...], stack_axis: int | None, plane: int | None) -> int:
+    """The index to read along the TIFF's one stack axis (0 when it has none)."""
+    if stack_axis is None:
+        if plane not in (None, 0):
+            raise InputError(path, f"has a single plane (axes {axes}, shape {shape}); plane={plane} does not exist")
+        return 0
+    count = shape[stack_axis]
+    width, height = shape[axes.index("X")], shape[axes.index("Y")]
+    if plane is None:
+        if width <= 4:
+            raise InputError(path, f"{count} pages of {width} x {height} pixels: an image with {width} channels "
+                                   "saved without a colour model? Save it with 1, 3 or 4 channels")
+        raise InputError(path, f"holds {count} planes (axes {axes}, shape {shape}); choose one with "
+                               "read_image(path, plane=K) or save the plane to analyse as its own file")
+    if plane >= count:
+        raise InputError(path, f"holds {count} planes (0 to {count - 1}); there is no plane {plane}")
+    return int(plane)
 
 
 def _apply_tiff_plan(data: np.ndarray, plan: _AxisPlan) -> np.ndarray:
