@@ -90,7 +90,7 @@ class Files:
         import tifffile
 
         path = self.tmp / name
-        tifffile.imwrite(path, np.full(shape, 128, np.uint8))  # (4, H, W): 4 pages; (H, W, 2): H pages of W x 2
+        tifffile.imwrite(path, np.full(shape, 128, np.uint8))  # (5, H, W): 5 pages; (H, W, 2): H pages of W x 2
         return str(path)
 
     def nan(self, which: str) -> str:
@@ -179,8 +179,8 @@ CASES = [
     # inputs that are not images the reader can use
     Case("detect-input-fifo", lambda f: _detect(f)[:1] + [f.fifo()] + _detect(f)[2:], "not a regular file"),
     Case("detect-input-symlink-loop", lambda f: _detect(f)[:1] + [f.loop()] + _detect(f)[2:], "symbolic link loop"),
-    Case("detect-multi-page-tiff", lambda f: _detect(f)[:1] + [f.tiff("stack.tif", (4, 40, 50))] + _detect(f)[2:],
-         "holds 4 planes"),
+    Case("detect-multi-page-tiff", lambda f: _detect(f)[:1] + [f.tiff("stack.tif", (5, 40, 50))] + _detect(f)[2:],
+         "holds 5 planes"),
     Case("segment-two-channel-tiff", lambda f: _segment(f)[:1] + [f.tiff("two.tif", (40, 50, 2))] + _segment(f)[2:],
          "an image with 2 channels"),
     # options checked when parsing, before any work
