@@ -88,3 +88,18 @@ def test_default_grid_tunes_no_floor_and_bad_floors_are_refused():
     for bad in ([-0.1], [float("nan")], []):
         with pytest.raises(ValueError, match="threshold_abs_grid"):
             tune_peaks(maps, truths, radius=2, xi_grid=[0.5], min_distance_grid=[3], threshold_abs_grid=bad)
+
+
+def test_tune_floor_keeps_a_given_xi_and_agrees_with_the_joint_search():
+    from nucleikit.train.tuning import tune_floor
+
+    maps, truths = _floor_case()
+    grid = [0.03, 0.045, 0.06, 0.2, 0.31, 0.5]
+    res = tune_floor(maps, truths, radius=2, xi=0.5, min_distance=3, lowest_xi=0.1, threshold_abs_grid=grid)
+    joint = tune_peaks(maps, truths, radius=2, xi_grid=[0.1, 0.5], min_distance_grid=[3], threshold_abs_grid=grid)
+    assert res.threshold_abs == joint.threshold_abs == 0.2
+    assert res.f1 == joint.f1 and res.table == joint.floor_table
+    only_zero = tune_floor(maps, truths, radius=2, xi=0.5, min_distance=3, lowest_xi=0.1, threshold_abs_grid=[0])
+    assert only_zero.threshold_abs == 0.0 and only_zero.f1 == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="lowest_xi"):
+        tune_floor(maps, truths, radius=2, xi=0.5, min_distance=3, lowest_xi=0.6)

@@ -34,7 +34,7 @@ import numpy as np
 from ..metrics import match_points
 from ..postprocess import find_peaks, peak_threshold
 
-__all__ = ["FLOOR_GRID", "FLOOR_TOLERANCE", "TuningResult", "tune_peaks"]
+__all__ = ["FLOOR_GRID", "FLOOR_TOLERANCE", "FloorResult", "TuningResult", "tune_floor", "tune_peaks"]
 
 #: Absolute floors tried (map units): 0, then 1e-3 to 1 in steps of 12 % (3 significant
 #: digits), fine enough at the small values where density maps put background.
@@ -71,6 +71,78 @@ class TuningResult:
     table: list[dict]
     threshold_abs: float = 0.0
     floor_table: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FloorResult:
+    """The absolute floor chosen for a given xi and peak distance (step 2).
+
+    Attributes
+    ----------
+    threshold_abs : float
+        The largest floor within the tolerance (map units).
+    f1, precision, recall : float
+        Pooled validation figures at the given xi and distance with that floor.
+    table : list of dict
+        One row per floor tried (see :attr:`TuningResult.floor_table`).
+    """
+
+    threshold_abs: float
+    f1: float
+    precision: float
+    recall: float
+    table: list[dict]
+
+
+def tune_floor(
+    maps: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    *,
+    radius: float,
+    xi: float,
+    min_distance: float,
+    lowest_xi: float,
+    threshold_abs_grid: Sequence[float] = FLOOR_GRID,
+    tolerance: float = FLOOR_TOLERANCE,
+) -> FloorResult:
+    """Step 2 alone: the absolute floor for an xi and a peak distance already chosen.
+
+    For weights whose xi must stay as it is (e.g. adding a floor to shipped weights).
+
+    Parameters
+    ----------
+    maps, truths, radius
+        As :func:`tune_peaks`.
+    xi, min_distance : float
+        The tuned relative threshold and peak distance.
+    lowest_xi : float
+        The lowest xi of the grid xi was chosen from (criterion (b)); <= ``xi``.
+    threshold_abs_grid : sequence of float
+        Candidate floors (map units, >= 0); 0 is always tried.
+    tolerance : float
+        Largest loss of F1 (at ``xi``) and of recall (at ``lowest_xi``).
+
+    Returns
+    -------
+    FloorResult
+    """
+    if not 0.0 <= lowest_xi <= xi:
+        raise ValueError(f"lowest_xi must lie in [0, xi = {xi}], got {lowest_xi}")
+    floors = _check_floors(threshold_abs_grid)
+    candidates = _candidates(maps, min_distance, lowest_xi)
+    _, _, f1_at_zero = _prf(*_counts(candidates, truths, radius, xi, 0.0))
+    floor, (p, r, f), rows = _tune_floor(candidates, truths, radius, xi, lowest_xi, sorted({0.0, *floors}),
+                                         tolerance, f1_at_zero)
+    return FloorResult(threshold_abs=floor, f1=f, precision=p, recall=r, table=rows)
+
+
+def _check_floors(grid: Sequence[float]) -> list[float]:
+    floors = sorted(float(t) for t in grid)
+    if not floors:
+        raise ValueError("threshold_abs_grid must not be empty")
+    if not all(np.isfinite(t) and t >= 0 for t in floors):
+        raise ValueError(f"threshold_abs_grid must hold finite numbers >= 0, got {floors}")
+    return floors
 
 
 def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
@@ -149,11 +221,9 @@ def tune_peaks(
     """
     xis = sorted(float(x) for x in xi_grid)
     mds = sorted(float(m) for m in min_distance_grid)
-    floors = sorted(float(t) for t in threshold_abs_grid)
-    if not xis or not mds or not floors:
-        raise ValueError("xi_grid, min_distance_grid and threshold_abs_grid must not be empty")
-    if not all(np.isfinite(t) and t >= 0 for t in floors):
-        raise ValueError(f"threshold_abs_grid must hold finite numbers >= 0, got {floors}")
+    floors = _check_floors(threshold_abs_grid)
+    if not xis or not mds:
+        raise ValueError("xi_grid and min_distance_grid must not be empty")
     table: list[dict] = []
     best: tuple[float, float, float, float, float] | None = None
     per_md: dict[float, list[_Candidates]] = {}
@@ -170,9 +240,9 @@ def tune_peaks(
                 best = (f, p, r, xi, md)
     assert best is not None
     f, p, r, xi, md = best
-    floor, figures, floor_table = _tune_floor(per_md[md], truths, radius, xi, xis[0], floors, tolerance, f)
-    if floor_table:
-        p, r, f = figures
+    floor, floor_table = 0.0, []
+    if floors != [0.0]:
+        floor, (p, r, f), floor_table = _tune_floor(per_md[md], truths, radius, xi, xis[0], floors, tolerance, f)
     return TuningResult(threshold_rel=xi, min_distance=md, f1=f, precision=p, recall=r, table=table,
                         threshold_abs=floor, floor_table=floor_table)
 
@@ -185,8 +255,6 @@ def _tune_floor(candidates: list[_Candidates], truths: Sequence[np.ndarray], rad
     Recall at a fixed xi never rises with the floor (a maximum matching of fewer predictions
     has no more pairs), so the scan stops at the first floor that breaks criterion (b).
     """
-    if floors == [0.0]:
-        return 0.0, (0.0, 0.0, 0.0), []
     _, base_recall, _ = _prf(*_counts(candidates, truths, radius, lowest_xi, 0.0))
     chosen, chosen_figures, rows = 0.0, (0.0, 0.0, 0.0), []
     for floor in sorted({0.0, *floors}):  # floor 0 costs nothing: it always qualifies
