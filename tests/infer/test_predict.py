@@ -79,3 +79,134 @@ def test_detector_refuses_segmenters_and_classifiers_at_once(make_segmenter_weig
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "classification model, not a detector" in err[0]
     assert not (tmp_path / "o" / "x.csv").exists()
+
+
+# --- the absolute floor -------------------------------------------------------------------
+
+
+def _blank_tiles() -> dict[str, np.ndarray]:
+    """Inputs without a nucleus (uint8): before the floor, 961 to 1,984 "nuclei" each, 1 for 1 x 1."""
+    noise = np.random.default_rng(0).normal(0.0, 12.0, (500, 500, 3))
+    return {
+        "white": np.full((500, 500, 3), 255, np.uint8),
+        "black": np.zeros((500, 500, 3), np.uint8),
+        "white_noise": np.clip(242 + noise, 0, 255).astype(np.uint8),
+        "dark_noise": np.clip(20 + noise, 0, 255).astype(np.uint8),
+        "1x1": np.full((1, 1, 3), 255, np.uint8),
+    }
+
+
+@pytest.fixture(scope="module")
+def udnet():
+    return Detector.from_weights("udnet", config=InferenceConfig(threads=2))
+
+
+@pytest.mark.parametrize("name", ["micronet", "udnet"])
+def test_bundled_detectors_find_no_nuclei_in_blank_tiles(name, micronet, udnet):
+    det = {"micronet": micronet, "udnet": udnet}[name]
+    assert det.threshold_abs > 0  # tuned on the CRCHisto validation images, stored in the weights
+    for tile_name, tile in _blank_tiles().items():
+        found = det.detect(tile)
+        assert len(found) == 0, tile_name
+        # the relative rule alone would keep this tile's background ripples
+        assert len(det.detect(tile, threshold_abs=0.0)) >= 1, tile_name
+
+
+def test_floor_combines_with_xi_and_tiled_equals_untiled(micronet, crc_image):
+    """Peaks above max(xi * M, floor), M the whole image's maximum, tiled as untiled."""
+    from nucleikit.postprocess import find_peaks
+
+    image, _ = crc_image
+    prob = micronet.probability_map(image)
+    pmax = float(prob.max())
+    floor = 0.6 * pmax  # stricter than xi * M (0.525 M): it decides
+    every, every_scores = find_peaks(prob, min_distance=micronet.min_distance, threshold=0.0)
+    a, sa, _ = micronet.peaks(prob, threshold_abs=floor)
+    expected = every[every_scores > np.float32(floor)]
+    np.testing.assert_array_equal(a, expected)
+    assert 20 < len(a) < len(micronet.peaks(prob)[0])
+    tiled = Detector(micronet.predictor.model, micronet.meta, config=InferenceConfig(tile=144, threads=2))
+    b, sb, _ = tiled.peaks(tiled.probability_map(image), threshold_abs=floor)
+    m = match_points(a, b, 1.0)
+    assert m.fp == 0 and m.fn == 0  # the same nuclei, each within 1 px
+
+
+def test_weights_without_a_floor_behave_as_before(micronet, crc_image):
+    """Old metadata (no threshold_abs) -> floor 0 -> exactly the peaks above xi * max."""
+    from nucleikit.postprocess import find_peaks
+
+    image, _ = crc_image
+    post = {k: v for k, v in micronet.meta["postprocess"].items() if k != "threshold_abs"}
+    old = Detector(micronet.predictor.model, {**micronet.meta, "postprocess": post},
+                   config=InferenceConfig(threads=2))
+    assert old.threshold_abs == 0.0
+    prob = old.probability_map(image)
+    xy, scores, pmax = old.peaks(prob)
+    ref, ref_scores = find_peaks(prob, min_distance=old.min_distance, threshold=old.threshold_rel * pmax)
+    np.testing.assert_array_equal(xy, ref)
+    np.testing.assert_array_equal(scores, ref_scores)
+    assert len(old.detect(np.full((64, 64, 3), 255, np.uint8))) > 0  # the old behaviour, blank tiles included
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), "high"])
+def test_bad_floor_in_weights_is_a_weights_error_and_as_an_option_a_config_error(micronet, bad):
+    from nucleikit.errors import ConfigError, WeightsError
+
+    post = {**micronet.meta["postprocess"], "threshold_abs": bad}
+    with pytest.raises(WeightsError, match="threshold_abs"):
+        Detector(micronet.predictor.model, {**micronet.meta, "postprocess": post})
+    with pytest.raises(ConfigError, match="threshold_abs"):
+        micronet.detect(np.zeros((8, 8, 3), np.uint8), threshold_abs=bad)
+
+
+# --- arrays as the file readers read them (issue 16) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from nucleikit.io.images import read_image, sample_image_path
+
+    return read_image(sample_image_path())
+
+
+def test_uint8_uint16_and_float_arrays_give_the_nuclei_of_the_file(micronet, sample):
+    from PIL import Image
+
+    from nucleikit.infer.pipelines import detect_file
+
+    arr8 = np.asarray(Image.open(sample.path).convert("RGB"))
+    assert arr8.dtype == np.uint8
+    on_file = micronet.detect(sample.pixels, mpp=sample.mpp)
+    assert len(on_file) > 20
+    for arr in (arr8, arr8.astype(np.uint16) * 257, arr8.astype(np.float32) / 255, arr8.astype(np.float64) / 255):
+        found = micronet.detect(arr, mpp=sample.mpp)
+        np.testing.assert_array_equal(found.xy, on_file.xy, err_msg=str(arr.dtype))
+        np.testing.assert_array_equal(found.scores, on_file.scores)
+    rgba = np.concatenate([arr8, np.full(arr8.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(micronet.detect(rgba, mpp=sample.mpp).xy, on_file.xy)
+
+
+def test_grey_arrays_are_replicated_to_rgb(micronet, sample):
+    grey = (sample.pixels[:, :, 1] * 255).round().astype(np.uint8)  # (H, W)
+    replicated = np.repeat(grey[:, :, None], 3, axis=2)
+    a = micronet.detect(grey, mpp=sample.mpp)
+    np.testing.assert_array_equal(a.xy, micronet.detect(replicated, mpp=sample.mpp).xy)
+    np.testing.assert_array_equal(micronet.detect(grey[:, :, None], mpp=sample.mpp).xy, a.xy)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.full((32, 32, 3), 200.0, np.float32), r"outside \[0, 1\]"),
+        (np.zeros((2, 32, 32, 3), np.uint8), "expected"),
+        (np.zeros((32, 32, 2), np.uint8), "2 channels"),
+        (np.zeros((32, 32, 3), np.int32), "unsupported sample type"),
+    ],
+)
+def test_arrays_it_cannot_read_are_refused_in_one_line(micronet, array, message):
+    from nucleikit.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        micronet.detect(array)
+    with pytest.raises(InputError, match=message):
+        micronet.probability_map(array)

@@ -188,9 +188,14 @@ def analyze_image(
 ) -> TypedNuclei:
     """Detect the nuclei of an image, then type each one.
 
+    The detector's tuned post-processing applies, absolute floor included: an image
+    without nuclei (blank, background) gives none to type.
+
     Parameters
     ----------
-    pixels : (H, W, 3) float32 in [0, 1]
+    pixels : (H, W) or (H, W, C) array
+        uint8, uint16, bool or float in [0, 1]; grey, RGB or RGBA, converted as the file
+        readers convert files (:func:`nucleikit.io.images.as_float_image`).
     detector : Detector
     classifier : Classifier
     mpp : float or None
@@ -204,6 +209,7 @@ def analyze_image(
     TypedNuclei
         In the input image's pixel coordinates.
     """
+    pixels = detector.image(pixels)  # once, so both models see the same [0, 1] RGB pixels
     det = detector.detect(pixels, mpp=mpp, threshold_rel=threshold_rel, min_distance=min_distance)
     labels, probs = classifier.classify(pixels, det.xy, mpp=mpp if mpp is not None else detector.mpp)
     return TypedNuclei(det.xy, det.scores, labels, probs, classifier.classes)

@@ -6,11 +6,18 @@ cut into overlapping tiles (:mod:`nucleikit.infer.tiling`), run batches under
 ``torch.inference_mode`` (channels_last, optional bf16 autocast) and keep each
 tile's core. :class:`Detector` adds resolution handling and peak finding.
 
-The rule "keep peaks above xi * max(p)" uses the maximum of the probability map
-over the *whole* image (all tiles), computed after the map is assembled, so it
-means the same thing tiled and untiled. Whole-slide inference, which never holds
-the whole map, keeps every candidate peak with its score and applies the same
-global rule once the running maximum over all tiles is known.
+A peak is a nucleus when its map value exceeds both ``xi * max(p)`` and the
+absolute floor ``threshold_abs`` (:func:`~nucleikit.postprocess.peak_threshold`,
+the one rule of every path). ``max(p)`` is the maximum of the probability map
+over the *whole* image (all tiles), computed after the map is assembled, so the
+rule means the same thing tiled and untiled; the floor is one number for every
+tile. Whole-slide inference, which never holds the whole map, keeps every
+candidate peak with its score and applies the same global rule once the running
+maximum over all tiles is known.
+
+Images given as arrays are normalised as the file readers normalise files
+(:func:`nucleikit.io.images.as_float_image`): uint8, uint16, bool or float in
+[0, 1]; grey (H, W) or (H, W, 1), RGB or RGBA (composited over white).
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import WeightsError
-from ..postprocess import find_peaks
+from ..errors import ConfigError, WeightsError
+from ..postprocess import find_peaks, peak_threshold
 from ..transforms import resample, scale_factor, scale_points, standardise
 from .tiling import measure_halo, predict_tiled
 
@@ -167,6 +174,8 @@ class Detector:
         self.mpp = float(meta["mpp"])
         post = meta.get("postprocess", {})
         self.threshold_rel = float(post.get("threshold_rel", 0.3))
+        # Weights tuned before the floor existed have none: 0 keeps their results bit for bit.
+        self.threshold_abs = _floor(post.get("threshold_abs", 0.0), meta.get("name", "weights"))
         self.min_distance = float(post.get("min_distance", 3))
         self.predictor = DensePredictor(
             model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config
@@ -187,8 +196,31 @@ class Detector:
     def name(self) -> str:
         return str(self.meta.get("name", self.meta.get("model", "detector")))
 
-    def probability_map(self, pixels: np.ndarray, progress=None) -> np.ndarray:
-        """(H, W) map of the first output channel for an image at the model's resolution."""
+    def image(self, pixels: Any) -> np.ndarray:
+        """An image array as the network's input: (H, W, C) float32 in [0, 1].
+
+        Accepts what the file readers accept, converted the same way
+        (:func:`nucleikit.io.images.as_float_image`): uint8, uint16, bool or
+        float in [0, 1]; (H, W) or (H, W, 1) grey, RGB, RGBA.
+
+        Raises
+        ------
+        InputError
+            Any other shape or sample type, or float values outside [0, 1].
+        """
+        from ..io.images import as_float_image
+
+        mode = "grey" if len(self.predictor.mean) == 1 else "rgb"
+        return as_float_image(pixels, mode=mode)
+
+    def probability_map(self, pixels: Any, progress=None) -> np.ndarray:
+        """(H, W) map of the first output channel for an image at the model's resolution.
+
+        ``pixels`` as :meth:`image` accepts them.
+        """
+        return self._map(self.image(pixels), progress)
+
+    def _map(self, pixels: np.ndarray, progress=None) -> np.ndarray:
         return self.predictor(pixels, progress=progress)[0]
 
     def peaks(
@@ -197,35 +229,41 @@ class Detector:
         *,
         threshold_rel: float | None = None,
         min_distance: float | None = None,
+        threshold_abs: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Peaks of a map at the model's resolution: (xy, scores, map max).
 
-        The threshold is ``threshold_rel`` times the maximum of ``prob`` (the
-        whole image's map), as in Xing et al.
+        A peak is kept when its value exceeds both ``threshold_rel`` times the
+        maximum of ``prob`` (the whole image's map, as in Xing et al.) and the
+        absolute floor ``threshold_abs`` (:func:`~nucleikit.postprocess.peak_threshold`).
         """
         xi = self.threshold_rel if threshold_rel is None else float(threshold_rel)
         md = self.min_distance if min_distance is None else float(min_distance)
+        floor = self.threshold_abs if threshold_abs is None else _floor(threshold_abs, None)
         pmax = float(prob.max()) if prob.size else 0.0
         if pmax <= 0:
             return np.zeros((0, 2)), np.zeros(0, np.float32), pmax
-        xy, scores = find_peaks(prob, min_distance=md, threshold=xi * pmax)
+        xy, scores = find_peaks(prob, min_distance=md, threshold=peak_threshold(pmax, xi=xi, threshold_abs=floor))
         return xy, scores, pmax
 
     def detect(
         self,
-        pixels: np.ndarray,
+        pixels: Any,
         *,
         mpp: float | None = None,
         threshold_rel: float | None = None,
         min_distance: float | None = None,
+        threshold_abs: float | None = None,
         keep_map: bool = False,
         progress=None,
     ) -> Detections:
-        """Find nucleus centres in an (H, W, 3) image in [0, 1].
+        """Find nucleus centres in an image.
 
         Parameters
         ----------
-        pixels : (H, W, C) float32
+        pixels : (H, W) or (H, W, C) array
+            uint8, uint16, bool or float in [0, 1]; grey, RGB or RGBA, converted
+            as the file readers convert files (:meth:`image`).
         mpp : float or None
             Resolution of ``pixels`` in um/px. The image is resampled to the
             model's resolution and the points mapped back. None assumes the
@@ -233,16 +271,38 @@ class Detector:
         threshold_rel, min_distance : float or None
             Override the tuned xi (relative to the map maximum) and the peak
             distance (model pixels).
+        threshold_abs : float or None
+            Override the tuned absolute floor (map units, >= 0).
         keep_map : bool
             Return the probability map (model resolution) too.
 
         Returns
         -------
         Detections, with ``xy`` in the input image's pixel coordinates.
+
+        Raises
+        ------
+        InputError
+            ``pixels`` of another shape or sample type, or float outside [0, 1].
         """
         factor = scale_factor(mpp, self.mpp)
-        work = resample(pixels, factor)
-        prob = self.probability_map(work, progress=progress)
-        xy, scores, pmax = self.peaks(prob, threshold_rel=threshold_rel, min_distance=min_distance)
+        work = resample(self.image(pixels), factor)
+        prob = self._map(work, progress=progress)
+        xy, scores, pmax = self.peaks(prob, threshold_rel=threshold_rel, min_distance=min_distance,
+                                      threshold_abs=threshold_abs)
         xy = scale_points(xy, 1.0 / factor) if factor != 1.0 else xy
         return Detections(xy=xy, scores=scores, map_max=pmax, prob=prob if keep_map else None)
+
+
+def _floor(value: Any, weights: str | None) -> float:
+    """``threshold_abs`` as a float >= 0; bad metadata is a WeightsError, a bad override a ConfigError."""
+    try:
+        floor = float(value)
+    except (TypeError, ValueError):
+        floor = float("nan")
+    if not (np.isfinite(floor) and floor >= 0.0):
+        reason = f"threshold_abs must be a finite number >= 0, got {value!r}"
+        if weights is None:
+            raise ConfigError(reason)
+        raise WeightsError(weights, f"postprocess {reason}")
+    return floor
