@@ -195,7 +195,7 @@ CASES = [
     Case("analyze-min-distance-0", lambda f: ["analyze", f.image, "-o", f.out, "--min-distance", "0"],
          "--min-distance"),
     Case("segment-threshold-nan", lambda f: _segment(f, "--threshold", "nan"), "--threshold: must be a finite"),
-    Case("segment-threshold-1", lambda f: _segment(f, "--threshold", "1"), "--threshold: must be at least 0 and below 1"),
+    Case("segment-threshold-above-1", lambda f: _segment(f, "--threshold", "1.5"), "--threshold: must be between 0 and 1"),
     Case("classify-mpp-0", lambda f: ["classify", f.image, "--points", f.points(), "-o", f.out, "--mpp", "0"],
          "--mpp: must be positive"),
     Case("evaluate-radius-inf", lambda f: _evaluate(f, {}, "--radius", "inf"), "--radius: must be a finite"),

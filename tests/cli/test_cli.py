@@ -73,7 +73,8 @@ def test_batch_goes_on_past_bad_files(tiny_weights, disc_png, tmp_path, capsys):
     assert "empty.png" in captured.err and "junk.png" in captured.err and "missing.png" in captured.err
     assert "Traceback" not in captured.err
     # nothing half-written: no temporary files left behind
-    assert sorted(p.name for p in out.iterdir()) == ["discs.csv", "discs.geojson", "discs_overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["detect_run.json", "discs.csv", "discs.geojson",
+                                                      "discs_overlay.png"]
 
 
 def test_bad_weights_one_line_exit_2(disc_png, tmp_path, capsys):
@@ -191,3 +192,25 @@ def test_batch_inputs_reports_missing_inputs_and_duplicate_stems(tmp_path, capsy
     assert "overwrite each other" in failed[str(second)] and str(first) in failed[str(second)]
     assert len(report.failed) == 2  # the duplicate and the input that matches nothing
     assert capsys.readouterr().err.count("nucleikit: error:") == 2
+
+
+def test_assumed_resolution_is_said_once_and_recorded(tiny_weights, disc_png, tmp_path, capsys):
+    # a PNG without pHYs used to be run at the model's resolution without a word (issue 16)
+    image, _ = disc_png
+    second = tmp_path / "second.png"
+    second.write_bytes(image.read_bytes())
+    out = tmp_path / "out"
+    assert main(["detect", str(image), str(second), "-o", str(out), "--model", str(tiny_weights),
+                 "--threads", "1", "--no-overlay"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.count("no pixel size") == 1
+    assert "2 inputs record no pixel size: assumed the model's 0.5 um/px" in stdout.splitlines()[-1]
+    record = json.loads((out / "detect_run.json").read_text())
+    assert record["inputs"][str(image)] == {"mpp": 0.5, "mpp_source": "model"}
+    # a later run with --mpp into the same folder updates its inputs and says nothing is assumed
+    assert main(["detect", str(image), "-o", str(out), "--model", str(tiny_weights), "--threads", "1",
+                 "--no-overlay", "--mpp", "0.25"]) == 0
+    assert "no pixel size" not in capsys.readouterr().out
+    record = json.loads((out / "detect_run.json").read_text())
+    assert record["inputs"][str(image)] == {"mpp": 0.25, "mpp_source": "option"}
+    assert record["inputs"][str(second)]["mpp_source"] == "model"

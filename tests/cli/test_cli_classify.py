@@ -100,7 +100,8 @@ def test_analyze_writes_typed_csv_geojson_and_overlay(
     code = main(["analyze", str(image), "-o", str(out), "--detector", str(tiny_weights),
                  "--classifier", str(tiny_classifier_weights), "--threads", "1"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["discs.csv", "discs.geojson", "discs_overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["analyze_run.json", "discs.csv", "discs.geojson",
+                                                      "discs_overlay.png"]
     lines = (out / "discs.csv").read_text().splitlines()
     assert lines[0] == "x,y,score,class,class_prob"
     features = json.loads((out / "discs.geojson").read_text())["features"]
@@ -152,7 +153,7 @@ def test_analyze_batch_goes_on_past_a_bad_file(tiny_weights, tiny_classifier_wei
     code = main(["analyze", str(junk), str(image), "-o", str(out), "--detector", str(tiny_weights),
                  "--classifier", str(tiny_classifier_weights), "--no-overlay", "--threads", "1"])
     assert code == 2
-    assert sorted(p.name for p in out.iterdir()) == ["discs.csv", "discs.geojson"]
+    assert sorted(p.name for p in out.iterdir()) == ["analyze_run.json", "discs.csv", "discs.geojson"]
     err = capsys.readouterr().err
     assert "1 failed" in err and "junk.png" in err and "Traceback" not in err
 

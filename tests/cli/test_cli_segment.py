@@ -32,7 +32,7 @@ def test_writes_labels_geojson_csv_overlay(seg_weights, disc_png, tmp_path, caps
     out = tmp_path / "out"
     # a threshold of 0 keeps everything the untrained net outputs: at least one nucleus to check
     assert _run(seg_weights, [image], out, "--threshold", "0") == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    assert sorted(p.name for p in out.iterdir()) == sorted((*OUTPUTS, "segment_run.json"))
     labels = tifffile.imread(out / "discs_labels.tif")
     assert labels.dtype == np.uint16 and labels.shape == (80, 96)
     ids = np.unique(labels[labels > 0])
@@ -100,7 +100,7 @@ def test_batch_goes_on_past_bad_files(seg_weights, disc_png, tmp_path, capsys):
     assert "3 failed" in err and "Traceback" not in err
     for name in ("empty.png", "junk.tif", "missing.png"):
         assert sum(name in line and line.startswith("nucleikit: error:") for line in err.splitlines()) == 1
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)  # nothing half-written
+    assert sorted(p.name for p in out.iterdir()) == sorted((*OUTPUTS, "segment_run.json"))  # nothing half-written
 
 
 def test_too_many_instances_fail_cleanly(seg_weights, disc_png, tmp_path, monkeypatch, capsys):
@@ -149,7 +149,7 @@ def test_detector_seeds_from_given_weights(seg_weights, make_segmenter_weights, 
     weights = make_segmenter_weights(model="unet", seed_detector=str(tiny_weights))
     out = tmp_path / "o"
     assert _run(weights, [image], out, "--seeds", "detector", "--no-overlay") == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS[:3])
+    assert sorted(p.name for p in out.iterdir()) == sorted((*OUTPUTS[:3], "segment_run.json"))
 
 
 @pytest.mark.data

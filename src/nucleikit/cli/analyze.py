@@ -87,5 +87,5 @@ def run(args: argparse.Namespace) -> int:
                 f"{int((typed.labels == c).sum())} {c}" for c in classifier.classes
             ) if typed is not None else ""
             report.ok(path, f"{res.count} nuclei ({counts})", seconds=res.seconds,
-                      detail=f"{res.mpp:.3g} um/px ({res.mpp_source})")
+                      detail=f"{res.mpp:.3g} um/px ({res.mpp_source})", mpp=res.mpp, mpp_source=res.mpp_source)
     return report.finish(out)

@@ -83,7 +83,7 @@ def _detect_image(path: Path, detector, out: Path, args: argparse.Namespace, rep
             min_distance=args.min_distance,
         )
         report.ok(path, f"{res.count} nuclei", seconds=res.seconds,
-                  detail=f"{res.mpp:.3g} um/px ({res.mpp_source})")
+                  detail=f"{res.mpp:.3g} um/px ({res.mpp_source})", mpp=res.mpp, mpp_source=res.mpp_source)
 
 
 def _slide_options(args: argparse.Namespace) -> dict:

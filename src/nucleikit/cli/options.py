@@ -103,10 +103,10 @@ def relative_threshold(text: str) -> float:
 
 
 def probability(text: str) -> float:
-    """A probability threshold: at least 0 (everything counts) and below 1 (nothing would)."""
+    """A probability threshold in [0, 1]."""
     value = _number(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (a probability), got {text}")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a probability), got {text}")
     return value
 
 

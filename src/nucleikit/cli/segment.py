@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="watershed markers: distance-transform maxima or the bundled detector's peaks "
                         "(default: the kind stored with the weights)")
     p.add_argument("--threshold", type=probability, default=None, metavar="P",
-                   help="foreground probability threshold, 0 <= P < 1 (default: the value tuned with the weights)")
+                   help="foreground probability threshold, 0 to 1 (default: the value tuned with the weights)")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs (images only)")
     add_runtime_options(p)
     add_slide_options(p)
@@ -115,7 +115,8 @@ def _segment_image(path: Path, segmenter, out: Path, args: argparse.Namespace, r
                            overlay=not args.no_overlay)
         where = f"{res.mpp:.3g} um/px ({res.mpp_source})" if res.mpp == res.mpp else "input resolution"
         seg = res.segmentation
-        report.ok(path, f"{res.count} nuclei", seconds=res.seconds, detail=f"{res.model}, {where}, {seg.seeds} markers")
+        report.ok(path, f"{res.count} nuclei", seconds=res.seconds, detail=f"{res.model}, {where}, {seg.seeds} markers",
+                  mpp=res.mpp, mpp_source=res.mpp_source)
 
 
 def _segment_slide(path: Path, segmenter, out: Path, args: argparse.Namespace, report: BatchReport) -> None:
