@@ -92,6 +92,41 @@ def test_writer_failure_midway_leaves_no_file(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_full_disk_names_the_file_and_leaves_nothing(tmp_path):
+    import errno
+
+    from nucleikit.export import atomic_write
+
+    with pytest.raises(InputError, match=r"x\.csv: cannot write: No space left on device"):
+        with atomic_write(tmp_path / "x.csv") as f:
+            f.write("x,y\n")
+            raise OSError(errno.ENOSPC, "No space left on device")  # what write() raises on a full disk
+    assert leftovers(tmp_path) == []
+
+
+def test_sqlite_disk_io_error_names_the_file(tmp_path):
+    import sqlite3
+
+    from nucleikit.export_store import write_points_sqlite
+
+    def chunks():
+        yield np.zeros((1, 2)), {"score": np.ones(1, np.float32)}
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(InputError, match=r"s\.sqlite: cannot write: SQLite: disk I/O error"):
+        write_points_sqlite(tmp_path / "s.sqlite", chunks(), columns={"score": "float32"})
+    assert leftovers(tmp_path) == []
+
+
+def test_other_errors_inside_a_write_are_not_disguised(tmp_path):
+    from nucleikit.export import atomic_write
+
+    with pytest.raises(FileNotFoundError):  # a bug or a missing input, not a storage failure
+        with atomic_write(tmp_path / "x.csv"):
+            raise FileNotFoundError(2, "No such file or directory", "elsewhere.png")
+    assert leftovers(tmp_path) == []
+
+
 # ----------------------------------------------------------------------------- CSV
 
 

@@ -29,8 +29,10 @@ name in the same folder and renamed (``os.replace``) once complete (:func:`atomi
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import sqlite3
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -104,6 +106,38 @@ def _make_parent(path: Path) -> None:
         raise InputError(path, "is a folder, not a file")
 
 
+#: errno values that mean "the output could not be stored" (not a bug of the caller): a full
+#: disk or quota, an I/O error, a read-only file system, a file too large for it.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+#: SQLite's words for the same (it reports a full disk as "database or disk is full").
+_SQLITE_STORAGE = ("disk i/o error", "database or disk is full", "attempt to write a readonly database")
+
+
+def _storage_failure(exc: BaseException) -> str | None:
+    """The reason to report if ``exc`` means the output could not be stored, else None."""
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        return exc.strerror or os.strerror(exc.errno)
+    if isinstance(exc, sqlite3.Error) and any(words in str(exc).lower() for words in _SQLITE_STORAGE):
+        return f"SQLite: {exc}"
+    return None
+
+
+@contextlib.contextmanager
+def _storage_errors_name(path: Path) -> Iterator[None]:
+    """Turn a full disk (or the like) while writing ``path`` into an InputError naming it.
+
+    A batch then reports the file in one line and goes on with the next input (which
+    may fit, or go to another disk) instead of stopping on a traceback.
+    """
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        reason = _storage_failure(exc)
+        if reason is None:
+            raise
+        raise InputError(path, f"cannot write: {reason}") from exc
+
+
 def _publish(tmp: Path, path: Path) -> None:
     try:
         os.replace(tmp, path)
@@ -122,13 +156,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Raises
     ------
     InputError
-        If the folder cannot be created, ``path`` is a folder, or the rename fails.
+        If the folder cannot be created, ``path`` is a folder, the rename fails, or the
+        writer meets a full disk (an ``OSError`` ENOSPC, or SQLite's "disk I/O error").
     """
     final = Path(path)
     _make_parent(final)
     tmp = _temp_name(final)
     try:
-        yield tmp
+        with _storage_errors_name(final):
+            yield tmp
         _publish(tmp, final)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -156,7 +192,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: A
     Raises
     ------
     InputError
-        If the folder cannot be created or written, or ``path`` is a folder.
+        If the folder cannot be created or written, ``path`` is a folder, or the disk is
+        full (or another storage failure, see :data:`_STORAGE_ERRNOS`) while writing.
 
     Notes
     -----
@@ -176,7 +213,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: A
     except OSError as exc:
         raise InputError(final, f"cannot write: {exc.strerror or exc}") from exc
     try:
-        with f:
+        with _storage_errors_name(final), f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -300,3 +300,28 @@ def test_train_config_file_values_are_checked_before_the_data(files, capsys, fie
                  "-o", files.out, "--config", config])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "train.json" in err and "Traceback" not in err
+
+
+def test_full_disk_fails_one_file_and_the_batch_goes_on(files, monkeypatch, capsys):
+    import errno
+
+    import nucleikit.export as export
+
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def fsync_first_file_full(fd):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first output of the first image hits a full disk; later ones fit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(export.os, "fsync", fsync_first_file_full)
+    second = files.tmp / "second.png"
+    second.write_bytes(Path(files.image).read_bytes())
+    code = _run(_detect(files, "--no-overlay")[:2] + [str(second)] + _detect(files, "--no-overlay")[2:])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "discs.csv: cannot write: No space left on device" in err
+    assert (files.tmp / "out" / "second.csv").exists()  # the batch went on
+    assert not (files.tmp / "out" / "discs.csv").exists()
