@@ -325,3 +325,24 @@ def test_full_disk_fails_one_file_and_the_batch_goes_on(files, monkeypatch, caps
     assert "discs.csv: cannot write: No space left on device" in err
     assert (files.tmp / "out" / "second.csv").exists()  # the batch went on
     assert not (files.tmp / "out" / "discs.csv").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"PK\x03\x04" + b"\0" * 200, "damaged checkpoint (truncated, or not a PyTorch checkpoint)"),
+    (b"", "damaged checkpoint"),
+    (None, "not a nucleikit checkpoint (no model, optimizer, config)"),
+])
+def test_damaged_checkpoint_is_refused_before_the_data(files, capsys, content, message):
+    import torch
+
+    run = files.tmp / "run"
+    run.mkdir()
+    if content is None:
+        torch.save([1, 2, 3], run / "checkpoint.pt")  # a readable pickle, but no checkpoint
+    else:
+        (run / "checkpoint.pt").write_bytes(content)
+    # --images names a folder without annotations: reaching the data would fail differently
+    code = _run(["train", "detection", "--images", str(files.tmp), "--val-images", str(files.tmp), "-o", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.count("error:") == 1 and "checkpoint.pt" in err and message in err

@@ -185,6 +185,42 @@ def _data(args: argparse.Namespace):
     raise ConfigError("give --dataset crchisto or --images DIR --val-images DIR")
 
 
+#: Keys every resumable checkpoint holds (detection/segmentation: "step"; classification: "epoch").
+_CHECKPOINT_KEYS = ("model", "optimizer", "config")
+
+
+def check_checkpoint(run_dir: Path) -> None:
+    """Refuse a damaged ``RUNDIR/checkpoint.pt`` before any data is read or model built.
+
+    The training loop resumes from it without a question; a truncated or foreign file
+    would otherwise end in torch's traceback after the data were loaded.
+
+    Raises
+    ------
+    InputError
+        The checkpoint exists but cannot be read, or lacks what a resume needs.
+    """
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise InputError(path, "not a regular file")
+    import pickle
+    import zipfile
+
+    import torch
+
+    fix = "move it away to start this run afresh (or use another -o)"
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile):
+        # torch's own messages run to several sentences about its internals: say what it means
+        raise InputError(path, f"damaged checkpoint (truncated, or not a PyTorch checkpoint): cannot resume; {fix}") from None
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise InputError(path, f"not a nucleikit checkpoint (no {', '.join(missing)}); {fix}")
+
+
 def _reject(args: argparse.Namespace, options: dict, task: str) -> None:
     given = [name for name, unset in options.items() if getattr(args, name) != unset]
     if given:
@@ -221,6 +257,7 @@ def _run_classification(args: argparse.Namespace) -> int:
     if args.dataset != "crchisto":
         raise ConfigError("`train classification` needs --dataset crchisto (classified points of CRCHistoPhenotypes)")
     cfg = _classify_config(args)
+    check_checkpoint(Path(args.out))
     root = _data_root(args) / "crchisto"
     split = _fold(args)
     train = CRCHisto(root, split=split, subset="train", task="classification")
@@ -309,6 +346,7 @@ def _run_segmentation(args: argparse.Namespace) -> int:
     if args.model is None and not args.config:
         args.model = "r2unet"
     cfg = _config(args)
+    check_checkpoint(Path(args.out))
     train, val, meta = _segmentation_data(args)
     result = train_segmenter(train, val, cfg, Path(args.out), progress=not args.no_progress, extra_meta=meta)
     print(f"best validation score {result.best.get('score', float('nan')):.4f} at step {result.best_step} "
@@ -326,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
     _reject(args, _CLASSIFICATION_ONLY, "detection")
     _reject(args, _SEGMENTATION_ONLY, "detection")
     cfg = _config(args)
+    check_checkpoint(Path(args.out))
     train, val, meta = _data(args)
     out = Path(args.out)
     result = train_detector(train, val, cfg, out, progress=not args.no_progress, extra_meta=meta)
