@@ -11,7 +11,9 @@ as shipped.
 detection (CRCHisto)
     the receptive field of the trained network measured with an impulse (512 px probe, 1024 px
     if needed; relative tolerance 1e-4) and stored as the tiling halo; xi and the peak distance
-    tuned again on the validation images over a finer, wider grid than the training loop's;
+    tuned again on the validation images over a finer, wider grid than the training loop's,
+    then the absolute floor ``threshold_abs`` (nucleikit.train.tuning: the largest that costs
+    at most 0.002 of validation F1 at that xi and of recall at the grid's lowest xi);
     the fixed-split test images scored once at r = 6 and 8 px.
 segmentation (DSB2018)
     the halo as above; the foreground threshold and the watershed min_distance tuned on the
@@ -150,7 +152,7 @@ def ship_detector(args, model, meta: dict, log: list[dict]) -> dict:
     from nucleikit.infer.evaluate import run_detector, score_run
     from nucleikit.infer.predict import Detector, InferenceConfig
     from nucleikit.io.datasets.crchisto import CRCHisto
-    from nucleikit.train.tuning import tune_peaks
+    from nucleikit.train.tuning import FLOOR_GRID, FLOOR_TOLERANCE, tune_peaks
 
     halo = trained_halo(model, len(meta["mean"]))
     meta = dict(meta, name=args.name, halo=halo)
@@ -160,11 +162,14 @@ def ship_detector(args, model, meta: dict, log: list[dict]) -> dict:
     det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
     maps = [det.probability_map(s.load_image()) for s in val]
     tuned = tune_peaks(maps, [s.points for s in val], radius=6.0,
-                       xi_grid=np.round(np.arange(0.05, 0.91, 0.025), 3), min_distance_grid=range(2, 11))
-    meta["postprocess"] = {"threshold_rel": tuned.threshold_rel, "min_distance": tuned.min_distance}
+                       xi_grid=np.round(np.arange(0.05, 0.91, 0.025), 3), min_distance_grid=range(2, 11),
+                       threshold_abs_grid=FLOOR_GRID, tolerance=FLOOR_TOLERANCE)
+    meta["postprocess"] = {"threshold_rel": tuned.threshold_rel, "min_distance": tuned.min_distance,
+                           "threshold_abs": tuned.threshold_abs}
     meta["validation"] = dict(meta.get("validation", {}), f1=tuned.f1, precision=tuned.precision,
                               recall=tuned.recall, radius_px=6.0, tuned_by="tools/ship_weights.py")
-    print(f"validation: xi {tuned.threshold_rel}, min distance {tuned.min_distance}, F1 {tuned.f1:.4f}")
+    print(f"validation: xi {tuned.threshold_rel}, min distance {tuned.min_distance}, "
+          f"floor {tuned.threshold_abs}, F1 {tuned.f1:.4f}")
     score_key = "score" if "score" in log[0] else "val_f1"
     meta["training"] = training_summary(log, score_key=score_key, count_key="step", name=args.name,
                                         command=args.command)
