@@ -57,14 +57,25 @@ def test_classify_reads_qupath_geojson_points(tiny_classifier_weights, disc_png,
 def test_classify_point_outside_the_image_exit_2_nothing_written(tiny_classifier_weights, disc_png, tmp_path, capsys):
     image, _ = disc_png
     points = tmp_path / "centres.csv"
-    points.write_text("x,y\n20,20\n96,10\n")
+    points.write_text("x,y\n20,20\n97.6,10\n")  # 1.1 px beyond the image's right edge (95.5)
     out = tmp_path / "out"
     code = main(["classify", str(image), "--points", str(points), "-o", str(out),
                  "--model", str(tiny_classifier_weights), "--threads", "1"])
     assert code == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert line == f"nucleikit: error: {points}: 1 point lies outside the 96 x 80 image, e.g. (96, 10)"
+    assert line == f"nucleikit: error: {points}: 1 point lies outside the 96 x 80 image, e.g. (97.6, 10)"
     assert not out.exists()
+
+
+def test_classify_points_less_than_a_pixel_outside_are_typed(tiny_classifier_weights, disc_png, tmp_path):
+    image, _ = disc_png
+    points = tmp_path / "centres.csv"
+    points.write_text("x,y\n20,-0.85\n95.9,79.7\n")  # as CRCHisto's img8: a fraction of a pixel outside
+    out = tmp_path / "out"
+    assert main(["classify", str(image), "--points", str(points), "-o", str(out),
+                 "--model", str(tiny_classifier_weights), "--threads", "1"]) == 0
+    rows = (out / "discs.csv").read_text().splitlines()
+    assert rows[0].startswith("x,y,class") and len(rows) == 3
 
 
 def test_classify_points_file_without_points_exit_2(tiny_classifier_weights, disc_png, tmp_path, capsys):

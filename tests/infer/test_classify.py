@@ -126,8 +126,8 @@ def test_points_on_the_outer_half_pixel_belong_to_the_border_pixel(clf, image8):
 
 
 def test_points_outside_the_image_raise(clf, image8):
-    with pytest.raises(ValueError, match=r"1 of 2 centres lie outside the 40 x 30 .* \(39\.6, 3\)"):
-        clf.classify(image8, np.array([[1.0, 1.0], [39.6, 3.0]]))
+    with pytest.raises(ValueError, match=r"1 of 2 centres lie outside the 40 x 30 .* \(41\.6, 3\)"):
+        clf.classify(image8, np.array([[1.0, 1.0], [41.6, 3.0]]))
 
 
 def test_no_points_gives_empty_results(clf, image8):
@@ -227,7 +227,7 @@ def test_classify_file_writes_one_row_per_point_in_order(clf, image_file, tmp_pa
 
 def test_classify_file_point_outside_names_the_points_file_and_writes_nothing(clf, image_file, tmp_path):
     points = tmp_path / "points.csv"
-    points.write_text("x,y\n3,4\n40.2,5\n")
+    points.write_text("x,y\n3,4\n41.2,5\n")
     with pytest.raises(InputError, match=r"points\.csv: 1 point lies outside the 40 x 30 image"):
         classify_file(image_file, points, clf, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -307,3 +307,9 @@ def test_typed_scoring_end_to_end_on_two_crchisto_images(crchisto_dir, clf, dete
     patches = classification_report(np.concatenate(truth_cls), np.concatenate(at_truth), None, CLASSES)
     assert report["f_d"] == 1.0
     assert report["type_accuracy"] == pytest.approx(patches["accuracy"], abs=1e-12)
+
+
+def test_centres_less_than_a_pixel_outside_are_clipped_not_refused(clf, image8):
+    # CRCHisto's img8 has y = -0.85 (issue 16): typed as the point on the image's edge
+    labels, _ = clf.classify(image8, np.array([[5.0, -0.85], [5.0, 0.0]]))
+    assert labels[0] == labels[1]

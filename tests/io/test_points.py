@@ -9,7 +9,13 @@ import pytest
 from scipy.io import savemat
 
 from nucleikit.errors import InputError
-from nucleikit.io.points import QUPATH_PIXEL_OFFSET, PointSet, check_points_in_image, read_points
+from nucleikit.io.points import (
+    QUPATH_PIXEL_OFFSET,
+    PointSet,
+    check_points_in_image,
+    clip_points_to_image,
+    read_points,
+)
 
 
 def _write(path, text: str):
@@ -243,13 +249,24 @@ def test_pointset_rejects_mismatched_labels():
 
 def test_points_on_the_tolerance_edge_are_inside():
     xy = np.array([[-0.5, -0.5], [9.5, 7.5], [0.0, 0.0]])  # W = 10, H = 8
-    check_points_in_image(xy, (8, 10, 3), "a.csv")
+    check_points_in_image(xy, (8, 10, 3), "a.csv", tolerance=0.5)
 
 
 def test_points_outside_are_counted_with_an_example():
     xy = np.array([[-0.51, 3.0], [5.0, 5.0], [2.0, 7.6], [np.nan, 1.0]])
     with pytest.raises(InputError, match=r"^a\.csv: 3 points lie outside the 10 x 8 image, e\.g\. \(-0\.51, 3\)$"):
-        check_points_in_image(PointSet(xy), (8, 10), "a.csv")
+        check_points_in_image(PointSet(xy), (8, 10), "a.csv", tolerance=0.5)
+
+
+def test_points_less_than_a_pixel_outside_are_accepted_and_clipped():
+    # CRCHisto's img8 and img91 have y = -0.85 and -0.74: a file was refused for them (issue 16)
+    xy = np.array([[5.0, -0.85], [10.4, 3.0], [4.0, 4.0]])  # W = 10, H = 8: x = 10.4 is 0.9 px past the edge
+    check_points_in_image(xy, (8, 10), "a.csv")
+    clipped, moved = clip_points_to_image(xy, (8, 10))
+    np.testing.assert_array_equal(clipped, [[5.0, 0.0], [9.0, 3.0], [4.0, 4.0]])
+    assert moved == 2
+    with pytest.raises(InputError, match=r"1 point lies outside the 10 x 8 image, e\.g\. \(5, -1\.6\)"):
+        check_points_in_image(np.array([[5.0, -1.6]]), (8, 10), "a.csv")  # 1.1 px past the edge
 
 
 def test_one_point_outside_is_singular():

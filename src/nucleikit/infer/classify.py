@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import WeightsError
+from ..io.points import OUTSIDE_TOLERANCE, clip_points_to_image
 from ..targets import extract_patches
 from ..transforms import reinhard_normalise, resample, scale_factor, scale_points
 
@@ -238,13 +239,17 @@ class Classifier:
         if not np.isfinite(pts).all():
             raise ValueError("centres must be finite")
         h, w = image.shape[:2]
-        inside = (pts[:, 0] >= -0.5) & (pts[:, 0] <= w - 0.5) & (pts[:, 1] >= -0.5) & (pts[:, 1] <= h - 0.5)
+        # up to 1 px beyond the image's edge is an annotation tool's rounding: clipped onto it
+        margin = OUTSIDE_TOLERANCE
+        inside = (pts[:, 0] >= -margin) & (pts[:, 0] <= w - 1 + margin) & (pts[:, 1] >= -margin) & (
+            pts[:, 1] <= h - 1 + margin)
         if not inside.all():
             first = pts[np.argmin(inside)]
             raise ValueError(
                 f"{int((~inside).sum())} of {len(pts)} centres lie outside the {w} x {h} (W x H) image, "
                 f"e.g. (x, y) = ({first[0]:g}, {first[1]:g})"
             )
+        pts, _ = clip_points_to_image(pts, image.shape)
         factor = scale_factor(mpp, self.mpp)
         if factor != 1.0:
             # Resample in float (anti-aliased when shrinking), then quantise as training did.

@@ -86,7 +86,7 @@ def point_folder(
     list of PointSample, sorted by image name.
     """
     from ..images import read_image
-    from ..points import check_points_in_image, read_points
+    from ..points import check_points_in_image, clip_points_to_image, read_points
 
     images = find_images(images_dir)
     if not images:
@@ -103,6 +103,7 @@ def point_folder(
             raise InputError(path, "resolution unknown: give the microns per pixel (--mpp)")
         xy = np.zeros((0, 2)) if pfile is None else read_points(pfile, allow_empty=True).xy
         check_points_in_image(xy, img.pixels.shape[:2], pfile or path)
+        xy, _ = clip_points_to_image(xy, img.pixels.shape[:2])  # less than 1 px outside: onto the image
         samples.append(PointSample(id=path.stem, image_path=path, points=xy, mpp=float(image_mpp), classes=None))
     return samples
 
