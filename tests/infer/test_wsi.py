@@ -149,6 +149,42 @@ def test_threshold_is_global_not_per_tile(mosaic, detector, mosaic_run, tmp_path
     pd.testing.assert_frame_equal(high_table, kept)
 
 
+def test_floor_on_a_slide_equals_the_floor_on_one_pass(mosaic, detector, mosaic_run, tmp_path):
+    """The floor is one number for every tile: with it deciding (above xi * M), the slide's
+    nuclei are the one-pass nuclei above it, and the threshold reported is the floor."""
+    path, pixels = mosaic
+    floor = 0.44  # the untrained map's peaks score 0.42-0.45; xi * M is about 0.23
+    one_pass = detector.detect(pixels, mpp=MOSAIC_MPP, threshold_abs=floor)
+    res = detect_slide(path, detector, tmp_path, tile=128, tissue_mask="all", progress=False,
+                       formats=("parquet",), threshold_abs=floor)
+    assert res.threshold == pytest.approx(floor) and res.threshold > 0.5 * res.map_max
+    table = pd.read_parquet(res.outputs["parquet"])
+    assert 0 < res.count == len(table) == len(one_pass) < mosaic_run.count
+    assert match_points(one_pass.xy, table[["x", "y"]].to_numpy(), 1.0).tp == len(one_pass)
+    assert (table["score"] > np.float32(floor)).all()
+    everything = pd.read_parquet(mosaic_run.outputs["parquet"])  # the weights' floor (0): xi * M only
+    assert len(table) == int((everything["score"] > np.float32(floor)).sum())
+
+
+def test_a_blank_slide_with_every_tile_run_has_no_nuclei(tmp_path):
+    """--tissue-mask all on glass: the bundled detector's floor keeps the background out."""
+    micronet = Detector.from_weights("micronet", config=InferenceConfig(threads=1))
+    path = write_pyramid(tmp_path / "glass.tif", np.full((300, 300, 3), 255, np.uint8), mpp=0.55, levels=1)
+    res = detect_slide(path, micronet, tmp_path / "out", tissue_mask="all", progress=False, formats=("csv",))
+    assert res.count == 0 and res.outputs["csv"].read_text() == "x,y,score\n"
+    assert res.threshold == micronet.threshold_abs > micronet.threshold_rel * res.map_max > 0
+    relative_only = detect_slide(path, micronet, tmp_path / "old", tissue_mask="all", progress=False,
+                                 formats=("csv",), threshold_abs=0.0)
+    assert relative_only.count > 100  # what the xi * max rule alone gave
+
+
+def test_bad_floor_is_refused(mosaic, detector, tmp_path):
+    path, _ = mosaic
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ConfigError, match="threshold_abs"):
+            detect_slide(path, detector, tmp_path, threshold_abs=bad, progress=False)
+
+
 # --- resolution ---------------------------------------------------------------------------
 
 

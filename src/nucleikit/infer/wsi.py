@@ -54,24 +54,29 @@ Steps
    grown core contains for every core pixel, so each tile finds exactly the one-pass
    peaks of its core (ties apart: plateaus are broken in raster order, which a tile sees
    differently). Every nucleus is found once, by one tile.
-5. **The global xi * max rule, in one pass.** Xing et al. keep peaks above ``xi * M``,
-   ``M`` the maximum of the map over the *whole* image. Tiles come one at a time, so the
-   running maximum ``M_t`` (over the cores processed so far, the current one included)
-   only grows to the final ``M``. Each tile stores its peaks above ``xi * M_t``, with their
-   scores and the tile's core maximum; at the end ``M`` is the maximum over the stored
-   tile maxima and the nuclei are the stored peaks with ``score > xi * M``. This is exact:
-   (a) ``find_peaks`` at a higher threshold returns exactly the lower threshold's peaks
-   whose score exceeds it (candidacy does not depend on the threshold), and (b) since
-   ``M_t <= M``, no peak above ``xi * M`` was left out when its tile was stored. The
-   threshold is compared in float32, as ``find_peaks`` compares a float32 map. ``M`` is the
-   maximum over the tiles that ran (tissue), not over skipped glass.
+5. **The global xi * max rule and the floor, in one pass.** Xing et al. keep peaks above
+   ``xi * M``, ``M`` the maximum of the map over the *whole* image; nucleikit also asks
+   every peak to exceed the absolute floor ``threshold_abs`` of the weights, so a peak is
+   kept above ``T(M) = max(xi * M, threshold_abs)``
+   (:func:`~nucleikit.postprocess.peak_threshold`, the rule :class:`Detector` applies to an
+   array). Tiles come one at a time, so the running maximum ``M_t`` (over the cores
+   processed so far, the current one included) only grows to the final ``M``. Each tile
+   stores its peaks above ``T(M_t)``, with their scores and the tile's core maximum; at
+   the end ``M`` is the maximum over the stored tile maxima and the nuclei are the stored
+   peaks with ``score > T(M)``. This is exact: (a) ``find_peaks`` at a higher threshold
+   returns exactly the lower threshold's peaks whose score exceeds it (candidacy does not
+   depend on the threshold), and (b) since ``M_t <= M``, ``T(M_t) <= T(M)``: no peak above
+   ``T(M)`` was left out when its tile was stored. The floor is one number for every tile,
+   so it needs no global pass. The threshold is compared in float32, as ``find_peaks``
+   compares a float32 map. ``M`` is the maximum over the tiles that ran (tissue), not
+   over skipped glass.
 6. **Streaming and resume.** Each finished tile is one row of ``<stem>.resume.sqlite`` in
    the output folder (tile index, core maximum, peak count, and the peaks as a blob of
    level-0 (x, y, score)),
    committed in its own transaction, so memory holds one batch of tiles, and a killed
    run loses at most the tiles in flight. The file also records a fingerprint of
    everything that decides the tiles (slide file, size and time, level, model grid, tile
-   and halo, the task, peak distance, xi, bf16, the weights, the tiles selected); a rerun with
+   and halo, the task, peak distance, xi, the floor, bf16, the weights, the tiles selected); a rerun with
    ``resume=True`` and the same fingerprint skips the finished tiles, any other rerun
    starts afresh. The outputs
    are then written by streaming the rows in tile order (bounded memory), each atomically
@@ -118,7 +123,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..export import qupath_features, write_geojson
 from ..export_store import write_points_csv_chunks, write_points_parquet, write_points_sqlite
-from ..postprocess import find_peaks
+from ..postprocess import find_peaks, peak_threshold, points_in_window
 from ..transforms import scale_factor
 from ..windows import Window, read_window
 from .tiling import Tile, TileGrid, predict_tiles
@@ -513,7 +518,8 @@ class SlideResult:
     map_max : float
         Maximum of the probability map over the tissue tiles.
     threshold : float
-        Absolute score threshold applied, ``xi * map_max``.
+        Score threshold applied, ``max(xi * map_max, threshold_abs)`` (``inf`` when
+        ``map_max <= 0``).
     mask_scale : float
         Tissue-mask pixels per level-0 pixel (1.0 without a mask).
     seconds : float
@@ -706,6 +712,7 @@ def detect_slide(
     min_distance: float | None = None,
     progress: bool = True,
     on_tile: Callable[[SlideProgress], None] | None = None,
+    threshold_abs: float | None = None,
 ) -> SlideResult:
     """Detect the nuclei of a whole slide, tile by tile, and write them (module docstring).
 
@@ -714,7 +721,8 @@ def detect_slide(
     slide_path : str or Path
         A slide :func:`~nucleikit.io.slides.open_slide` reads (SVS, NDPI, pyramidal TIFF...).
     detector : Detector
-        Its network, µm/px, xi (``threshold_rel``) and peak distance, and its
+        Its network, µm/px, xi (``threshold_rel``), floor (``threshold_abs``) and peak
+        distance, and its
         ``predictor.config`` (tile size, batch size, threads) are used.
     out_dir : str or Path
         Output folder (created); see the module docstring for the files.
@@ -739,6 +747,8 @@ def detect_slide(
     on_tile : callable or None
         Called with a :class:`SlideProgress` after each tile is stored (an exception it
         raises stops the run; the stored tiles stay for a resume).
+    threshold_abs : float or None
+        Override the detector's absolute floor (map units, >= 0).
 
     Returns
     -------
@@ -761,6 +771,9 @@ def detect_slide(
     xi = detector.threshold_rel if threshold_rel is None else float(threshold_rel)
     if not 0.0 <= xi <= 1.0:
         raise ConfigError(f"threshold (xi) must be in [0, 1], got {xi}")
+    floor = detector.threshold_abs if threshold_abs is None else float(threshold_abs)
+    if not (math.isfinite(floor) and floor >= 0.0):
+        raise ConfigError(f"threshold_abs must be a finite number >= 0, got {floor}")
     distance = detector.min_distance if min_distance is None else min_distance
     md = int(distance)
     if md != distance or md < 1:
@@ -772,7 +785,8 @@ def detect_slide(
         plan = _plan_slide(slide, slide_path, detector.mpp, level=level, tissue_mask=tissue_mask,
                            tile=tile or predictor.config.tile, halo=_slide_halo(predictor.halo, md))
         geometry, grid = plan.geometry, plan.grid
-        settings = {"task": "detection", "min_distance": md, "xi": xi, "bf16": bool(predictor.config.bf16)}
+        settings = {"task": "detection", "min_distance": md, "xi": xi, "threshold_abs": floor,
+                    "bf16": bool(predictor.config.bf16)}
         fingerprint = _fingerprint(slide_path, detector.meta, predictor.model, geometry, grid, plan.selected,
                                    settings)
         store = _TileStore(resume_path(out, stem), fingerprint, resume=resume)
@@ -781,12 +795,11 @@ def detect_slide(
             _, running_max, candidates = store.finished()
             total = len(plan.tissue_tiles)
             model_grid = _ModelGrid(slide.level_view(geometry.level), geometry, predictor.mean, predictor.std)
-            results = _detect_tiles(predictor, model_grid, geometry, grid, pending, md, xi, running_max)
+            results = _detect_tiles(predictor, model_grid, geometry, grid, pending, md, xi, floor, running_max)
             _run_tiles(store, results, name=stem, total=total, done=len(done_before), stored=candidates,
                        progress=progress, on_tile=on_tile)
             _, map_max, _ = store.finished()
-            # As Detector.peaks: a map that is nowhere positive has no nuclei.
-            threshold = xi * map_max if map_max > 0 else math.inf
+            threshold = peak_threshold(map_max, xi=xi, threshold_abs=floor)  # the rule of Detector.peaks
             outputs, count = _write_outputs(out, stem, formats, store, threshold, plan.tissue_tiles, detector.name)
         finally:
             store.close()
@@ -813,7 +826,7 @@ def detect_slide(
 
 
 def _detect_tiles(predictor: Any, model_grid: _ModelGrid, geometry: SlideGeometry, grid: TileGrid,
-                  pending: list[Tile], md: int, xi: float, running_max: float
+                  pending: list[Tile], md: int, xi: float, floor: float, running_max: float
                   ) -> Iterator[tuple[int, float, int, bytes]]:
     """Peaks of each pending tile as store rows ``(tile, core maximum, peaks, packed peaks)`` (steps 4-5).
 
@@ -827,10 +840,13 @@ def _detect_tiles(predictor: Any, model_grid: _ModelGrid, geometry: SlideGeometr
                     own.core.x0 - big.core.x0 : own.core.x1 - big.core.x0]
         core_max = float(core.max())
         running_max = max(running_max, core_max)
-        # Floor xi * M_t <= xi * M: nothing kept at the end is dropped here (step 5).
-        xy, scores = find_peaks(prob, min_distance=md, threshold=xi * max(running_max, 0.0))
+        # T(M_t) <= T(M): nothing kept at the end is dropped here (step 5). While M_t <= 0 the
+        # threshold is inf: the owned peaks (in the core, <= M_t) could not pass T(M) >= 0 anyway.
+        threshold = peak_threshold(running_max, xi=xi, threshold_abs=floor)
+        xy, scores = find_peaks(prob, min_distance=md, threshold=threshold)
         xy = xy + (big.core.x0, big.core.y0)
-        keep = own.owns(xy)
+        c = own.core
+        keep = points_in_window(xy, (c.y0, c.x0, c.y1, c.x1))  # the ownership rule of tiled inference
         yield own.index, core_max, int(keep.sum()), _pack_peaks(geometry.to_level0(xy[keep]), scores[keep])
 
 
