@@ -102,7 +102,8 @@ def test_size_mismatch_names_the_file(tmp_path, capsys):
     Image.fromarray(TRUTH[:8]).save(truth / "a.png")
     assert main(["evaluate", "segmentation", "--pred", str(pred), "--truth", str(truth)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "a.png" in err[0] and "8 x 12" in err[0] and "10 x 12" in err[0]
+    # one convention across messages: width x height (this one said H x W; issue 16)
+    assert len(err) == 1 and "a.png" in err[0] and "truth is 12 x 8 px (W x H)" in err[0] and "is 12 x 10 px" in err[0]
 
 
 def test_rle_size_mismatch_names_the_file(tmp_path, capsys):
@@ -144,3 +145,4 @@ def test_segment_then_evaluate_round_trip(make_segmenter_weights, disc_png, tmp_
     capsys.readouterr()
     code, result = _evaluate(capsys, "--pred", out, "--truth", truth)
     assert code == 0 and result["dsb_score"] == 1.0 and result["aji"] == 1.0
+

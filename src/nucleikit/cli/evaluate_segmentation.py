@@ -65,8 +65,9 @@ def load_truth(source: Path, stem: str, shape: tuple[int, int], table=None) -> n
         return table.labels(stem, shape=shape)
     truth = read_mask_folder(source) if source.is_dir() else read_label_image(source)
     if truth.shape != tuple(shape):
-        raise InputError(source, f"truth is {truth.shape[0]} x {truth.shape[1]} px but the prediction of {stem} "
-                                 f"is {shape[0]} x {shape[1]} px")
+        # sizes as every nucleikit message gives them: width x height
+        raise InputError(source, f"truth is {truth.shape[1]} x {truth.shape[0]} px (W x H) but the prediction of "
+                                 f"{stem} is {shape[1]} x {shape[0]} px")
     return truth
 
 

@@ -334,7 +334,9 @@ def _decode_pillow(path: Path, head: bytes, max_pixels: int) -> _Decoded:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path, formats=_PILLOW_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise InputError(path, f"image exceeds the limit of {max_pixels:,} pixels ({exc})") from exc
+        # Pillow's own message quotes its own, larger limit: name only ours
+        raise InputError(path, f"image exceeds the limit of {max_pixels:,} pixels "
+                               "(open large images with the slide reader)") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(path, f"cannot be decoded as a {fmt} image (damaged or not an image)") from exc
     with image:
