@@ -471,3 +471,13 @@ def test_sample_provenance_matches_the_png():
     assert record["mpp"] == 0.499
     assert record["source"]["file"] == "CMU-1-Small-Region.svs"
     assert record["source"]["region"]["width"] == record["source"]["region"]["height"] == 512
+
+
+def test_pillow_hard_limit_message_quotes_one_limit(tmp_path):
+    # above Pillow's own hard limit (2 x 89.5 M): its error used to be quoted after ours (issue 16)
+    path = _png_with_header_size(tmp_path / "bomb.png", 20_000, 20_000)
+    with pytest.raises(InputError) as info:
+        read_image(path)
+    message = info.value.reason
+    assert f"limit of {MAX_PIXELS:,} pixels" in message
+    assert message.count("limit") == 1 and "178956970" not in message and "DOS" not in message
