@@ -281,3 +281,25 @@ def test_auto_segmenter_picks_per_image_kind_and_loads_each_model_once():
         AutoSegmenter(models={"brightfield": "unet"})
     with pytest.raises(ConfigError):
         AutoSegmenter(models={"stained": "unet_he"}).load("fluorescence")
+
+
+def test_tta_averages_the_maps_of_flipped_views(make_segmenter_weights, rng):
+    from nucleikit.infer.tta import average_over_transforms
+
+    path = make_segmenter_weights(model="unet_instance")
+    image = rng.random((50, 70, 3)).astype(np.float32)
+    plain = Segmenter.from_weights(path, ONE_THREAD)
+    for n in (2, 8):
+        seg = Segmenter.from_weights(path, ONE_THREAD, tta=n)
+        maps = seg.output_maps(image)
+        assert maps.shape == plain.output_maps(image).shape == (3, 50, 70)
+        assert np.allclose(maps, average_over_transforms(plain.predictor, image, n), atol=1e-6)
+        assert not np.allclose(maps, plain.output_maps(image), atol=1e-4)  # a random net is not equivariant
+        out = seg.segment(image)
+        assert np.allclose(out.maps, maps, atol=1e-6) and out.labels.shape == (50, 70)
+    with pytest.raises(ConfigError, match="views"):
+        Segmenter.from_weights(path, ONE_THREAD, tta=3)
+    from nucleikit.infer.segment import AutoSegmenter
+
+    with pytest.raises(ConfigError):
+        AutoSegmenter(ONE_THREAD, tta=0)

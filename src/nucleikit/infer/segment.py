@@ -49,6 +49,7 @@ from ..io.images import convert_mode
 from ..postprocess import MARKER_KINDS, instances_from_maps, instances_from_probability, label_measurements
 from ..transforms import percentile_normalise, resample, resize_labels, scale_factor, scale_points
 from .predict import DensePredictor, Detector, InferenceConfig
+from .tta import average_over_transforms, dihedral_transforms
 
 __all__ = [
     "INTENSITY_MODES",
@@ -175,6 +176,15 @@ def image_kind(pixels: np.ndarray, *, min_saturation: float = 0.1, min_luminance
     return "stained" if saturation >= min_saturation and luminance >= min_luminance else "fluorescence"
 
 
+def _check_tta(tta: int) -> int:
+    """``tta`` if it is a number of views :func:`~nucleikit.infer.tta.dihedral_transforms` has."""
+    try:
+        dihedral_transforms(tta)  # refuse now, not at the first image
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return int(tta)
+
+
 def _check_seeds(seeds: str) -> str:
     if seeds not in SEED_KINDS:
         raise ConfigError(f"seeds must be one of {', '.join(SEED_KINDS)}, got {seeds!r}")
@@ -203,6 +213,11 @@ class Segmenter:
         The detector giving the seeds for ``seeds="detector"``; None loads
         ``meta["postprocess"]["seed_detector"]`` (default the bundled
         ``micronet``) when first needed.
+    tta : {1, 2, 4, 8}
+        Test-time augmentation: the network's maps averaged over this many
+        flipped / transposed views of the image
+        (:func:`~nucleikit.infer.tta.average_over_transforms`); 1 (default)
+        runs the network once. Costs ``tta`` forward passes per image.
     """
 
     def __init__(
@@ -213,6 +228,7 @@ class Segmenter:
         config: InferenceConfig = InferenceConfig(),
         seeds: str | None = None,
         detector: Detector | None = None,
+        tta: int = 1,
     ) -> None:
         if meta.get("task", "segmentation") != "segmentation":
             raise WeightsError(meta.get("name", "weights"), f"is a {meta.get('task')} model, not a segmenter")
@@ -240,6 +256,7 @@ class Segmenter:
         self.seeds = _check_seeds(seeds if seeds is not None else str(post.get("seeds", "distance")))
         self.seed_detector_name = str(post.get("seed_detector", DEFAULT_SEED_DETECTOR))
         self._detector = detector
+        self.tta = _check_tta(tta)
         self.predictor = DensePredictor(
             model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config
         )
@@ -252,6 +269,7 @@ class Segmenter:
         *,
         seeds: str | None = None,
         detector: Detector | None = None,
+        tta: int = 1,
     ) -> "Segmenter":
         """Load bundled weights by name (e.g. ``"r2unet"``) or a ``.safetensors`` file.
 
@@ -267,7 +285,7 @@ class Segmenter:
         if meta.get("task") != "segmentation":
             raise WeightsError(path, f"is a {meta.get('task')!r} model, not a segmentation model "
                                      "(`nucleikit detect` runs detectors)")
-        return cls(model, meta, config=config, seeds=seeds, detector=detector)
+        return cls(model, meta, config=config, seeds=seeds, detector=detector, tta=tta)
 
     @property
     def name(self) -> str:
@@ -282,11 +300,16 @@ class Segmenter:
 
     def probability_map(self, pixels: np.ndarray) -> np.ndarray:
         """(H, W) foreground probability of an image already prepared for the network (:meth:`prepare`)."""
-        return self.predictor(pixels)[0]
+        return self.output_maps(pixels)[0]
 
     def output_maps(self, pixels: np.ndarray) -> np.ndarray:
-        """(K, H, W) maps of an image already prepared for the network (:meth:`prepare`)."""
-        return self.predictor(pixels)
+        """(K, H, W) maps of an image already prepared for the network (:meth:`prepare`).
+
+        With ``tta`` > 1, the mean over that many flipped / transposed views.
+        """
+        if self.tta == 1:
+            return self.predictor(pixels)
+        return average_over_transforms(self.predictor, pixels, self.tta)
 
     def instances_from_output(
         self,
@@ -446,6 +469,8 @@ class AutoSegmenter:
         Default :data:`AUTO_SEGMENTERS`.
     seeds : str or None
         Passed to every :class:`Segmenter` (mask heads only).
+    tta : {1, 2, 4, 8}
+        Test-time augmentation views, passed to every :class:`Segmenter`.
 
     Examples
     --------
@@ -454,8 +479,9 @@ class AutoSegmenter:
     """
 
     def __init__(self, config: InferenceConfig = InferenceConfig(), *, models: dict | None = None,
-                 seeds: str | None = None) -> None:
+                 seeds: str | None = None, tta: int = 1) -> None:
         self.config = config
+        self.tta = _check_tta(tta)
         self.models = dict(AUTO_SEGMENTERS if models is None else models)
         unknown = set(self.models) - set(IMAGE_KINDS)
         if unknown or not self.models:
@@ -468,7 +494,8 @@ class AutoSegmenter:
         if kind not in self.models:
             raise ConfigError(f"no segmenter for {kind!r} images (have: {', '.join(self.models)})")
         if kind not in self._loaded:
-            self._loaded[kind] = Segmenter.from_weights(self.models[kind], self.config, seeds=self.seeds)
+            self._loaded[kind] = Segmenter.from_weights(self.models[kind], self.config, seeds=self.seeds,
+                                                         tta=self.tta)
         return self._loaded[kind]
 
     def for_image(self, pixels: np.ndarray) -> Segmenter:
