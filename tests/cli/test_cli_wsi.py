@@ -59,7 +59,7 @@ def test_detect_routes_slides_and_images_and_goes_on_past_bad_slides(tiny_weight
     assert "2 of 5 inputs processed" in captured.out
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["disc.csv", "disc.geojson", "disc.parquet", "disc.sqlite", "disc_tissue.png",
-         "discs.csv", "discs.geojson", "discs_overlay.png"])
+         "discs.csv", "discs.geojson", "discs_overlay.png", "detect_run.json"])
     rows = pd.read_csv(out / "disc.csv")
     assert list(rows.columns) == ["x", "y", "score"]
     # level-0 coordinates, nuclei only where the tissue mask let tiles run (the disc spans x < 200)
@@ -133,7 +133,7 @@ def test_segment_routes_slides_and_images_and_goes_on_past_bad_slides(he_slide, 
     assert found and 4 <= int(found[1]) <= 6  # the glass column x >= 384 never runs
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["he.csv", "he.geojson", "he.parquet", "he.sqlite", "he_tissue.png",
-         "discs.csv", "discs.geojson", "discs_labels.tif", "discs_overlay.png"])
+         "discs.csv", "discs.geojson", "discs_labels.tif", "discs_overlay.png", "segment_run.json"])
     rows = pd.read_csv(out / "he.csv")
     assert list(rows.columns) == ["id", "x", "y", "area", "mean_intensity"]
     assert len(rows) > 20 and rows.x.max() < 256 + 8  # nuclei on the tissue only, level-0 pixels
