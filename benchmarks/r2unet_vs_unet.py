@@ -2,7 +2,7 @@
 
 Alom et al. (2022) report R2U-Net above U-Net on the 2018 Data Science Bowl. This study trains
 both of the paper's binary networks (``r2unet``, ``unet``; about 0.98 M parameters each) on the
-PROTOCOL.md DSB2018 split with the same recipe (``configs/experiments/r2unet_vs_unet.json``: Adam
+PROTOCOL.md DSB2018 split with the same recipe (``configs/r2unet_vs_unet_dsb2018.json``: Adam
 1e-3 at a constant rate, batch 16, 96-pixel crops, percentile intensity, fp32) and the same seeds.
 A seed fixes both the initial weights and the sequence of training crops, so the two networks of
 one seed see the same data in the same order and their difference is a paired one.
@@ -39,7 +39,7 @@ import numpy as np
 from _common import machine, shared_data
 
 HERE = Path(__file__).resolve().parent
-CONFIG = HERE.parent / "configs" / "experiments" / "r2unet_vs_unet.json"
+CONFIG = HERE.parent / "configs" / "r2unet_vs_unet_dsb2018.json"
 DOCS = HERE.parent / "docs" / "experiments" / "r2unet_vs_unet"
 MODELS = ("r2unet", "unet")
 
@@ -210,7 +210,7 @@ def report(args: argparse.Namespace) -> None:
         "# R2U-Net against U-Net on DSB2018 (Alom et al.'s claim), equal steps and equal training time",
         "",
         f"{n} seeds; validation images of `../shared/splits/dsb2018.json` (134); recipe "
-        f"`configs/experiments/r2unet_vs_unet.json` (Adam 1e-3 constant, batch 16, crop 96, fp32); "
+        f"`configs/r2unet_vs_unet_dsb2018.json` (Adam 1e-3 constant, batch 16, crop 96, fp32); "
         f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}. Mean over seeds (min-max).",
         "",
         "| comparison | R2U-Net Dice | U-Net Dice | R2U-Net DSB score | U-Net DSB score | verdict (Dice / DSB) |",

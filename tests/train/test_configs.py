@@ -49,3 +49,13 @@ def test_instance_segmenter_configs_load(name):
         assert cfg.mpp == 0.5 and cfg.augment.hed > 0 and cfg.augment.scale >= 0.2 and cfg.intensity == "none"
     else:  # DSB2018: input resolution, per-image percentile stretch as the binary models
         assert cfg.mpp is None and cfg.intensity == "percentile"
+
+
+def test_r2unet_vs_unet_study_config_is_one_recipe_for_both_networks():
+    fields = _load("r2unet_vs_unet_dsb2018.json")
+    assert "model" not in fields and "seed" not in fields  # benchmarks/r2unet_vs_unet.py names them
+    for model in ("r2unet", "unet"):
+        cfg = TrainConfig.from_dict({**fields, "model": model}).resolved()
+        assert cfg.optimizer == "adam" and cfg.lr == 0.001 and not cfg.bf16
+        assert cfg.batch_size == 16 and cfg.crop == 96 and cfg.intensity == "percentile"
+        assert cfg.plateau_patience >= 50  # a constant learning rate over the study's few validations
