@@ -14,7 +14,8 @@ from nucleikit.errors import ConfigError, WeightsError
 from nucleikit.models import build_model, load_weights, read_weights_meta, resolve_weights, save_weights
 
 
-META = {"model": "micronet", "model_kwargs": {"width": 4}, "mpp": 0.55, "peaks": {"threshold": 0.3, "min_distance": 3}}
+META = {"model": "micronet", "model_kwargs": {"width": 4}, "mpp": 0.55, "mean": [0.5, 0.4, 0.6],
+        "std": [0.2, 0.2, 0.25], "peaks": {"threshold": 0.3, "min_distance": 3}}
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_round_trip_gives_identical_outputs_and_metadata(tmp_path, trained, save
     expected_params = sum(p.numel() for p in trained.parameters())
     full_kwargs = {"in_channels": 3, "out_channels": 1, "width": 4, "dropout": 0.5}
     assert meta == {**META, "model_kwargs": full_kwargs, "num_params": expected_params, "format_version": 1,
-                    "storage": "float32"}
+                    "storage": "float32", "task": "detection"}
     assert read_weights_meta(saved) == meta
     assert "num_params" not in META and META["model_kwargs"] == {"width": 4}  # caller's dict unmodified
 
@@ -59,7 +60,7 @@ def test_tensors_are_float32(tmp_path):
 
 def test_tuple_kwargs_survive_json(tmp_path):
     model = build_model("udnet", widths=(2, 4, 8, 16, 32))
-    meta = {"model": "udnet", "model_kwargs": {"widths": (2, 4, 8, 16, 32)}}
+    meta = {"model": "udnet", "model_kwargs": {"widths": (2, 4, 8, 16, 32)}, "mean": [0.5] * 3, "std": [0.2] * 3}
     path = save_weights(tmp_path / "u.safetensors", model, meta)
     loaded, meta = load_weights(path)
     assert meta["model_kwargs"] == {"in_channels": 3, "widths": [2, 4, 8, 16, 32], "t": 3, "out_activation": "sigmoid"}
@@ -241,7 +242,7 @@ def test_float16_storage_halves_the_file_and_keeps_outputs(tmp_path):
 
     torch.manual_seed(0)
     model = build_model("micronet", width=4).eval()
-    meta = {"model": "micronet", "model_kwargs": {"width": 4}}
+    meta = {"model": "micronet", "model_kwargs": {"width": 4}, "mean": [0.5] * 3, "std": [0.2] * 3}
     p32 = save_weights(tmp_path / "a.safetensors", model, meta)
     p16 = save_weights(tmp_path / "b.safetensors", model, meta, storage="float16")
     assert p16.stat().st_size < 0.6 * p32.stat().st_size
@@ -251,3 +252,27 @@ def test_float16_storage_halves_the_file_and_keeps_outputs(tmp_path):
     x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
         assert torch.allclose(model(x), m16(x), atol=2e-3)
+
+
+def test_weights_without_input_normalisation_are_refused_at_load(tmp_path, trained):
+    bare = {k: v for k, v in META.items() if k not in ("mean", "std")}
+    path = save_weights(tmp_path / "m.safetensors", trained, bare)
+    assert "mean" not in read_weights_meta(path)  # metadata alone may be read
+    with pytest.raises(WeightsError, match="no input normalisation"):
+        load_weights(path)
+
+
+@pytest.mark.parametrize("mean, std", [([0.5, 0.5, 0.5], None), ([0.5, 0.5], [0.2, 0.2, 0.2]),
+                                       (["a", 0.5, 0.5], [0.2] * 3), ([0.5] * 3, [0.2, 0.0, 0.2]),
+                                       ([0.5] * 3, [0.2, -1, 0.2]), (0.5, 0.2), ([], [])])
+def test_malformed_input_normalisation_is_refused(tmp_path, trained, mean, std):
+    path = save_weights(tmp_path / "m.safetensors", trained, {**META, "mean": mean, "std": std})
+    with pytest.raises(WeightsError, match="mean and std|std must be positive"):
+        read_weights_meta(path)
+
+
+def test_a_converted_state_dict_gets_its_architectures_task(tmp_path, trained):
+    path = save_weights(tmp_path / "m.safetensors", trained, META)  # no "task", as the pickle recipe writes
+    assert read_weights_meta(path)["task"] == "detection"
+    named = save_weights(tmp_path / "n.safetensors", trained, {**META, "task": "segmentation"})
+    assert read_weights_meta(named)["task"] == "segmentation"  # the caller's word wins

@@ -68,7 +68,9 @@ _PICKLE_MAGIC = b"\x80"
 CONVERT_RECIPE = (
     "python -c \"import torch, nucleikit.models as m; net = m.build_model('ARCH'); "
     "net.load_state_dict(torch.load('IN.pt', weights_only=True)); "
-    "m.save_weights('OUT.safetensors', net, {'model': 'ARCH', 'model_kwargs': {}, 'mpp': UM_PER_PX})\""
+    "m.save_weights('OUT.safetensors', net, {'model': 'ARCH', 'model_kwargs': {}, 'mpp': UM_PER_PX, "
+    "'mean': [R, G, B], 'std': [R, G, B]})\" (mean and std: the per-channel input normalisation the "
+    "network was trained with)"
 )
 
 
@@ -134,7 +136,10 @@ def save_weights(
         ``"model_kwargs"`` (dict). The file stores ``model_kwargs``
         completed with the builder's defaults
         (:meth:`~nucleikit.models.registry.ModelSpec.full_kwargs`) and adds
-        ``"num_params"`` and ``"format_version"`` (overwritten if present).
+        ``"num_params"`` and ``"format_version"`` (overwritten if present), and
+        ``"task"`` from the registry when ``meta`` names none. Inference also
+        needs ``"mean"`` and ``"std"`` (:func:`load_weights` refuses a file
+        without them).
         ``meta`` itself is not modified.
     storage : {"float32", "float16"}
         Precision of the stored floating-point parameters (see
@@ -171,6 +176,8 @@ def save_weights(
     if problem:
         raise ConfigError(f"model does not match {meta['model']!r} built with {meta['model_kwargs']}: {problem}")
     full = {
+        # the architecture's task unless the caller names one (a converted state dict names none)
+        "task": get_spec(meta["model"]).task,
         **meta,
         "model_kwargs": model_kwargs,
         "num_params": _num_params(model),
@@ -228,12 +235,32 @@ def _not_safetensors_reason(path: Path, exc: Exception) -> str:
 
 
 def _check_meta_values(path: Path, meta: dict[str, Any]) -> None:
-    """Refuse metadata values that would make inference fail later (e.g. ``mpp: -1``)."""
+    """Refuse metadata values that would make inference fail later (e.g. ``mpp: -1``, no ``mean``)."""
+    mean, std = meta.get("mean"), meta.get("std")
+    if mean is None and std is None:
+        return _check_mpp(path, meta)  # load_weights requires them; metadata alone may lack them
+    if not (_finite_numbers(mean) and _finite_numbers(std) and len(mean) == len(std) >= 1):
+        raise WeightsError(path, f"metadata mean and std must be lists of numbers of one length, got {mean!r} "
+                                 f"and {std!r}")
+    if min(std) <= 0:
+        raise WeightsError(path, f"metadata std must be positive, got {std!r}")
+    _check_mpp(path, meta)
+
+
+def _check_mpp(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse an ``mpp`` that is not a positive finite number (null: the model records none)."""
     mpp = meta.get("mpp")
     if mpp is not None:
         ok = isinstance(mpp, (int, float)) and not isinstance(mpp, bool) and math.isfinite(mpp) and mpp > 0
         if not ok:
             raise WeightsError(path, f"metadata mpp must be a positive number of microns per pixel or null, got {mpp!r}")
+
+
+def _finite_numbers(values: Any) -> bool:
+    """A list of finite real numbers (not booleans)."""
+    return isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
 
 
 def _non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -341,6 +368,10 @@ def load_weights(path: str | PathLike[str], *, device: str | torch.device = "cpu
         raise WeightsError(
             path, f"metadata says {meta.get('num_params')!r} parameters, the model has {_num_params(model)}"
         )
+    if meta.get("mean") is None:
+        # every command standardises its input with these: without them the outputs are meaningless
+        raise WeightsError(path, "metadata has no input normalisation ('mean' and 'std' per channel, "
+                                 "as the network was trained with)")
     return model.to(device).eval(), meta
 
 
