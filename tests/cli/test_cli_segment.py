@@ -204,3 +204,28 @@ def test_auto_outlines_the_he_sample_with_the_he_model_and_fluorescence_with_the
     assert 150 <= len(table) <= 700
     assert 30 <= table["area"].median() <= 300
     assert len(pd.read_csv(out / f"{fluo.stem}.csv")) > 5
+
+
+def test_tta_reaches_the_segmenter_and_bad_view_counts_are_refused(make_segmenter_weights, disc_png, tmp_path,
+                                                                   capsys, monkeypatch):
+    import nucleikit.infer.segment as segment_module
+    from nucleikit.infer.predict import InferenceConfig
+    from nucleikit.infer.segment import Segmenter
+
+    views = []
+    real = segment_module.average_over_transforms
+    monkeypatch.setattr(segment_module, "average_over_transforms",
+                        lambda predict, image, n: views.append(n) or real(predict, image, n))
+    weights = make_segmenter_weights(model="unet_instance")
+    image, _ = disc_png
+    pixels = read_image(image).pixels
+    for n in (1, 4):
+        assert _run(weights, [image], tmp_path / str(n), "--tta", str(n), "--no-overlay") == 0
+        # the CLI's labels are those of a Segmenter with the same number of views
+        expected = Segmenter.from_weights(weights, InferenceConfig(threads=1), tta=n).segment(pixels).labels
+        assert np.array_equal(tifffile.imread(tmp_path / str(n) / "discs_labels.tif"), expected)
+    assert views == [4, 4]  # one image at --tta 4 and its Segmenter; --tta 1 runs the network once
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        _run(weights, [image], tmp_path / "bad", "--tta", "3")
+    assert exc.value.code == 2 and "--tta" in capsys.readouterr().err
