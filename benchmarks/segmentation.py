@@ -4,6 +4,7 @@
     python benchmarks/segmentation.py --dataset monuseg --models unet_he unet
     python benchmarks/segmentation.py --weights runs/r2unet_dsb2018/best.safetensors
     python benchmarks/segmentation.py --limit 5                         # quick check (not protocol figures)
+    python benchmarks/segmentation.py --dataset monuseg --models unet_he --tta 8 --no-classical   # test-time augmentation
 
 DSB2018 (PROTOCOL.md section 2): the 65 stage1_test images scored against stage1_solution.csv
 (mean and pooled Dice, IoU, DSB score, AP50, AJI, PQ) with the post-processing tuned on
@@ -178,6 +179,8 @@ def main() -> None:
     ap.add_argument("--no-20x-override", action="store_true",
                     help="MoNuSeg: read the three TCGA-HE images at the nominal 0.25 um/px")
     ap.add_argument("--bf16", action="store_true", help="run nucleikit under bf16 autocast (the reference stays fp32)")
+    ap.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1,
+                    help="test-time augmentation views of nucleikit's segmenters (the reference stays one pass)")
     args = ap.parse_args()
 
     import torch
@@ -197,6 +200,7 @@ def main() -> None:
         "split": f"{args.dataset} test ({len(samples)} images)",
         "protocol": args.limit is None,
         "bf16": args.bf16,
+        "tta": args.tta,
         "mpp_20x_override": args.dataset == "monuseg" and not args.no_20x_override,
         "papers": PAPER_ROWS[args.dataset],
         "models": {},
@@ -214,7 +218,7 @@ def main() -> None:
         name = str(meta.get("name", Path(source).stem))
 
         def factory(path=path):
-            return Segmenter.from_weights(path, config)
+            return Segmenter.from_weights(path, config, tta=args.tta)
 
         entry: dict = {"weights": str(path), "num_params": meta.get("num_params"), "head": meta.get("target")}
         if not args.no_accuracy:
@@ -240,6 +244,7 @@ def main() -> None:
         results["models"][name] = entry
     tag = ("monuseg_" if args.dataset == "monuseg" else "") + "_".join(results["models"]) + ("_bf16" if args.bf16 else "")
     tag += "_nominal_mpp" if results["mpp_20x_override"] is False and args.dataset == "monuseg" else ""
+    tag += f"_tta{args.tta}" if args.tta > 1 else ""
     tag += f"_limit{args.limit}" if args.limit is not None else ""  # quick checks: not for the README
     print(f"wrote {save(f'segmentation_{tag}', results)}")
 
