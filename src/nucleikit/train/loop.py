@@ -1,18 +1,38 @@
-"""The dense training loop: checkpoints, resume, validation, best weights, DDP.
+"""The dense training loop: a :class:`Trainer` with checkpoints, resume, validation, DDP.
 
-One loop, :func:`train_dense`, serves every dense model — the detectors
-(MicroNet, UD-Net, the baselines; :func:`train_detector`), the segmenters
-(U-Net, R2U-Net; :func:`train_segmenter`), fine-tuning (``init`` +
-``freeze_blocks``) and the transfer experiments. What differs between tasks
-(targets, loss, validation scoring) comes from an adapter in
-:mod:`nucleikit.train.tasks`. It writes into ``out_dir``:
+One loop serves every dense model — the detectors (MicroNet, UD-Net, the
+baselines; :func:`train_detector`), the segmenters (U-Net, R2U-Net;
+:func:`train_segmenter`), fine-tuning (``init`` + ``freeze_blocks``) and the
+transfer experiments. What differs between tasks (targets, loss, validation
+scoring) comes from a task adapter (:class:`~nucleikit.train.tasks.TaskAdapter`,
+:mod:`nucleikit.train.tasks`) plugged into the trainer. The trainer's parts:
 
-* ``checkpoint.pt`` — model, optimiser, scheduler, step and RNG states after
-  the last validation (loaded with ``torch.load(weights_only=True)``); a run
-  started again with the same ``out_dir`` resumes from it;
+* **setup** (the constructor): configuration, the torch.distributed job, seeds,
+  the data prepared by the adapter, the network (built, or loaded from ``init``
+  and frozen), optimiser and plateau schedule, the checkpoint of a run in
+  progress, the halo validation tiles with;
+* :meth:`Trainer.step` — one optimisation step on one batch;
+* :meth:`Trainer.validate` — the adapter's score of the validation maps;
+* :meth:`Trainer.save_best` and :meth:`Trainer.checkpoint` — what is written;
+* :meth:`Trainer.run` — steps up to ``cfg.steps``, a validation, log line and
+  checkpoint every ``cfg.val_every`` steps.
+
+It writes into ``out_dir``:
+
+* ``checkpoint.pt`` — after each validation (loaded with
+  ``torch.load(weights_only=True)``); a run started again with the same
+  ``out_dir`` resumes from it. Its keys (:data:`CHECKPOINT_KEYS`; the format of
+  0.2.0, which runs in progress were written with): ``model``, ``optimizer``,
+  ``scheduler`` (state dicts), ``step`` (steps done), ``best`` (validation
+  record and post-processing of the best weights, with ``score``), ``best_step``,
+  ``elapsed`` (wall seconds since the run began, resumes included), ``train_s``
+  (seconds in optimisation steps only), ``mean`` and ``std`` (per-channel input
+  statistics, lists), ``torch_rng`` (process 0's torch generator state) and
+  ``config`` (:meth:`TrainConfig.to_dict`);
 * ``best.safetensors`` — the weights with the best validation score so far
-  (F1 or Dice), with their metadata (resolution, normalisation, tuned
-  post-processing, the validation figures, the configuration);
+  (F1, Dice or AJI), with their metadata (resolution, normalisation, tuned
+  post-processing, the validation figures, the configuration, the halo of the
+  trained network);
 * ``log.jsonl`` — one JSON object per validation.
 """
 
@@ -33,9 +53,13 @@ from ..errors import ConfigError
 from ..transforms import channel_stats, standardise
 from .augment import random_crop
 from .config import TrainConfig
-from .tasks import PreparedImage, task_for
+from .tasks import PreparedImage, TaskAdapter, Validation, task_for
 
-__all__ = ["train_dense", "train_detector", "train_segmenter", "TrainResult"]
+__all__ = ["CHECKPOINT_KEYS", "Trainer", "TrainResult", "train_dense", "train_detector", "train_segmenter"]
+
+#: Keys of ``checkpoint.pt`` (module docstring). Changing them breaks the resume of runs in progress.
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "best", "best_step", "elapsed", "train_s", "mean",
+                   "std", "torch_rng", "config")
 
 
 @dataclass(frozen=True)
@@ -63,6 +87,41 @@ class TrainResult:
     model: Any = field(default=None, repr=False, compare=False)
 
 
+@dataclass
+class RunState:
+    """How far a run is: what a checkpoint holds besides the network and optimiser states.
+
+    Attributes
+    ----------
+    step : int
+        Optimisation steps done.
+    best : dict
+        Validation record and post-processing of the best weights, with ``score``
+        (-1 before the first validation).
+    best_step : int
+    elapsed : float
+        Wall seconds of the run when it was last checkpointed (resumes included).
+    train_s : float
+        Seconds spent in optimisation steps only (no validation, no saving): the fair
+        clock for comparing architectures at equal time.
+    """
+
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"score": -1.0})
+    best_step: int = 0
+    elapsed: float = 0.0
+    train_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The prepared images, and the probability of drawing each training image (by area)."""
+
+    train: list[PreparedImage]
+    val: list[PreparedImage]
+    probs: np.ndarray
+
+
 def _set_seeds(seed: int) -> None:
     import torch
 
@@ -77,6 +136,13 @@ def _batch(seed: int, step: int, images: list[PreparedImage], cfg: TrainConfig, 
     does not depend on what came before: a resumed run draws exactly the
     batches the uninterrupted run would have, batches can be prepared ahead in a
     thread, and DDP processes draw different crops.
+
+    Returns
+    -------
+    x : (B, crop, crop, C) float32
+    y : (B, crop, crop) or (B, crop, crop, K) float32
+    w : (B,) float32
+        The loss weight of each image's data set.
     """
     rng = np.random.default_rng((seed, step) if rank == 0 else (seed, step, rank))
     idx = rng.choice(len(images), size=cfg.batch_size, p=probs)
@@ -133,6 +199,35 @@ class _Dist:
             dist.destroy_process_group()
 
 
+class _Bar:
+    """The Rich progress bar of process 0 (loss, validation score, ETA); inert when disabled."""
+
+    def __init__(self, enabled: bool, name: str, total: int, step: int, score: float) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[score]:.3f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(name, total=total, completed=step, loss=float("nan"), score=max(score, 0.0))
+
+    def update(self, **fields: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, **fields)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def _machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cpu, {platform.system()}"
 
@@ -184,14 +279,6 @@ def train_dense(
         Show a Rich progress bar (loss, F1, ETA).
     extra_meta : dict or None
         Added to the saved weights' metadata (e.g. the data set and split).
-
-    Notes
-    -----
-    Run under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` set), the loop
-    joins the job with the gloo backend (CPU) and trains with
-    DistributedDataParallel: each process draws its own crops, gradients are
-    averaged, process 0 validates, logs and saves, and broadcasts the
-    validation F1 so that all processes follow one learning-rate schedule.
     on_validate : callable or None
         Called as ``on_validate(step, record)`` after each validation.
     task : {"detection", "segmentation"} or None
@@ -200,257 +287,416 @@ def train_dense(
     Returns
     -------
     TrainResult
+
+    Notes
+    -----
+    Run under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` set), the loop
+    joins the job with the gloo backend (CPU) and trains with
+    DistributedDataParallel: each process draws its own crops, gradients are
+    averaged, process 0 validates, logs and saves, and broadcasts the
+    validation score so that all processes follow one learning-rate schedule.
     """
-    import torch
+    trainer = Trainer(train_sets, val_samples, cfg, out_dir, set_weights=set_weights, resume=resume,
+                      extra_meta=extra_meta, task=task)
+    return trainer.run(progress=progress, on_validate=on_validate)
 
-    from ..infer.predict import DensePredictor, InferenceConfig
-    from ..infer.tiling import measure_halo, measure_halo_grown
-    from ..losses import get_loss
-    from ..models import build_model, get_spec
-    from ..models.blocks import freeze_blocks
-    from ..models.weights import load_weights, read_weights_meta, resolve_weights, save_weights
 
-    cfg = cfg.resolved()
-    spec = get_spec(cfg.model)
-    if task is not None and spec.task != task:
-        raise ConfigError(f"model {cfg.model!r} is a {spec.task} model, not a {task} model")
-    if cfg.init and spec.task == "segmentation":
-        cfg = _inherit_input_format(cfg, read_weights_meta(resolve_weights(cfg.init)))
-    adapter = task_for(spec.target, spec.task, cfg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if train_sets and not isinstance(train_sets[0], (list, tuple)) and hasattr(train_sets[0], "load_image"):
-        train_sets = [train_sets]
-    weights_per_set = list(set_weights) if set_weights is not None else [1.0] * len(train_sets)
-    if len(weights_per_set) != len(train_sets):
-        raise ConfigError(f"{len(train_sets)} training sets but {len(weights_per_set)} set weights")
-    if not val_samples:
-        raise ConfigError("validation images are needed to choose the best weights and xi")
+class Trainer:
+    """One dense training run (module docstring): set up here, then :meth:`run`.
 
-    torch.set_num_threads(cfg.threads)
-    dist = _Dist.from_env()
-    # Dropout masks differ between DDP processes; everything else is shared.
-    _set_seeds(cfg.seed + dist.rank)
+    Parameters
+    ----------
+    train_sets, val_samples, cfg, out_dir, set_weights, resume, extra_meta, task
+        As :func:`train_dense`.
+    adapter : TaskAdapter or None
+        What turns samples into targets and scores validation maps; None takes the
+        adapter of the model's registry task (:func:`~nucleikit.train.tasks.task_for`).
 
-    # --- data -----------------------------------------------------------------
-    train_images: list[PreparedImage] = []
-    for samples, w in zip(train_sets, weights_per_set):
-        train_images += adapter.prepare(samples, weight=w, training=True)
-    adapter.check(train_images)
-    val_images = adapter.prepare(val_samples, training=False)
-    sizes = np.array([im.pixels.shape[0] * im.pixels.shape[1] for im in train_images], float)
-    probs = sizes / sizes.sum()
+    Attributes
+    ----------
+    cfg : TrainConfig
+        Resolved (recipe values filled; input format inherited from ``init``).
+    model : torch.nn.Module
+        The network (``net`` is the same one wrapped for DDP when distributed).
+    state : RunState
+    mean, std : (C,) float32
+        Input statistics (of the training images, of ``init``, or of the checkpoint).
+    halo : int
+        Context of the validation tiles: the untrained network's receptive field.
+    """
 
-    # --- model ----------------------------------------------------------------
-    init_meta: dict = {}
-    if cfg.init:
-        model, init_meta = load_weights(resolve_weights(cfg.init))
-        if init_meta.get("model") != cfg.model:
-            raise ConfigError(f"--init weights are a {init_meta.get('model')!r} model, not {cfg.model!r}")
-        model_kwargs = dict(init_meta.get("model_kwargs", {}))
-        mean, std = np.asarray(init_meta["mean"], np.float32), np.asarray(init_meta["std"], np.float32)
-    else:
-        model_kwargs = dict(cfg.model_kwargs)
-        model = build_model(cfg.model, **model_kwargs)
-        mean, std = channel_stats([im.pixels for im in train_images])
-    if cfg.freeze_blocks:
-        freeze_blocks(model, cfg.freeze_blocks)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    def __init__(
+        self,
+        train_sets: Sequence[Sequence[Any]] | Sequence[Any],
+        val_samples: Sequence[Any],
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        *,
+        set_weights: Sequence[float] | None = None,
+        resume: bool = True,
+        extra_meta: dict | None = None,
+        task: str | None = None,
+        adapter: TaskAdapter | None = None,
+    ) -> None:
+        import torch
 
-        # Gradients are averaged over the processes after each backward pass,
-        # so every process holds the same weights; each draws its own crops
-        # (the effective batch is batch_size * world).
-        net = DistributedDataParallel(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
-    )
-    loss_kwargs = {"lam": cfg.lam} if spec.loss == "weighted_mse" else {}
-    loss_fn = get_loss(spec.loss, **loss_kwargs)
+        from ..models import get_spec
+        from ..models.weights import read_weights_meta, resolve_weights
 
-    step = 0
-    best: dict = {"score": -1.0}
-    best_step = 0
-    elapsed = 0.0
-    # seconds spent in optimisation steps only (no validation, no saving): the
-    # fair clock for comparing architectures at equal wall time
-    train_s = 0.0
-    ckpt_path = out / "checkpoint.pt"
-    best_path = out / "best.safetensors"
-    if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ck["config"]["model"] != cfg.model:
-            raise ConfigError(f"{ckpt_path} belongs to a {ck['config']['model']!r} run, not {cfg.model!r}")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        step = int(ck["step"])
+        cfg = cfg.resolved()
+        self.spec = get_spec(cfg.model)
+        if task is not None and self.spec.task != task:
+            raise ConfigError(f"model {cfg.model!r} is a {self.spec.task} model, not a {task} model")
+        if cfg.init and self.spec.task == "segmentation":
+            cfg = _inherit_input_format(cfg, read_weights_meta(resolve_weights(cfg.init)))
+        self.cfg = cfg
+        self.adapter = adapter if adapter is not None else task_for(self.spec.target, self.spec.task, cfg)
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        train_sets, weights_per_set = _training_sets(train_sets, set_weights)
+        if not val_samples:
+            raise ConfigError("validation images are needed to choose the best weights and xi")
+
+        torch.set_num_threads(cfg.threads)
+        self.dist = _Dist.from_env()
+        # Dropout masks differ between DDP processes; everything else is shared.
+        _set_seeds(cfg.seed + self.dist.rank)
+        self.data = _prepare(self.adapter, train_sets, weights_per_set, val_samples)
+        self._build_network()
+        self._build_optimiser()
+        self.state = RunState()
+        if resume and self.checkpoint_path.exists():
+            self.load_checkpoint()
+        self.meta_base = self._meta_base(extra_meta)
+        # Validation images are small (usually one tile), so validation uses the
+        # untrained network's receptive field; the halo saved with the weights is
+        # measured again on the trained network (training widens the effective
+        # receptive field, and tiled inference is exact only with the wider one).
+        self.halo = self._measure_halo(trained=False)
+
+    # ----------------------------------------------------------------- setup
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.safetensors"
+
+    def _build_network(self) -> None:
+        """The network: loaded from ``cfg.init`` or built; frozen, channels-last, DDP-wrapped."""
+        import torch
+
+        from ..models import build_model
+        from ..models.blocks import freeze_blocks
+        from ..models.weights import load_weights, resolve_weights
+
+        cfg = self.cfg
+        self.init_meta: dict = {}
+        if cfg.init:
+            model, self.init_meta = load_weights(resolve_weights(cfg.init))
+            if self.init_meta.get("model") != cfg.model:
+                raise ConfigError(f"--init weights are a {self.init_meta.get('model')!r} model, not {cfg.model!r}")
+            self.model_kwargs = dict(self.init_meta.get("model_kwargs", {}))
+            self.mean = np.asarray(self.init_meta["mean"], np.float32)
+            self.std = np.asarray(self.init_meta["std"], np.float32)
+        else:
+            self.model_kwargs = dict(cfg.model_kwargs)
+            model = build_model(cfg.model, **self.model_kwargs)
+            self.mean, self.std = channel_stats([im.pixels for im in self.data.train])
+        if cfg.freeze_blocks:
+            freeze_blocks(model, cfg.freeze_blocks)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.net = model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Gradients are averaged over the processes after each backward pass,
+            # so every process holds the same weights; each draws its own crops
+            # (the effective batch is batch_size * world).
+            self.net = DistributedDataParallel(model)
+
+    def _build_optimiser(self) -> None:
+        """SGD (Nesterov) or Adam over the trainable parameters, a plateau schedule, the loss."""
+        import torch
+
+        from ..losses import get_loss
+
+        cfg = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                                       weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=0.0)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
+        loss_kwargs = {"lam": cfg.lam} if self.spec.loss == "weighted_mse" else {}
+        self.loss_fn = get_loss(self.spec.loss, **loss_kwargs)
+
+    def _meta_base(self, extra_meta: dict | None) -> dict:
+        """The metadata every saved best weights carry (validation figures are added per save)."""
+        cfg = self.cfg
+        return {
+            "name": (extra_meta or {}).get("name", cfg.model),
+            "model": cfg.model,
+            "model_kwargs": self.model_kwargs,
+            "task": self.spec.task,
+            "target": self.spec.target,
+            "mpp": cfg.mpp,
+            "in_channels": int(len(self.mean)),
+            "colour": "rgb",
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "train_config": cfg.to_dict(),
+            "init": self.init_meta.get("name") if cfg.init else None,
+            "machine": _machine(),
+            **self.adapter.meta(),
+            **(extra_meta or {}),
+        }
+
+    def _predictor(self, halo: int):
+        """The network in eval mode as a tiled predictor."""
+        from ..infer.predict import DensePredictor, InferenceConfig
+
+        self.model.eval()
+        # threads=None: torch keeps the training's thread count
+        config = InferenceConfig(threads=None, channels_last=self.cfg.channels_last)
+        return DensePredictor(self.model, mean=self.mean, std=self.std, halo=halo, config=config)
+
+    def _measure_halo(self, *, trained: bool) -> int:
+        """Receptive-field radius of the network (:mod:`nucleikit.infer.tiling`), in model pixels.
+
+        Untrained: one 256-px impulse probe (tolerance 1e-3). Trained (saved with the
+        weights): probes grown until the field fits (tolerance 1e-4); a field wider than
+        any probe keeps training and saves the widest measurement (``measure_halo``
+        warns that tiled output will then differ from untiled output).
+        """
+        from ..infer.tiling import measure_halo, measure_halo_grown
+
+        forward, channels = self._predictor(halo=0).forward, len(self.mean)
+        if not trained:
+            return measure_halo(forward, in_channels=channels)
+        try:
+            return measure_halo_grown(forward, in_channels=channels, tol=1e-4)
+        except ValueError:
+            return measure_halo(forward, in_channels=channels, size=1024, tol=1e-4)
+
+    # ----------------------------------------------------------------- the parts of a run
+
+    def step(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+        """One optimisation step on a batch of :func:`_batch`; returns the loss (weighted mean)."""
+        import torch
+
+        x, y, w = batch
+        x = standardise(x, self.mean, self.std)
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        # (B, H, W) one-channel targets, (B, H, W, K) for multi-channel heads
+        yt = torch.from_numpy(np.ascontiguousarray(y[:, None] if y.ndim == 3 else y.transpose(0, 3, 1, 2)))
+        if self.cfg.channels_last:
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            o = self.net(xt)
+        o = o.float()
+        if np.all(w == 1.0):
+            loss = self.loss_fn(o, yt)
+        else:
+            per = torch.stack([self.loss_fn(o[i : i + 1], yt[i : i + 1]) for i in range(len(w))])
+            loss = (per * torch.from_numpy(w)).sum() / float(len(w))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.state.step += 1
+        return float(loss.detach())
+
+    def validate(self) -> Validation:
+        """The adapter's score of the network's maps of the validation images (eval mode)."""
+        predictor = self._predictor(self.halo)
+        return self.adapter.validate([predictor(im.pixels) for im in self.data.val], self.data.val)
+
+    def save_best(self, res: Validation) -> None:
+        """Record ``res`` as the best so far and write the weights with their metadata."""
+        from ..models.weights import save_weights
+
+        state = self.state
+        state.best = {**res.record, **res.postprocess, "score": res.score}
+        state.best_step = state.step
+        meta = dict(self.meta_base)
+        meta.update(
+            {
+                "postprocess": dict(res.postprocess),
+                "halo": self._measure_halo(trained=True),
+                "step": state.step,
+                "validation": {
+                    **{k[4:] if k.startswith("val_") else k: v for k, v in res.record.items()},
+                    "images": [im.id for im in self.data.val],
+                },
+            }
+        )
+        save_weights(self.best_path, self.model, meta)
+
+    def checkpoint(self, elapsed: float) -> None:
+        """Write ``checkpoint.pt`` (keys :data:`CHECKPOINT_KEYS`) under a temporary name, then rename."""
+        import torch
+
+        self.state.elapsed = elapsed
+        s = self.state
+        ck = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "step": s.step,
+            "best": s.best,
+            "best_step": s.best_step,
+            "elapsed": s.elapsed,
+            "train_s": s.train_s,
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "torch_rng": torch.get_rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(ck, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def load_checkpoint(self) -> None:
+        """Continue from ``checkpoint.pt``: network, optimiser, schedule, state, statistics, RNG.
+
+        Raises
+        ------
+        ConfigError
+            The checkpoint belongs to a run of another model.
+        """
+        import torch
+
+        path = self.checkpoint_path
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck["config"]["model"] != self.cfg.model:
+            raise ConfigError(f"{path} belongs to a {ck['config']['model']!r} run, not {self.cfg.model!r}")
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
         best = dict(ck["best"])
         best.setdefault("score", best.get("f1", -1.0))  # checkpoints of version 0.1.0 runs
-        best_step = int(ck["best_step"])
         elapsed = float(ck["elapsed"])
-        train_s = float(ck.get("train_s", elapsed))  # older checkpoints kept only the total
-        mean = np.asarray(ck["mean"], np.float32)
-        std = np.asarray(ck["std"], np.float32)
+        # older checkpoints kept only the total
+        self.state = RunState(int(ck["step"]), best, int(ck["best_step"]), elapsed, float(ck.get("train_s", elapsed)))
+        self.mean = np.asarray(ck["mean"], np.float32)
+        self.std = np.asarray(ck["std"], np.float32)
         torch.set_rng_state(ck["torch_rng"])
-        if dist.rank:
-            torch.manual_seed(cfg.seed + dist.rank + step)  # the checkpoint holds process 0's generator
+        if self.dist.rank:
+            # the checkpoint holds process 0's generator
+            torch.manual_seed(self.cfg.seed + self.dist.rank + self.state.step)
 
-    meta_base = {
-        "name": (extra_meta or {}).get("name", cfg.model),
-        "model": cfg.model,
-        "model_kwargs": model_kwargs,
-        "task": spec.task,
-        "target": spec.target,
-        "mpp": cfg.mpp,
-        "in_channels": int(len(mean)),
-        "colour": "rgb",
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
-        "train_config": cfg.to_dict(),
-        "init": init_meta.get("name") if cfg.init else None,
-        "machine": _machine(),
-        **adapter.meta(),
-        **(extra_meta or {}),
-    }
+    # ----------------------------------------------------------------- the run
 
-    def validate():
-        model.eval()
-        predictor = DensePredictor(
-            model, mean=mean, std=std, halo=halo, config=InferenceConfig(threads=None, channels_last=cfg.channels_last)
-        )
-        return adapter.validate([predictor(im.pixels) for im in val_images], val_images)
+    def run(self, *, progress: bool = True, on_validate: Callable[[int, dict], None] | None = None) -> TrainResult:
+        """Train up to ``cfg.steps``, validating, logging and checkpointing every ``cfg.val_every``.
 
-    # Validation images are small (usually one tile), so validation uses the
-    # untrained network's receptive field; the halo saved with the weights is
-    # measured again on the trained network (training widens the effective
-    # receptive field, and tiled inference is exact only with the wider one).
-    model.eval()
-    halo = measure_halo(
-        DensePredictor(model, mean=mean, std=std, halo=0, config=InferenceConfig(channels_last=cfg.channels_last)).forward,
-        in_channels=len(mean),
-    )
+        Parameters
+        ----------
+        progress : bool
+            Show a Rich progress bar (process 0).
+        on_validate : callable or None
+            Called as ``on_validate(step, record)`` after each validation (process 0).
 
-    def trained_halo() -> int:
-        model.eval()
-        fwd = DensePredictor(model, mean=mean, std=std, halo=0, config=InferenceConfig(channels_last=cfg.channels_last)).forward
+        Returns
+        -------
+        TrainResult
+        """
+        from ..models.blocks import freeze_blocks
+
+        cfg, state, dist = self.cfg, self.state, self.dist
+        log = open(self.out / "log.jsonl", "a", encoding="utf-8") if dist.main else None
+        bar = _Bar(progress and dist.main, f"train {cfg.model}", cfg.steps, state.step, state.best["score"])
+        t0 = time.perf_counter() - state.elapsed
+        running: list[float] = []
+        # Augmentation (NumPy/SciPy, which release the GIL) of the next batch runs
+        # in a thread while torch computes the current one.
+        pool = ThreadPoolExecutor(max_workers=1)
+        data = self.data
+        pending = pool.submit(_batch, cfg.seed, state.step, data.train, cfg, data.probs, dist.rank)
         try:
-            return measure_halo_grown(fwd, in_channels=len(mean), tol=1e-4)
-        except ValueError:
-            # wider than any probe: keep training, save the widest measurement
-            # (measure_halo warns that tiled output will differ from untiled)
-            return measure_halo(fwd, in_channels=len(mean), size=1024, tol=1e-4)
-
-    log = open(out / "log.jsonl", "a", encoding="utf-8") if dist.main else None
-    bar = None
-    if progress and dist.main:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[score]:.3f}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        bar.start()
-        task_bar = bar.add_task(f"train {cfg.model}", total=cfg.steps, completed=step, loss=float("nan"),
-                                score=max(best["score"], 0.0))
-    t0 = time.perf_counter() - elapsed
-    running = []
-    # Augmentation (NumPy/SciPy, which release the GIL) of the next batch runs
-    # in a thread while torch computes the current one.
-    pool = ThreadPoolExecutor(max_workers=1)
-    pending = pool.submit(_batch, cfg.seed, step, train_images, cfg, probs, dist.rank)
-    try:
-        while step < cfg.steps:
-            net.train()
-            if cfg.freeze_blocks:
-                freeze_blocks(model, cfg.freeze_blocks)  # re-applies eval() to frozen BN layers
-            t_step = time.perf_counter()
-            x, y, w = pending.result()
-            if step + 1 < cfg.steps:
-                pending = pool.submit(_batch, cfg.seed, step + 1, train_images, cfg, probs, dist.rank)
-            x = standardise(x, mean, std)
-            xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-            # (B, H, W) one-channel targets, (B, H, W, K) for multi-channel heads
-            yt = torch.from_numpy(np.ascontiguousarray(y[:, None] if y.ndim == 3 else y.transpose(0, 3, 1, 2)))
-            if cfg.channels_last:
-                xt = xt.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                o = net(xt)
-            o = o.float()
-            if np.all(w == 1.0):
-                loss = loss_fn(o, yt)
-            else:
-                per = torch.stack([loss_fn(o[i : i + 1], yt[i : i + 1]) for i in range(len(w))])
-                loss = (per * torch.from_numpy(w)).sum() / float(len(w))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            train_s += time.perf_counter() - t_step
-            running.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(task_bar, completed=step, loss=float(np.mean(running[-50:])))
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                res = validate() if dist.main else None
-                # every process follows the same learning-rate schedule
-                sched.step(dist.broadcast(res.score if res is not None else None))
-                if not dist.main:
-                    continue
-                record = {
-                    "step": step,
-                    "loss": float(np.mean(running)) if running else None,
-                    **res.record,
-                    "score": res.score,
-                    "lr": opt.param_groups[0]["lr"],
-                    "elapsed_s": time.perf_counter() - t0,
-                    "train_s": train_s,
-                }
-                running = []
-                if res.score > best["score"]:
-                    best = {**res.record, **res.postprocess, "score": res.score}
-                    best_step = step
-                    meta = dict(meta_base)
-                    meta.update(
-                        {
-                            "postprocess": dict(res.postprocess),
-                            "halo": trained_halo(),
-                            "step": step,
-                            "validation": {
-                                **{k[4:] if k.startswith("val_") else k: v for k, v in res.record.items()},
-                                "images": [im.id for im in val_images],
-                            },
-                        }
-                    )
-                    save_weights(best_path, model, meta)
-                    record["best"] = True
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                if on_validate is not None:
-                    on_validate(step, record)
-                _save_checkpoint(ckpt_path, model, opt, sched, step, best, best_step, time.perf_counter() - t0,
-                                 mean, std, cfg, train_s)
-                if bar is not None:
-                    bar.update(task_bar, score=max(best["score"], 0.0))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if log is not None:
-            log.close()
-        if bar is not None:
+            while state.step < cfg.steps:
+                self.net.train()
+                if cfg.freeze_blocks:
+                    freeze_blocks(self.model, cfg.freeze_blocks)  # re-applies eval() to frozen BN layers
+                t_step = time.perf_counter()
+                batch = pending.result()
+                if state.step + 1 < cfg.steps:
+                    pending = pool.submit(_batch, cfg.seed, state.step + 1, data.train, cfg, data.probs, dist.rank)
+                running.append(self.step(batch))
+                state.train_s += time.perf_counter() - t_step
+                bar.update(completed=state.step, loss=float(np.mean(running[-50:])))
+                if state.step % cfg.val_every == 0 or state.step == cfg.steps:
+                    record = self._validation_round(running, t0)
+                    if record is None:
+                        continue  # not process 0
+                    running = []
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    if on_validate is not None:
+                        on_validate(state.step, record)
+                    self.checkpoint(time.perf_counter() - t0)
+                    bar.update(score=max(state.best["score"], 0.0))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if log is not None:
+                log.close()
             bar.stop()
-        dist.close()
-    return TrainResult(best_path, best_step, best, step, time.perf_counter() - t0, model)
+            dist.close()
+        return TrainResult(self.best_path, state.best_step, state.best, state.step, time.perf_counter() - t0,
+                           self.model)
+
+    def _validation_round(self, running: list[float], t0: float) -> dict | None:
+        """Validate (process 0), step the schedule (every process), save the best weights.
+
+        Returns the log record on process 0, None on the others.
+        """
+        dist, state = self.dist, self.state
+        res = self.validate() if dist.main else None
+        # every process follows the same learning-rate schedule
+        self.sched.step(dist.broadcast(res.score if res is not None else None))
+        if not dist.main:
+            return None
+        record = {
+            "step": state.step,
+            "loss": float(np.mean(running)) if running else None,
+            **res.record,
+            "score": res.score,
+            "lr": self.opt.param_groups[0]["lr"],
+            "elapsed_s": time.perf_counter() - t0,
+            "train_s": state.train_s,
+        }
+        if res.score > state.best["score"]:
+            self.save_best(res)
+            record["best"] = True
+        return record
+
+
+def _training_sets(train_sets, set_weights) -> tuple[list, list[float]]:
+    """Training sets as a list of sets (one bare set of samples is one set), and their loss weights."""
+    if train_sets and not isinstance(train_sets[0], (list, tuple)) and hasattr(train_sets[0], "load_image"):
+        train_sets = [train_sets]
+    weights = list(set_weights) if set_weights is not None else [1.0] * len(train_sets)
+    if len(weights) != len(train_sets):
+        raise ConfigError(f"{len(train_sets)} training sets but {len(weights)} set weights")
+    return train_sets, weights
+
+
+def _prepare(adapter: TaskAdapter, train_sets, weights: list[float], val_samples) -> _Data:
+    """Training and validation images through the adapter; training images drawn by area."""
+    train: list[PreparedImage] = []
+    for samples, w in zip(train_sets, weights):
+        train += adapter.prepare(samples, weight=w, training=True)
+    adapter.check(train)
+    val = adapter.prepare(val_samples, training=False)
+    sizes = np.array([im.pixels.shape[0] * im.pixels.shape[1] for im in train], float)
+    return _Data(train, val, sizes / sizes.sum())
 
 
 def _inherit_input_format(cfg: TrainConfig, init_meta: dict) -> TrainConfig:
@@ -466,26 +712,3 @@ def _inherit_input_format(cfg: TrainConfig, init_meta: dict) -> TrainConfig:
     if cfg.mpp is None and init_meta.get("mpp") is not None:
         changes["mpp"] = float(init_meta["mpp"])
     return dataclasses.replace(cfg, **changes)
-
-
-def _save_checkpoint(path: Path, model, opt, sched, step, best, best_step, elapsed, mean, std, cfg,
-                     train_s: float) -> None:
-    import torch
-
-    state = {
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "step": step,
-        "best": best,
-        "best_step": best_step,
-        "elapsed": elapsed,
-        "train_s": train_s,
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
-        "torch_rng": torch.get_rng_state(),
-        "config": cfg.to_dict(),
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)

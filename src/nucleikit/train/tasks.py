@@ -1,8 +1,9 @@
 """What differs between dense training tasks: targets, loss, validation.
 
-The training loop (:func:`nucleikit.train.loop.train_dense`) is one; a task
-adapter tells it how to turn annotated samples into dense targets, which loss
-to minimise and how to score validation maps:
+The training loop (:class:`nucleikit.train.loop.Trainer`) is one; a task
+adapter (:class:`TaskAdapter`) tells it how to turn annotated samples into
+dense targets and how to score validation maps (the loss is the model's, from
+the registry):
 
 * :class:`DetectionTask` — points → proximity map (Xing) or Gaussian density
   (Alom); validation F1 over a grid of xi and peak distances, then the largest
@@ -20,7 +21,7 @@ to minimise and how to score validation maps:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -30,7 +31,8 @@ from ..transforms import percentile_normalise, resample, resize_labels, scale_fa
 from .config import TrainConfig
 from .tuning import FLOOR_GRID, FLOOR_TOLERANCE, tune_peaks
 
-__all__ = ["PreparedImage", "Validation", "DetectionTask", "SegmentationTask", "make_target", "task_for"]
+__all__ = ["PreparedImage", "Validation", "TaskAdapter", "DetectionTask", "SegmentationTask", "make_target",
+           "task_for"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,29 @@ class Validation:
     score: float
     record: dict
     postprocess: dict
+
+
+class TaskAdapter(Protocol):
+    """What the :class:`~nucleikit.train.loop.Trainer` asks of a task.
+
+    ``prepare`` turns samples into :class:`PreparedImage` (at the model's resolution;
+    with dense targets when ``training``), ``check`` refuses training data that cannot
+    train (no annotation at all), ``validate`` scores the network's (K, H, W) maps of
+    the validation images, and ``meta`` returns what the saved weights must record
+    about the task (target parameters, input format).
+    """
+
+    def prepare(self, samples: Sequence[Any], *, weight: float = 1.0, training: bool = True) -> list[PreparedImage]:
+        ...
+
+    def check(self, images: list[PreparedImage]) -> None:
+        ...
+
+    def validate(self, maps: list[np.ndarray], images: list[PreparedImage]) -> Validation:
+        ...
+
+    def meta(self) -> dict:
+        ...
 
 
 def make_target(kind: str, points: np.ndarray, shape: tuple[int, int], cfg: TrainConfig, mpp: float) -> np.ndarray:
