@@ -124,16 +124,22 @@ def float16_round_trip(model, meta: dict, folder: Path):
 
 
 def trained_halo(model, in_channels: int) -> int:
-    """Receptive field of the trained network (impulse probe, grown until it fits)."""
+    """Receptive field of the trained network (impulse probe, grown until it fits).
+
+    The impulse is tried at every phase of the network's own pooling lattice
+    (``model.alignment``, declared on its registry spec).
+    """
     import torch
 
+    from nucleikit.infer.predict import model_alignment
     from nucleikit.infer.tiling import measure_halo_grown
 
     def forward(batch):
         with torch.inference_mode():
             return model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
 
-    return int(measure_halo_grown(forward, in_channels=in_channels, sizes=(512, 1024), tol=1e-4))
+    return int(measure_halo_grown(forward, in_channels=in_channels, sizes=(512, 1024), tol=1e-4,
+                                  align=model_alignment(model)))
 
 
 def _shared_data() -> Path:

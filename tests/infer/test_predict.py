@@ -210,3 +210,20 @@ def test_arrays_it_cannot_read_are_refused_in_one_line(micronet, array, message)
         micronet.detect(array)
     with pytest.raises(InputError, match=message):
         micronet.probability_map(array)
+
+
+def test_dense_predictor_needs_the_network_alignment():
+    import torch
+
+    from nucleikit.errors import ConfigError
+    from nucleikit.infer.predict import DensePredictor
+    from nucleikit.models import build_model
+
+    plain = torch.nn.Conv2d(3, 1, 3, padding=1)  # not built by the registry: declares nothing
+    with pytest.raises(ConfigError, match="declares no alignment"):
+        DensePredictor(plain, mean=[0, 0, 0], std=[1, 1, 1], halo=0)
+    assert DensePredictor(plain, mean=[0, 0, 0], std=[1, 1, 1], halo=0, align=1).align == 1
+    deep = build_model("unet", widths=[4, 4, 4, 4, 4, 4])  # five poolings
+    predictor = DensePredictor(deep, mean=[0, 0, 0], std=[1, 1, 1], halo=40)
+    assert predictor.align == 32
+    assert predictor(np.zeros((50, 70, 3), np.float32)).shape == (1, 50, 70)

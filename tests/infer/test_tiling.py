@@ -16,6 +16,8 @@ from scipy import ndimage
 from nucleikit.infer.tiling import (
     TileGrid,
     Window,
+    lattice_halo,
+    lattice_margin,
     measure_halo,
     predict_tiled,
     predict_tiles,
@@ -114,17 +116,47 @@ def test_cores_partition_image_and_windows_share_size_and_lattice(seed):
         assert grid.read_halo >= halo
 
 
+@pytest.mark.parametrize(
+    ("halo", "align", "read", "margin"),
+    [(0, 16, 0, 0), (1, 16, 8, 16), (8, 16, 8, 16), (90, 16, 96, 96), (97, 32, 112, 128), (5, 3, 6, 6), (7, 1, 7, 7)],
+)
+def test_lattice_rules(halo, align, read, margin):
+    assert lattice_halo(halo, align) == read
+    assert lattice_margin(halo, align) == margin
+    # the grid reads with the first; a window grown by the second stays on the lattice
+    assert TileGrid((40, 40), tile=align, halo=halo, align=align).read_halo == read
+    assert (2 * read) % align == 0 and margin % align == 0
+
+
+def test_lattice_rules_reject_bad_arguments():
+    with pytest.raises(ValueError, match="align"):
+        lattice_halo(8, 0)
+    with pytest.raises(ValueError, match="context"):
+        lattice_margin(-1, 16)
+
+
+def test_a_halo_grown_off_the_lattice_breaks_tiled_equals_untiled(rng):
+    """Why the whole-slide path grows a halo only by lattice_margin: one grown by half a cell shifts
+    the pooling cells of every window."""
+    image = int_image(rng, 37, 45)
+    untiled = predict_tiled(pool_box(1, 8), image, tile=1024, halo=8, align=8)  # receptive field 1 + 7
+    on = predict_tiled(pool_box(1, 8), image, tile=16, halo=lattice_halo(8, 8) + lattice_margin(3, 8), align=8)
+    off = predict_tiled(pool_box(1, 8), image, tile=16, halo=lattice_halo(8, 8) + 4, align=8)
+    np.testing.assert_array_equal(on, untiled)
+    assert np.abs(off - untiled).max() > 0
+
+
 def test_grid_rejects_bad_arguments():
     with pytest.raises(ValueError, match="height"):
-        TileGrid((0, 5), tile=16, halo=0)
+        TileGrid((0, 5), tile=16, halo=0, align=16)
     with pytest.raises(ValueError, match="tile"):
-        TileGrid((5, 5), tile=0, halo=0)
+        TileGrid((5, 5), tile=0, halo=0, align=16)
     with pytest.raises(ValueError, match="halo"):
-        TileGrid((5, 5), tile=16, halo=-1)
+        TileGrid((5, 5), tile=16, halo=-1, align=16)
     with pytest.raises(ValueError, match="align"):
         TileGrid((5, 5), tile=16, halo=0, align=0)
     with pytest.raises(IndexError):
-        TileGrid((5, 5), tile=16, halo=0)[1]
+        TileGrid((5, 5), tile=16, halo=0, align=16)[1]
 
 
 def test_ownership_each_point_owned_by_exactly_one_tile(rng):
@@ -251,7 +283,7 @@ def test_tiny_and_thin_images(rng):
         tiled = predict_tiled(pool_box(2, 4), image, tile=8, halo=6, align=4)
         assert tiled.shape == (6, h, w)
         np.testing.assert_array_equal(tiled, untiled)
-    one = predict_tiled(box(1), np.full((1, 1, 3), 5.0, dtype=np.float32), tile=512, halo=8)
+    one = predict_tiled(box(1), np.full((1, 1, 3), 5.0, dtype=np.float32), tile=512, halo=8, align=16)
     np.testing.assert_array_equal(one[:3, 0, 0], [5.0, 5.0, 5.0])
 
 
@@ -284,7 +316,7 @@ def test_predict_tiles_streams_a_subset(rng):
 
 def test_predict_tiled_rejects_bad_input_and_output():
     with pytest.raises(ValueError, match=r"\(H, W, C\)"):
-        predict_tiled(box(1), np.zeros((8, 8)), tile=8, halo=0)
+        predict_tiled(box(1), np.zeros((8, 8)), tile=8, halo=0, align=1)
     with pytest.raises(ValueError, match="forward must map"):
         predict_tiled(lambda x: x[:, :, 1:-1, 1:-1], np.zeros((8, 8, 1)), tile=8, halo=2, align=1)
 
@@ -337,6 +369,6 @@ def test_measure_halo_grown_uses_a_bigger_probe_when_needed():
     def box(batch, r=40):  # receptive-field radius 40: too wide for a 64 px probe
         return ndimage.uniform_filter(batch, size=(1, 1, 2 * r + 1, 2 * r + 1), mode="constant")
 
-    assert measure_halo_grown(box, in_channels=1, sizes=(64, 128), tol=1e-6) == 48
+    assert measure_halo_grown(box, in_channels=1, sizes=(64, 128), tol=1e-6, align=16) == 48
     with pytest.raises(ValueError):
-        measure_halo_grown(box, in_channels=1, sizes=(32, 64), tol=1e-6)
+        measure_halo_grown(box, in_channels=1, sizes=(32, 64), tol=1e-6, align=16)

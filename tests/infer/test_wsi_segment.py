@@ -104,7 +104,7 @@ def test_tiled_slide_equals_one_pass_and_keeps_seam_nuclei_once(run, one_pass):
     intensity; among them dozens that cross a seam."""
     m = one_pass.measurements
     table = pd.read_parquet(run.outputs["parquet"])
-    assert run.level == 0 and run.factor == 1.0 and run.margin == seam_margin(96, 20 / MPP) == 144
+    assert run.level == 0 and run.factor == 1.0 and run.margin == seam_margin(96, 20 / MPP, align=16) == 144
     assert run.count == len(table) == len(one_pass) > 400
     dist, idx = _match(np.column_stack([m["x"], m["y"]]), table[["x", "y"]].to_numpy())
     assert dist.max() < 1e-6 and len(np.unique(idx)) == len(idx)  # one to one: no duplicate, no gap

@@ -120,8 +120,9 @@ def test_register_refuses_duplicates(scratch_registry):
         return torch.nn.Conv2d(3, width, 1)
 
     with pytest.raises(ConfigError, match="'micronet' is already registered"):
-        models.register_model("micronet", task="detection", target="proximity", loss="mse", mpp=None)(builder)
-    register = models.register_model("toy", task="detection", target="density", loss="mse", mpp=0.5)
+        models.register_model("micronet", task="detection", target="proximity", loss="mse", mpp=None,
+                              alignment=1)(builder)
+    register = models.register_model("toy", task="detection", target="density", loss="mse", mpp=0.5, alignment=1)
     assert register(builder) is builder
     assert models.get_spec("toy").description == "A toy."
     with pytest.raises(ConfigError, match="'toy' is already registered"):
@@ -133,11 +134,12 @@ def test_register_validates_task_target_and_kwargs(scratch_registry):
         return torch.nn.Conv2d(3, width, 1)
 
     with pytest.raises(ConfigError, match="unknown task 'counting'"):
-        models.register_model("a", task="counting", target="density", loss="mse", mpp=None)
+        models.register_model("a", task="counting", target="density", loss="mse", mpp=None, alignment=1)
     with pytest.raises(ConfigError, match="unknown target 'points'"):
-        models.register_model("b", task="detection", target="points", loss="mse", mpp=None)
+        models.register_model("b", task="detection", target="points", loss="mse", mpp=None, alignment=1)
     with pytest.raises(ConfigError, match="does not accept depth"):
-        models.register_model("c", task="detection", target="density", loss="mse", mpp=None, kwargs={"depth": 2})(
+        models.register_model("c", task="detection", target="density", loss="mse", mpp=None, alignment=1,
+                              kwargs={"depth": 2})(
             builder
         )
     assert "c" not in models.list_models()

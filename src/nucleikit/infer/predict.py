@@ -33,7 +33,7 @@ from ..postprocess import find_peaks, peak_threshold
 from ..transforms import resample, scale_factor, scale_points, standardise
 from .tiling import measure_halo, predict_tiled
 
-__all__ = ["InferenceConfig", "DensePredictor", "Detections", "Detector"]
+__all__ = ["InferenceConfig", "DensePredictor", "Detections", "Detector", "model_alignment"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,16 @@ class DensePredictor:
         Context added around each tile, in model pixels. None measures the
         receptive field with an impulse (:func:`measure_halo`).
     config : InferenceConfig
+    align : int or None
+        Total downsampling factor of the network, the lattice of the tiles
+        (:mod:`nucleikit.infer.tiling`). None reads ``model.alignment``, which
+        :func:`~nucleikit.models.registry.build_model` sets from the model's spec.
+
+    Raises
+    ------
+    ConfigError
+        ``align`` is None and the model declares no ``alignment``: a guessed lattice
+        would run and silently break tiled == untiled.
     """
 
     def __init__(
@@ -89,11 +99,13 @@ class DensePredictor:
         std: Any,
         halo: int | None = None,
         config: InferenceConfig = InferenceConfig(),
+        align: int | None = None,
     ) -> None:
         import torch
 
         self.torch = torch
         self.config = config
+        self.align = model_alignment(model) if align is None else int(align)
         if config.threads is not None:
             torch.set_num_threads(int(config.threads))
         self.model = model.eval()
@@ -106,7 +118,8 @@ class DensePredictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
-        self.halo = int(halo) if halo is not None else measure_halo(self.forward, in_channels=len(self.mean))
+        self.halo = (int(halo) if halo is not None
+                     else measure_halo(self.forward, in_channels=len(self.mean), align=self.align))
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """(B, C, h, w) float32 standardised input → (B, K, h, w) float32 output."""
@@ -126,6 +139,7 @@ class DensePredictor:
             x,
             tile=self.config.tile,
             halo=self.halo,
+            align=self.align,
             batch_size=self.config.batch_size,
             progress=progress,
         )
@@ -292,6 +306,21 @@ class Detector:
                                       threshold_abs=threshold_abs)
         xy = scale_points(xy, 1.0 / factor) if factor != 1.0 else xy
         return Detections(xy=xy, scores=scores, map_max=pmax, prob=prob if keep_map else None)
+
+
+def model_alignment(model: Any) -> int:
+    """The total downsampling factor a network declares (``model.alignment``, set by ``build_model``).
+
+    Raises
+    ------
+    ConfigError
+        The network declares none (a module not built through the registry).
+    """
+    align = getattr(model, "alignment", None)
+    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
+        raise ConfigError(f"{type(model).__name__} declares no alignment (its total downsampling factor): "
+                          "build it with nucleikit.models.build_model, or pass align=")
+    return align
 
 
 def _floor(value: Any, weights: str | None) -> float:

@@ -34,6 +34,18 @@ of a U-Net must line up). The side is ``core + 2 * halo`` with the core a multip
 ``align``, so ``2 * halo`` must be a multiple of ``align``: the halo is rounded **up** to a
 multiple of ``align / 2`` (of ``align`` when ``align`` is odd). Rounding up only adds context.
 
+The lattice rule, in one place
+------------------------------
+``align`` is the network's total downsampling factor, declared on its registry spec
+(:meth:`ModelSpec.alignment_for <nucleikit.models.registry.ModelSpec.alignment_for>`, set
+on every built network as ``model.alignment`` and checked against the network by the test
+suite); nothing here assumes a value. Whoever lays out windows uses these two functions:
+
+* :func:`lattice_halo` — the halo a :class:`TileGrid` actually reads with;
+* :func:`lattice_margin` — extra context added on top of a halo, or the margin of a
+  window cut around a core, kept on the lattice (a multiple of ``align``), so that a
+  whole-slide tile and a one-pass run see the same pooling cells.
+
 The "untiled" pass is :func:`predict_tiled` with ``tile >= max(H, W)``: one tile whose core
 is the whole image (its side rounded up to ``align``).
 
@@ -67,6 +79,8 @@ __all__ = [
     "predict_tiled",
     "measure_halo",
     "measure_halo_grown",
+    "lattice_halo",
+    "lattice_margin",
 ]
 
 
@@ -75,6 +89,56 @@ Forward = Callable[[np.ndarray], Any]
 
 def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
+
+
+def lattice_halo(halo: int, align: int) -> int:
+    """The halo a :class:`TileGrid` reads with: ``halo`` rounded up so ``2 * halo`` is a multiple of ``align``.
+
+    Parameters
+    ----------
+    halo : int
+        Requested context per side, in pixels (>= 0).
+    align : int
+        Total downsampling factor of the network (>= 1).
+
+    Returns
+    -------
+    int
+        The smallest multiple of ``align / 2`` (of ``align`` when it is odd) that is >= ``halo``:
+        a core that is a multiple of ``align`` plus twice this halo is one too.
+
+    Examples
+    --------
+    >>> lattice_halo(90, 16), lattice_halo(96, 16), lattice_halo(5, 3)
+    (96, 96, 6)
+    """
+    halo = _as_int(halo, "halo", minimum=0)
+    align = _as_int(align, "align", minimum=1)
+    return _round_up(halo, align // 2 if align % 2 == 0 else align)
+
+
+def lattice_margin(context: int, align: int) -> int:
+    """Context added around a core or on top of a halo, rounded up to a multiple of ``align``.
+
+    A window whose origin moves by a multiple of ``align`` keeps the network's pooling
+    cells where they were, so its output equals that of the window it grew from
+    (module docstring, condition 3); any other step would shift them.
+
+    Parameters
+    ----------
+    context : int
+        Pixels wanted (>= 0).
+    align : int
+        Total downsampling factor of the network (>= 1).
+
+    Examples
+    --------
+    >>> lattice_margin(6, 16), lattice_margin(134, 16), lattice_margin(0, 16)
+    (16, 144, 0)
+    """
+    context = _as_int(context, "context", minimum=0)
+    align = _as_int(align, "align", minimum=1)
+    return _round_up(context, align)
 
 
 def _as_int(value: Any, name: str, *, minimum: int) -> int:
@@ -148,16 +212,17 @@ class TileGrid:
         image is one tile, not a mostly padded 512 x 512 window).
     halo : int
         Requested context on each side, >= the receptive-field radius of the network.
-        Rounded up to a multiple of ``align / 2`` so that windows are multiples of ``align``.
+        Rounded up by :func:`lattice_halo` so that windows are multiples of ``align``.
     align : int
-        Total downsampling factor of the network (16 for four 2x poolings).
+        Total downsampling factor of the network (16 for four 2x poolings): the model's
+        ``alignment`` (:meth:`~nucleikit.models.registry.ModelSpec.alignment_for`).
 
     Attributes
     ----------
     core_shape : (int, int)
         Effective core (tile) size; a multiple of ``align``.
     read_halo : int
-        Effective halo (the rounded ``halo``).
+        Effective halo (``lattice_halo(halo, align)``).
     read_shape : (int, int)
         Size of every read window: ``core_shape + 2 * read_halo``, a multiple of ``align``.
     grid_shape : (int, int)
@@ -183,7 +248,7 @@ class TileGrid:
     _: KW_ONLY
     tile: int | tuple[int, int]
     halo: int
-    align: int = 16
+    align: int
     core_shape: tuple[int, int] = field(init=False)
     read_halo: int = field(init=False)
     read_shape: tuple[int, int] = field(init=False)
@@ -204,8 +269,7 @@ class TileGrid:
             min(_round_up(th, align), _round_up(h, align)),
             min(_round_up(tw, align), _round_up(w, align)),
         )
-        # 2 * halo must be a multiple of align so that core + 2 * halo is one.
-        halo = _round_up(halo, align // 2 if align % 2 == 0 else align)
+        halo = lattice_halo(halo, align)
         set_ = object.__setattr__
         set_(self, "shape", (h, w))
         set_(self, "core_shape", core)
@@ -300,7 +364,7 @@ def predict_tiled(
     *,
     tile: int = 512,
     halo: int = 64,
-    align: int = 16,
+    align: int,
     batch_size: int = 4,
     pad_mode: str = "reflect",
     progress: Callable[[int, int], None] | None = None,
@@ -319,7 +383,8 @@ def predict_tiled(
         Context per side in pixels; at least the receptive-field radius (:func:`measure_halo`)
         for the result to equal the untiled pass exactly.
     align : int
-        Total downsampling factor of the network.
+        Total downsampling factor of the network (the model's ``alignment``); no default,
+        since a wrong one silently breaks tiled == untiled.
     batch_size : int
         Tiles per ``forward`` call. Memory is the output plus one batch.
     pad_mode : str
@@ -359,7 +424,7 @@ def measure_halo(
     in_channels: int = 3,
     size: int = 256,
     tol: float = 1e-3,
-    align: int = 16,
+    align: int,
     multiple: int = 16,
     batch_size: int = 4,
     seed: int = 0,
@@ -456,12 +521,13 @@ def measure_halo_grown(
     in_channels: int = 3,
     sizes: Iterable[int] = (256, 512, 1024),
     tol: float = 1e-4,
+    align: int,
 ) -> int:
     """:func:`measure_halo` with probes of growing size until the field fits in one.
 
     A trained network's effective receptive field can be much wider than an
     untrained one's (recurrent convolutions, deep bottlenecks); a probe it
-    reaches the border of would under-measure it.
+    reaches the border of would under-measure it. ``align`` as for :func:`measure_halo`.
 
     Raises
     ------
@@ -474,7 +540,7 @@ def measure_halo_grown(
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             try:
-                return measure_halo(forward, in_channels=in_channels, size=size, tol=tol)
+                return measure_halo(forward, in_channels=in_channels, size=size, tol=tol, align=align)
             except UserWarning:
                 continue
     raise ValueError(f"the receptive field is wider than a {last} px probe: tiled output cannot equal untiled output")

@@ -43,9 +43,10 @@ Steps
    user's mask, or none (``tissue_mask="all"``). A tile runs when any part of its core is
    tissue; a slide without any tissue is an :class:`~nucleikit.errors.InputError`.
 4. **Tiles and seams.** A :class:`~nucleikit.infer.tiling.TileGrid` over the model grid
-   with the predictor's halo plus ``d`` (the peak distance) rounded up to a multiple of 16
-   (so the read windows lie on the same pooling lattice as the one-pass map's; a halo
-   that differs by 8 shifts MicroNet's pooling cells and changes the map): each tile's output
+   with the predictor's halo plus ``d`` (the peak distance) rounded up to a multiple of the
+   network's alignment (:func:`~nucleikit.infer.tiling.lattice_margin`, so the read windows
+   lie on the same pooling lattice as the one-pass map's; a halo that differs by 8 shifts
+   MicroNet's 16-pixel pooling cells and changes the map): each tile's output
    is kept over its core **grown by d** on every side (clipped to the grid), which is
    still at least the receptive-field radius from the read window's edge, so equals the
    one-pass map there. Peaks are found on that grown core and kept if the tile owns them
@@ -126,7 +127,7 @@ from ..export_store import write_points_csv_chunks, write_points_parquet, write_
 from ..postprocess import find_peaks, peak_threshold, points_in_window
 from ..transforms import scale_factor
 from ..windows import Window, read_window
-from .tiling import Tile, TileGrid, predict_tiles
+from .tiling import Tile, TileGrid, lattice_halo, lattice_margin, predict_tiles
 
 __all__ = [
     "FORMATS",
@@ -140,10 +141,6 @@ __all__ = [
 
 #: Output tables :func:`detect_slide` can write.
 FORMATS = ("csv", "geojson", "parquet", "sqlite")
-
-#: Total downsampling of the networks; the lattice :class:`~nucleikit.infer.predict.DensePredictor`
-#: uses (``predict_tiled``'s default), so slide and array paths tile alike.
-ALIGN = 16
 
 #: Largest side of a tissue mask read from a user's file.
 MASK_SIDE = 2048
@@ -555,16 +552,15 @@ def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     return out
 
 
-def _slide_halo(halo: int, margin: int) -> int:
+def _slide_halo(halo: int, margin: int, align: int) -> int:
     """The predictor's halo plus room for the peak margin, on the predictor's pooling lattice.
 
     Read windows start at ``core start - halo``; the one-pass map (``predict_tiled`` with
-    the predictor's halo, rounded up to ``ALIGN / 2``) and the slide's agree only if both
-    halos are congruent modulo ``ALIGN`` (tiling module docstring, condition 3), so the
-    extra context is a multiple of ``ALIGN``.
+    the predictor's halo, :func:`~nucleikit.infer.tiling.lattice_halo`) and the slide's agree
+    only if both halos are congruent modulo ``align`` (tiling module docstring, condition 3),
+    so the extra context is :func:`~nucleikit.infer.tiling.lattice_margin`'s.
     """
-    half = ALIGN // 2
-    return -(-halo // half) * half + -(-margin // ALIGN) * ALIGN
+    return lattice_halo(halo, align) + lattice_margin(margin, align)
 
 
 def _grown(tile: Tile, margin: int, shape: tuple[int, int]) -> Tile:
@@ -628,8 +624,10 @@ class _SlidePlan:
 
 
 def _plan_slide(slide: Any, slide_path: Path, model_mpp: float | None, *, level: int | None, tissue_mask: Any,
-                tile: int, halo: int) -> _SlidePlan:
+                tile: int, halo: int, align: int) -> _SlidePlan:
     """Level, model grid, tissue mask and the tiles with tissue (module docstring, steps 1-4).
+
+    ``align`` is the network's total downsampling factor (the grid's lattice).
 
     Raises
     ------
@@ -638,7 +636,7 @@ def _plan_slide(slide: Any, slide_path: Path, model_mpp: float | None, *, level:
     """
     geometry = slide_geometry(slide, model_mpp, level=level)
     mask, mask_scale = _tissue(slide, tissue_mask)
-    grid = TileGrid(geometry.model_shape, tile=tile, halo=halo, align=ALIGN)
+    grid = TileGrid(geometry.model_shape, tile=tile, halo=halo, align=align)
     if mask is None:
         selected = np.ones(len(grid), dtype=bool)
     else:
@@ -783,7 +781,8 @@ def detect_slide(
 
     with open_slide(slide_path, mpp=mpp) as slide:
         plan = _plan_slide(slide, slide_path, detector.mpp, level=level, tissue_mask=tissue_mask,
-                           tile=tile or predictor.config.tile, halo=_slide_halo(predictor.halo, md))
+                           tile=tile or predictor.config.tile, halo=_slide_halo(predictor.halo, md, predictor.align),
+                           align=predictor.align)
         geometry, grid = plan.geometry, plan.grid
         settings = {"task": "detection", "min_distance": md, "xi": xi, "threshold_abs": floor,
                     "bf16": bool(predictor.config.bf16)}

@@ -15,11 +15,13 @@ Tiles and seams
 Each tile's **core** (the cores partition the model grid) is segmented inside a **window**:
 the core grown by a margin ``M`` on every side and clipped to the model grid, with
 
-    ``M = round_up(halo + diameter, 16)``,
+    ``M = round_up(halo + diameter, align)``
+    (:func:`~nucleikit.infer.tiling.lattice_margin`),
 
-``halo`` the segmenter's context (its receptive-field radius, ``predictor.halo``) and
+``halo`` the segmenter's context (its receptive-field radius, ``predictor.halo``),
 ``diameter`` the largest nucleus expected (``diameter_um``, 20 µm by default, in model
-pixels). The segmenter runs on the window as if it were an image. Then:
+pixels) and ``align`` the network's total downsampling factor (``predictor.align``, 16 for
+the bundled U-Nets). The segmenter runs on the window as if it were an image. Then:
 
 - **Ownership by centroid.** An instance is kept by the tile whose core contains its
   centroid (the pixel ``floor(c + 0.5)``, :meth:`Tile.owns
@@ -31,7 +33,7 @@ pixels). The segmenter runs on the window as if it were an image. Then:
   the image's own edges, as for one pass over the slide, so instances there are kept.
 - Why this equals one pass: an owned nucleus lies within ``diameter`` of its centroid, so
   within ``halo`` of nothing but window pixels; the map there is computed from the same
-  pixels as in one pass (window origins are multiples of 16, the networks' pooling
+  pixels as in one pass (window origins are multiples of ``align``, the network's pooling
   lattice, as in :mod:`nucleikit.infer.tiling`), hence the same outline. What one pass and
   a window can still disagree on: a per-image intensity normalisation (the bundled U-Net's
   percentiles are the window's, not the slide's) and watershed splits of clumps wider than
@@ -88,9 +90,8 @@ from ..errors import ConfigError
 from ..export import write_geojson
 from ..export_store import polygons_from_rings, write_points_csv_chunks, write_points_parquet, write_points_sqlite
 from ..windows import Window
-from .tiling import Tile, TileGrid
+from .tiling import Tile, TileGrid, lattice_margin
 from .wsi import (
-    ALIGN,
     FORMATS,
     SlideGeometry,
     SlideProgress,
@@ -183,16 +184,16 @@ class SlideSegmentResult:
 # --------------------------------------------------------------------------- seams
 
 
-def seam_margin(halo: int, diameter: float, align: int = ALIGN) -> int:
+def seam_margin(halo: int, diameter: float, align: int) -> int:
     """Margin around a core, in model pixels: ``round_up(halo + ceil(diameter), align)``.
 
-    A multiple of ``align`` so that every window starts on the networks' pooling lattice
-    (core starts are multiples of the core side, itself one of ``align``).
+    A multiple of ``align``, the network's total downsampling factor, so that every
+    window starts on its pooling lattice (core starts are multiples of the core side,
+    itself one of ``align``; :func:`~nucleikit.infer.tiling.lattice_margin`).
     """
     if halo < 0 or not diameter >= 0:
         raise ConfigError(f"halo and diameter must be >= 0, got {halo} and {diameter}")
-    need = int(halo) + math.ceil(diameter)
-    return -(-need // align) * align
+    return lattice_margin(int(halo) + math.ceil(diameter), align)
 
 
 def nucleus_diameter_px(diameter_um: float, grid_mpp: float | None) -> float:
@@ -421,7 +422,7 @@ def segment_slide(
         Unreadable slide, missing level, unknown pixel size (model with one, ``level=None``),
         no tissue, a bad mask file. Nothing is written then.
     ConfigError
-        Unknown format, bad ``tissue_mask`` or diameter, a segmenter without a halo.
+        Unknown format, bad ``tissue_mask`` or diameter, a segmenter without a halo or a known alignment.
     """
     from ..io.slides import open_slide
 
@@ -432,13 +433,14 @@ def segment_slide(
     stem = slide_path.stem
     model_mpp = segmenter.mpp
     halo = _context(segmenter)
+    align = _alignment(segmenter)
     config = getattr(segmenter, "config", None)
     with open_slide(slide_path, mpp=mpp) as slide:
         # the margin depends on the grid's pixel size, known once the level is chosen
         grid_mpp = model_mpp if model_mpp is not None else slide_geometry(slide, None, level=level).level_mpp
-        margin = seam_margin(halo, nucleus_diameter_px(diameter_um, grid_mpp))
+        margin = seam_margin(halo, nucleus_diameter_px(diameter_um, grid_mpp), align)
         plan = _plan_slide(slide, slide_path, model_mpp, level=level, tissue_mask=tissue_mask,
-                           tile=tile or getattr(config, "tile", 512), halo=margin)
+                           tile=tile or getattr(config, "tile", 512), halo=margin, align=align)
         geometry, grid = plan.geometry, plan.grid
         settings = {"task": "segmentation", "margin": margin, "threshold": threshold,
                     "seeds": getattr(segmenter, "seeds", None), "bf16": bool(getattr(config, "bf16", False))}
@@ -487,6 +489,23 @@ def _context(segmenter: Any) -> int:
         raise ConfigError(f"segmenter {segmenter.meta.get('name', '')!r} records no halo (receptive field); "
                           "cannot choose the margin between tiles")
     return int(halo)
+
+
+def _alignment(segmenter: Any) -> int:
+    """The segmenter network's total downsampling factor (its tiles' lattice).
+
+    Its predictor's ``align``, else the registry's value for the model its ``meta`` names.
+    """
+    align = getattr(getattr(segmenter, "predictor", None), "align", None)
+    if align is not None:
+        return int(align)
+    meta = getattr(segmenter, "meta", {})
+    if "model" not in meta:
+        raise ConfigError(f"segmenter {meta.get('name', '')!r} names no model: its alignment (total downsampling "
+                          "factor) is unknown, so its windows cannot be laid on its pooling lattice")
+    from ..models import get_spec
+
+    return get_spec(meta["model"]).alignment_for(**meta.get("model_kwargs", {}))
 
 
 def _segment_tiles(segmenter: Any, pixels: _ModelGrid, geometry: SlideGeometry, grid: TileGrid,

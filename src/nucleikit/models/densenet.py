@@ -306,6 +306,15 @@ class DCRN(DenseClassifier):
         self.t = t
 
 
+def transition_alignment(kwargs: Mapping[str, object]) -> int:
+    """Total downsampling of a :class:`DenseClassifier`: one 2x2 pooling per transition.
+
+    The registry's ``alignment`` of both builders (patches are classified whole, never
+    tiled; declared as for every model).
+    """
+    return 2 ** (len(tuple(kwargs["layers"])) - 1)
+
+
 @register_model(
     "densenet",
     task="classification",
@@ -313,6 +322,7 @@ class DCRN(DenseClassifier):
     loss="cross_entropy",
     mpp=0.55,
     train=CLASSIFY_RECIPE,
+    alignment=transition_alignment,
     description="DenseNet (7-7-7-7, k = 24): nucleus class logits from 32x32 patches",
 )
 def densenet(
@@ -345,6 +355,7 @@ def densenet(
     loss="cross_entropy",
     mpp=0.55,
     train=CLASSIFY_RECIPE,
+    alignment=transition_alignment,
     description="DCRN (Alom et al.): DenseNet with recurrent conv layers, t = 2",
 )
 def dcrn(

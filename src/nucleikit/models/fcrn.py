@@ -106,6 +106,7 @@ class FCRN(nn.Module):
     loss="weighted_mse",
     mpp=0.55,
     train=XING_RECIPE,
+    alignment=2 ** _FCRN_A.count(_POOL),
     description="FCRN-A (Xie et al. 2018): 3 poolings, proximity-map regression baseline",
 )
 def fcrn_a(*, in_channels: int = 3) -> FCRN:
@@ -123,6 +124,7 @@ def fcrn_a(*, in_channels: int = 3) -> FCRN:
     loss="weighted_mse",
     mpp=0.55,
     train=XING_RECIPE,
+    alignment=2 ** _FCRN_B.count(_POOL),
     description="FCRN-B (Xie et al. 2018): 2 poolings, proximity-map regression baseline",
 )
 def fcrn_b(*, in_channels: int = 3) -> FCRN:

@@ -180,6 +180,7 @@ class MicroNet(FreezableModel):
     loss="weighted_mse",
     mpp=0.55,
     train=XING_RECIPE,
+    alignment=16,  # blocks 2-5: four stride-2 convolutions
     description="MicroNet (Xing et al. 2019): fully residual regression of a proximity map",
 )
 def micronet(*, in_channels: int = 3, out_channels: int = 1, width: int = 16, dropout: float = 0.5) -> MicroNet:

@@ -22,6 +22,14 @@ registry never substitutes a default model.
 patches, Adam with learning rate 2e-4); the SGD learning rate and momentum
 (0.01, 0.9) and all batch sizes are nucleikit's starting values, to be tuned
 on validation data.
+
+``ModelSpec.alignment`` is the network's total downsampling factor (16 for four
+2x poolings or stride-2 convolutions), an int or a function of the builder's
+arguments (a U-Net's depth is ``len(widths)``). Tiled inference is exact only on
+windows laid out on that lattice (:mod:`nucleikit.infer.tiling`), so every model
+declares it, :func:`build_model` sets it on the network it returns
+(``model.alignment``), and the test suite checks each declaration against the
+network itself (:func:`measure_alignment`).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
 
@@ -46,6 +55,7 @@ __all__ = [
     "list_models",
     "get_spec",
     "build_model",
+    "measure_alignment",
 ]
 
 TASKS = ("detection", "segmentation", "classification")
@@ -59,6 +69,8 @@ XING_RECIPE = MappingProxyType(
 ALOM_RECIPE = MappingProxyType({"crop": 96, "optimizer": "adam", "lr": 2e-4, "batch_size": 16})
 
 Builder = Callable[..., nn.Module]
+#: A model's alignment: a constant, or a function of the complete builder arguments.
+Alignment = int | Callable[[Mapping[str, Any]], int]
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,10 @@ class ModelSpec:
         Training recipe defaults (read-only; see the module docstring).
     description : str
         One line for ``nucleikit models``.
+    alignment : int or callable
+        Total downsampling factor of the network (pixels of the input per pixel
+        of its coarsest feature map), or a function mapping the complete builder
+        arguments (:meth:`full_kwargs`) to it; see :meth:`alignment_for`.
     """
 
     name: str
@@ -101,6 +117,7 @@ class ModelSpec:
     kwargs: Mapping[str, Any]
     train: Mapping[str, Any]
     description: str
+    alignment: Alignment
 
     def accepted_kwargs(self) -> tuple[str, ...]:
         """Names of the keyword arguments the builder accepts."""
@@ -123,6 +140,25 @@ class ModelSpec:
         defaults = {p.name: p.default for p in params if p.default is not p.empty}
         return {**defaults, **self.kwargs, **overrides}
 
+    def alignment_for(self, **overrides: Any) -> int:
+        """Total downsampling factor of the network built with ``overrides``.
+
+        Tiled inference lays every read window on a lattice of this step
+        (:class:`~nucleikit.infer.tiling.TileGrid`); a wrong value breaks the
+        tiled == untiled guarantee without an error, hence the test of every
+        registered model against :func:`measure_alignment`.
+
+        Raises
+        ------
+        ConfigError
+            An override the builder does not accept, or a declared value that is
+            not a positive integer.
+        """
+        value = self.alignment(self.full_kwargs(**overrides)) if callable(self.alignment) else self.alignment
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model {self.name!r}: alignment must be a positive integer, got {value!r}")
+        return value
+
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -134,6 +170,7 @@ def register_model(
     target: str,
     loss: str,
     mpp: float | None,
+    alignment: Alignment,
     kwargs: Mapping[str, Any] | None = None,
     train: Mapping[str, Any] | None = None,
     description: str | None = None,
@@ -144,8 +181,10 @@ def register_model(
     ----------
     name : str
         Unique registry name.
-    task, target, loss, mpp
-        See :class:`ModelSpec`.
+    task, target, loss, mpp, alignment
+        See :class:`ModelSpec`. ``alignment`` has no default: a network that
+        downsamples by 32 tiled on a lattice of 16 would run and silently differ
+        from its untiled output.
     kwargs : Mapping, optional
         Default builder arguments stored in the spec (must be accepted by the
         builder).
@@ -183,8 +222,10 @@ def register_model(
             kwargs=MappingProxyType(dict(kwargs or {})),
             train=MappingProxyType(dict(train or {})),
             description=description if description is not None else doc.split("\n", 1)[0],
+            alignment=alignment,
         )
         _check_kwargs(spec, spec.kwargs)
+        spec.alignment_for()  # a constant or the defaults' value must be valid now, not at the first tile
         _REGISTRY[name] = spec
         return builder
 
@@ -233,7 +274,9 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
     Returns
     -------
     nn.Module
-        A freshly initialised model in training mode, on the CPU.
+        A freshly initialised model in training mode, on the CPU, with its total
+        downsampling factor as ``model.alignment`` (:meth:`ModelSpec.alignment_for`),
+        which the tiling engine reads.
 
     Raises
     ------
@@ -243,7 +286,62 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
     """
     spec = get_spec(name)
     _check_kwargs(spec, overrides)
-    return spec.builder(**{**spec.kwargs, **overrides})
+    model = spec.builder(**{**spec.kwargs, **overrides})
+    model.alignment = spec.alignment_for(**overrides)
+    return model
+
+
+def measure_alignment(model: nn.Module, *, in_channels: int = 3, max_factor: int = 64) -> int:
+    """Total downsampling factor of ``model``, read from the feature maps it computes.
+
+    One forward pass (eval mode, no gradient) on a random (1, C, 3 m, 5 m) probe,
+    ``m = max_factor``, records the spatial shape of every 4-D tensor any torch
+    operation returns (modules and functional calls alike). A feature map on a
+    grid ``s`` times coarser than the input has shape ``(3 m / s, 5 m / s)``; the
+    factor is the largest such ``s``. Tensors whose shape is not a common
+    division of the probe (convolution kernels, global poolings) are ignored. The
+    result depends on the architecture only, not on the weights: an untrained
+    network whose deepest level contributes little still counts.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, C, H, W) to a dense (B, K, H, W) map or to class scores.
+    in_channels : int
+        C of the probe.
+    max_factor : int
+        Largest factor that can be told apart (the probe's sides are 3 and 5
+        times it); a network downsampling further reads as a smaller factor.
+
+    Returns
+    -------
+    int
+        1 for a network that never downsamples.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    h, w = 3 * max_factor, 5 * max_factor
+    factors = [1]
+
+    class _Shapes(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-2] > 0 and out.shape[-1] > 0:
+                sy, sx = Fraction(h, out.shape[-2]), Fraction(w, out.shape[-1])
+                if sy == sx and sy.denominator == 1:
+                    factors.append(int(sy))
+            return out
+
+    probe = torch.rand(1, in_channels, h, w, generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _Shapes():
+            model(probe)
+    finally:
+        model.train(was_training)
+    return max(factors)
 
 
 def _check_kwargs(spec: ModelSpec, given: Mapping[str, Any]) -> None:

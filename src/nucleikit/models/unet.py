@@ -36,8 +36,9 @@ computation, never the parameter count.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +55,7 @@ __all__ = [
     "UNET_WIDTHS",
     "R2UNET_WIDTHS",
     "UDNET_WIDTHS",
+    "encoder_alignment",
     "unet",
     "r2unet",
     "udnet",
@@ -68,6 +70,15 @@ R2UNET_WIDTHS = (8, 16, 32, 64, 120)
 UDNET_WIDTHS = (8, 16, 32, 64, 128)
 
 BlockFactory = Callable[[int, int], nn.Module]
+
+
+def encoder_alignment(kwargs: Mapping[str, Any]) -> int:
+    """Total downsampling of an :class:`EncoderDecoder`: one 2x2 pooling per level below the first.
+
+    The registry's ``alignment`` of every builder here (a function of ``widths``, so a
+    deeper U-Net declares its own lattice).
+    """
+    return 2 ** (len(tuple(kwargs["widths"])) - 1)
 
 
 class _ConvPair(nn.Sequential):
@@ -208,6 +219,7 @@ class R2UNet(EncoderDecoder):
     loss="dice_bce",
     mpp=None,
     train=ALOM_RECIPE,
+    alignment=encoder_alignment,
     description="U-Net with batch normalisation: nucleus foreground probability",
 )
 def unet(
@@ -231,6 +243,7 @@ def unet(
     loss="dice_bce",
     mpp=None,
     train=ALOM_RECIPE,
+    alignment=encoder_alignment,
     description="R2U-Net (Alom et al.): recurrent residual U-Net, t = 2",
 )
 def r2unet(
@@ -255,6 +268,7 @@ def r2unet(
     loss="instance",
     mpp=None,
     train=ALOM_RECIPE,
+    alignment=encoder_alignment,
     description="U-Net with an instance-aware head: foreground, boundary and distance maps",
 )
 def unet_instance(*, in_channels: int = 3, widths: Sequence[int] = UNET_WIDTHS) -> UNet:
@@ -276,6 +290,7 @@ def unet_instance(*, in_channels: int = 3, widths: Sequence[int] = UNET_WIDTHS) 
     loss="instance",
     mpp=None,
     train=ALOM_RECIPE,
+    alignment=encoder_alignment,
     description="R2U-Net (t = 2) with an instance-aware head: foreground, boundary and distance maps",
 )
 def r2unet_instance(*, in_channels: int = 3, widths: Sequence[int] = R2UNET_WIDTHS, t: int = 2) -> R2UNet:
@@ -290,6 +305,7 @@ def r2unet_instance(*, in_channels: int = 3, widths: Sequence[int] = R2UNET_WIDT
     loss="mse",
     mpp=0.55,
     train=ALOM_RECIPE,
+    alignment=encoder_alignment,
     description="UD-Net (Alom et al. 2022): R2U-Net, t = 3, regressing a density map",
 )
 def udnet(
@@ -316,6 +332,7 @@ def udnet(
     loss="weighted_mse",
     mpp=0.55,
     train=XING_RECIPE,
+    alignment=encoder_alignment,
     description="U-Net regressing Xing's proximity map (detection baseline)",
 )
 def unet_regressor(*, in_channels: int = 3, widths: Sequence[int] = UNET_WIDTHS) -> UNet:

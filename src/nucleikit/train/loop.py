@@ -19,15 +19,12 @@ scoring) comes from a task adapter (:class:`~nucleikit.train.tasks.TaskAdapter`,
 
 It writes into ``out_dir``:
 
-* ``checkpoint.pt`` — after each validation (loaded with
-  ``torch.load(weights_only=True)``); a run started again with the same
-  ``out_dir`` resumes from it. Its keys (:data:`CHECKPOINT_KEYS`; the format of
-  0.2.0, which runs in progress were written with): ``model``, ``optimizer``,
-  ``scheduler`` (state dicts), ``step`` (steps done), ``best`` (validation
-  record and post-processing of the best weights, with ``score``), ``best_step``,
-  ``elapsed`` (wall seconds since the run began, resumes included), ``train_s``
-  (seconds in optimisation steps only), ``mean`` and ``std`` (per-channel input
-  statistics, lists), ``torch_rng`` (process 0's torch generator state) and
+* ``checkpoint.pt`` — after each validation (``torch.load(weights_only=True)``);
+  a run started again with the same ``out_dir`` resumes from it. Its keys
+  (:data:`CHECKPOINT_KEYS`, the format runs in progress were written with):
+  ``model``, ``optimizer``, ``scheduler`` (state dicts), ``step``, ``best``,
+  ``best_step``, ``elapsed``, ``train_s`` (as :class:`RunState`), ``mean`` and
+  ``std`` (input statistics, lists), ``torch_rng`` (process 0's generator) and
   ``config`` (:meth:`TrainConfig.to_dict`);
 * ``best.safetensors`` — the weights with the best validation score so far
   (F1, Dice or AJI), with their metadata (resolution, normalisation, tuned
@@ -100,10 +97,9 @@ class RunState:
         (-1 before the first validation).
     best_step : int
     elapsed : float
-        Wall seconds of the run when it was last checkpointed (resumes included).
+        Wall seconds of the run at the last checkpoint (resumes included).
     train_s : float
-        Seconds spent in optimisation steps only (no validation, no saving): the fair
-        clock for comparing architectures at equal time.
+        Seconds in optimisation steps only (no validation, no saving): the clock for equal-time comparisons.
     """
 
     step: int = 0
@@ -208,14 +204,10 @@ class _Bar:
             return
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[score]:.3f}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total}"),
+                            TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[score]:.3f}"),
+                            TimeElapsedColumn(), TimeRemainingColumn())
         self.bar.start()
         self.task = self.bar.add_task(name, total=total, completed=step, loss=float("nan"), score=max(score, 0.0))
 
@@ -316,8 +308,8 @@ class Trainer:
     ----------
     cfg : TrainConfig
         Resolved (recipe values filled; input format inherited from ``init``).
-    model : torch.nn.Module
-        The network (``net`` is the same one wrapped for DDP when distributed).
+    model, net : torch.nn.Module
+        The network, and the same one wrapped for DDP (``net is model`` in one process).
     state : RunState
     mean, std : (C,) float32
         Input statistics (of the training images, of ``init``, or of the checkpoint).
@@ -353,6 +345,7 @@ class Trainer:
         self.adapter = adapter if adapter is not None else task_for(self.spec.target, self.spec.task, cfg)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path, self.best_path = self.out / "checkpoint.pt", self.out / "best.safetensors"
         train_sets, weights_per_set = _training_sets(train_sets, set_weights)
         if not val_samples:
             raise ConfigError("validation images are needed to choose the best weights and xi")
@@ -375,14 +368,6 @@ class Trainer:
         self.halo = self._measure_halo(trained=False)
 
     # ----------------------------------------------------------------- setup
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out / "checkpoint.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.out / "best.safetensors"
 
     def _build_network(self) -> None:
         """The network: loaded from ``cfg.init`` or built; frozen, channels-last, DDP-wrapped."""
@@ -460,7 +445,7 @@ class Trainer:
         }
 
     def _predictor(self, halo: int):
-        """The network in eval mode as a tiled predictor."""
+        """The network in eval mode as a tiled predictor (its own lattice, ``model.alignment``)."""
         from ..infer.predict import DensePredictor, InferenceConfig
 
         self.model.eval()
@@ -478,13 +463,14 @@ class Trainer:
         """
         from ..infer.tiling import measure_halo, measure_halo_grown
 
-        forward, channels = self._predictor(halo=0).forward, len(self.mean)
+        predictor = self._predictor(halo=0)
+        forward, channels, align = predictor.forward, len(self.mean), predictor.align
         if not trained:
-            return measure_halo(forward, in_channels=channels)
+            return measure_halo(forward, in_channels=channels, align=align)
         try:
-            return measure_halo_grown(forward, in_channels=channels, tol=1e-4)
+            return measure_halo_grown(forward, in_channels=channels, tol=1e-4, align=align)
         except ValueError:
-            return measure_halo(forward, in_channels=channels, size=1024, tol=1e-4)
+            return measure_halo(forward, in_channels=channels, size=1024, tol=1e-4, align=align)
 
     # ----------------------------------------------------------------- the parts of a run
 
@@ -583,8 +569,8 @@ class Trainer:
         best = dict(ck["best"])
         best.setdefault("score", best.get("f1", -1.0))  # checkpoints of version 0.1.0 runs
         elapsed = float(ck["elapsed"])
-        # older checkpoints kept only the total
-        self.state = RunState(int(ck["step"]), best, int(ck["best_step"]), elapsed, float(ck.get("train_s", elapsed)))
+        train_s = float(ck.get("train_s", elapsed))  # older checkpoints kept only the total
+        self.state = RunState(int(ck["step"]), best, int(ck["best_step"]), elapsed, train_s)
         self.mean = np.asarray(ck["mean"], np.float32)
         self.std = np.asarray(ck["std"], np.float32)
         torch.set_rng_state(ck["torch_rng"])
