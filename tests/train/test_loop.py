@@ -211,3 +211,28 @@ def test_resampled_training_labels_keep_their_numbers():
     assert set(np.unique(prepared.truth)) <= set(np.unique(sample.labels))
     assert len(np.unique(prepared.truth)) == len(np.unique(sample.labels))
     assert prepared.target.shape == (48, 48, 3)
+
+
+def test_a_task_adapter_plugs_into_the_trainer(tmp_path):
+    """The Trainer's parts: a custom adapter is asked to validate at every val_every, step counts."""
+    from nucleikit.train.loop import Trainer
+    from nucleikit.train.tasks import DetectionTask
+
+    class Counting(DetectionTask):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.validated = []
+
+        def validate(self, maps, images):
+            self.validated.append([m.shape for m in maps])
+            return super().validate(maps, images)
+
+    cfg = tiny_config(steps=4, val_every=2)
+    adapter = Counting("proximity", cfg.resolved())
+    trainer = Trainer([disc_image(0)], [disc_image(2)], cfg, tmp_path, adapter=adapter)
+    assert trainer.adapter is adapter and trainer.state.step == 0
+    res = trainer.run(progress=False)
+    assert res.steps_done == trainer.state.step == 4
+    assert adapter.validated == [[(1, 64, 64)]] * 2  # steps 2 and 4, one map of the one validation image
+    assert res.best_step in (2, 4) and res.best["score"] == max(
+        json.loads(line)["score"] for line in (tmp_path / "log.jsonl").read_text().splitlines())
