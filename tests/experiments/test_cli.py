@@ -71,5 +71,6 @@ def test_through_the_main_entry_point_errors_are_one_line_and_exit_2(make_config
     assert code == 2 and len(err) == 1
     assert err[0].startswith("nucleikit: error:") and "'missing'" in err[0]
     code = main.main(["experiment", "nonsense", "--config", str(cfg), "-o", str(tmp_path / "o")])
-    assert code == 2 and "is a 'cross_dataset' configuration, not 'nonsense'" in capsys.readouterr().err
+    # an unknown study is named first, before the configuration is compared with it
+    assert code == 2 and "unknown experiment 'nonsense'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
