@@ -141,7 +141,7 @@ def speed(source, seg_factory, samples, model, meta, threads: int, repeat: int, 
     del images
     mean = np.asarray(meta["mean"], np.float32)
     std = np.asarray(meta["std"], np.float32)
-    align = 2 ** (len(getattr(model, "widths", (0,) * 5)) - 1)
+    align = model.alignment  # the network's downsampling, declared in the registry
     reference_forward(model, pixels[:1], mean, std, align)  # warm-up
     ref = min(reference_forward(model, pixels, mean, std, align) for _ in range(repeat))
     out = tmp / "e2e"

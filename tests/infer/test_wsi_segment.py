@@ -183,6 +183,23 @@ def test_interrupted_slide_resumes_from_its_finished_tiles(slide, segmenter, run
     assert not resume_path(tmp_path, "region").exists()
 
 
+
+def test_tiles_of_another_tta_are_not_resumed(slide, segmenter, tmp_path):
+    path, _ = slide
+
+    def stop_after_2(p: SlideProgress) -> None:
+        if p.done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        segment_slide(path, segmenter, tmp_path, tile=TILE, progress=False, on_tile=stop_after_2)
+    flipped = Segmenter(segmenter.predictor.model, segmenter.meta, config=segmenter.config, tta=2)
+    with pytest.raises(Stop):  # the stored tiles were made with one view: started afresh
+        segment_slide(path, flipped, tmp_path, tile=TILE, progress=False, on_tile=stop_after_2)
+    resumed = segment_slide(path, flipped, tmp_path, tile=TILE, progress=False)
+    assert resumed.tiles_resumed == 2  # its own two tiles, and those only
+
+
 # --- outputs -------------------------------------------------------------------------------
 
 

@@ -443,7 +443,9 @@ def segment_slide(
                            tile=tile or getattr(config, "tile", 512), halo=margin, align=align)
         geometry, grid = plan.geometry, plan.grid
         settings = {"task": "segmentation", "margin": margin, "threshold": threshold,
-                    "seeds": getattr(segmenter, "seeds", None), "bf16": bool(getattr(config, "bf16", False))}
+                    "seeds": getattr(segmenter, "seeds", None), "bf16": bool(getattr(config, "bf16", False)),
+                    # test-time views change the maps: tiles of another --tta are not this run's
+                    "tta": int(getattr(segmenter, "tta", 1))}
         model = getattr(getattr(segmenter, "predictor", None), "model", None)
         fingerprint = _fingerprint(slide_path, segmenter.meta, model, geometry, grid, plan.selected, settings)
         store = _TileStore(resume_path(out, stem), fingerprint, resume=resume)
