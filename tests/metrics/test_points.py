@@ -1,4 +1,4 @@
-"""Tests for nucleikit.metrics (detection part)."""
+"""Tests for nucleikit.metrics.points (detection)."""
 
 from __future__ import annotations
 

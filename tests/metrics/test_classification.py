@@ -1,4 +1,4 @@
-"""Tests for the classification section of nucleikit.metrics (values worked out by hand)."""
+"""Tests for nucleikit.metrics.classification (values worked out by hand)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for the segmentation section of nucleikit.metrics.
+"""Tests for nucleikit.metrics.segmentation.
 
 Each case is a tiny label image whose scores are worked out by hand in the
 comments (PROTOCOL.md section 2 definitions).
