@@ -3,6 +3,14 @@
 Resolution changes follow the pixel-centre convention of PROTOCOL.md: pixel
 ``i`` covers ``[i - 0.5, i + 0.5)``, so scaling an image by ``s`` maps a
 coordinate ``v`` to ``(v + 0.5) * s - 0.5``.
+
+Place in the layout: a top-level module beside :mod:`nucleikit.targets`,
+below ``train``, ``infer`` and ``experiments``, which all use it, so that
+training and inference resample and normalise with the same code. It
+depends on NumPy and scikit-image only (never on ``torch``, ``io`` or
+``models``); it is imported as ``nucleikit.transforms`` by users' scripts,
+tools and benchmarks, so it stays there rather than under ``train/`` or
+``infer/``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ outside the image by a rule applied to the *global* pixel position, so every
 window agrees with every other. Readers (:mod:`nucleikit.io.slides`) and the
 tiling engine (:mod:`nucleikit.infer.tiling`) both build on this module, which
 depends on NumPy only.
+
+Place in the layout: the bottom layer, beside :mod:`nucleikit.errors`. It is
+shared by ``io`` (slide regions), ``infer`` (tiles, slide engines, tissue
+masks) and the slide result store, so it cannot live inside any one of them
+without an edge going backwards (``io`` would import ``infer`` or the
+reverse); hence a top-level module of its own.
 """
 
 from __future__ import annotations

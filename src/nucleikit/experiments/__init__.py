@@ -6,4 +6,12 @@ and the data sets are loaded and checked first (:mod:`.config`,
 :mod:`.collection`), then each training ("cell", :mod:`.cells`) runs in its
 own resumable folder, and the report (:mod:`.report`) is written from the
 measured figures.
+
+Place in the layout: the studies layer, at the top of the data flow next to
+``cli``. A study trains (``train``), predicts and scores (``infer``,
+``metrics``) and writes reports (``export``), so it sits above all of them;
+nothing in the library imports it except the ``nucleikit experiment`` and
+``nucleikit train`` commands (``cli``). It stays a package of its own rather
+than ``train/experiments.py``: putting it inside ``train`` would make
+training depend on inference and reporting.
 """
