@@ -41,9 +41,6 @@ from .subsets import fraction_of
 
 __all__ = ["TrainSet", "Cell", "CellRunner", "validation_steps", "scratch_cell", "figures_row"]
 
-#: Where a cell's initial weights come from: (cell key, file name in its folder).
-InitRef = tuple[str, str]
-
 
 @dataclass(frozen=True)
 class TrainSet:

@@ -114,9 +114,6 @@ class Dataset:
             raise ConfigError(f"dataset {self.name!r} has no {subset} images")
         return self.subsets[subset]
 
-    def has(self, subset: str) -> bool:
-        return bool(self.subsets.get(subset))
-
 
 @dataclass(frozen=True)
 class Collection:
