@@ -19,10 +19,21 @@ def test_every_public_name_of_a_task_module_is_re_exported(module):
         assert getattr(metrics, name) is getattr(module, name)
 
 
-def test_package_exports_only_the_task_modules_names():
-    by_modules = set(points.__all__) | set(segmentation.__all__) | set(classification.__all__)
-    assert set(metrics.__all__) == by_modules
-    assert len(metrics.__all__) == len(set(metrics.__all__))
+#: The public names of nucleikit.metrics when it was one module (before the split).
+NAMES_BEFORE_SPLIT = (
+    "PointMatch match_points DetectionScores detection_scores DetectionReport evaluate_points "
+    "precision_recall_curve DSB_THRESHOLDS LabelOverlap SegmentationReport SegmentationScores aji dice "
+    "dsb_score evaluate_segmentation iou iou_matrix label_overlap panoptic_quality segmentation_scores "
+    "average_precision binary_pr_curve binary_roc_auc binary_roc_curve classification_report "
+    "confusion_matrix evaluate_typed_points typed_point_scores"
+).split()
+
+
+def test_every_name_of_the_single_module_still_imports_from_the_package():
+    assert sorted(metrics.__all__) == sorted(NAMES_BEFORE_SPLIT)
+    assert len(metrics.__all__) == len(set(metrics.__all__))  # no name defined by two task modules
+    for name in NAMES_BEFORE_SPLIT:
+        assert hasattr(metrics, name), name
 
 
 def test_metrics_never_imports_torch():
