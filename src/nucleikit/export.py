@@ -55,7 +55,33 @@ __all__ = [
     "write_label_tiff",
     "write_table_csv",
     "UINT16_MAX_LABEL",
+    "OUTPUT_TAGS",
+    "output_stem",
 ]
+
+#: What each command adds to an input's stem in its output names, so that commands sharing
+#: one ``-o`` folder never overwrite each other's files: ``detect`` keeps the plain
+#: ``<stem>.csv`` (what ``evaluate detection`` and earlier scripts read), the others say
+#: what their table holds. ``segment``'s label image stays ``<stem>_labels.tif`` (only
+#: ``segment`` writes label images; ``evaluate segmentation`` and training read that name).
+OUTPUT_TAGS: Mapping[str, str] = {
+    "detect": "",
+    "segment": "_outlines",
+    "analyze": "_typed",
+    "classify": "_classified",
+}
+
+
+def output_stem(stem: str, command: str) -> str:
+    """The stem of ``command``'s outputs for an input of stem ``stem`` (:data:`OUTPUT_TAGS`).
+
+    >>> output_stem("img1", "segment")
+    'img1_outlines'
+    """
+    try:
+        return stem + OUTPUT_TAGS[command]
+    except KeyError:
+        raise ValueError(f"unknown command {command!r}; expected one of {', '.join(OUTPUT_TAGS)}") from None
 
 #: Largest label a uint16 label TIFF holds.
 UINT16_MAX_LABEL = 65535

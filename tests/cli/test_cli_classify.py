@@ -29,7 +29,7 @@ def test_classify_writes_header_and_one_valid_row_per_point(tiny_classifier_weig
     code = main(["classify", str(image), "--points", str(points), "-o", str(out),
                  "--model", str(tiny_classifier_weights), "--threads", "1"])
     assert code == 0
-    lines = (out / "discs.csv").read_text().splitlines()
+    lines = (out / "discs_classified.csv").read_text().splitlines()
     assert lines[0] == "x,y,class,class_prob"
     assert len(lines) == 1 + len(centres)
     rows = [line.split(",") for line in lines[1:]]
@@ -37,7 +37,7 @@ def test_classify_writes_header_and_one_valid_row_per_point(tiny_classifier_weig
     assert {r[2] for r in rows} <= set(CLASSES)
     # the chosen class's probability is at least 1/K and at most 1
     assert all(0.25 <= float(r[3]) <= 1.0 for r in rows)
-    assert sorted(p.name for p in out.iterdir()) == ["discs.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["discs_classified.csv"]
 
 
 def test_classify_reads_qupath_geojson_points(tiny_classifier_weights, disc_png, tmp_path):
@@ -49,7 +49,7 @@ def test_classify_reads_qupath_geojson_points(tiny_classifier_weights, disc_png,
     out = tmp_path / "out"
     assert main(["classify", str(image), "--points", str(points), "-o", str(out),
                  "--model", str(tiny_classifier_weights), "--threads", "1"]) == 0
-    lines = (out / "discs.csv").read_text().splitlines()
+    lines = (out / "discs_classified.csv").read_text().splitlines()
     assert lines[1].split(",")[:2] == ["20.0", "20.0"]  # QuPath's pixel-corner offset removed
     assert lines[1].split(",")[2] in CLASSES  # the file's own class is replaced, not kept
 
@@ -74,7 +74,7 @@ def test_classify_points_less_than_a_pixel_outside_are_typed(tiny_classifier_wei
     out = tmp_path / "out"
     assert main(["classify", str(image), "--points", str(points), "-o", str(out),
                  "--model", str(tiny_classifier_weights), "--threads", "1"]) == 0
-    rows = (out / "discs.csv").read_text().splitlines()
+    rows = (out / "discs_classified.csv").read_text().splitlines()
     assert rows[0].startswith("x,y,class") and len(rows) == 3
 
 
@@ -111,11 +111,11 @@ def test_analyze_writes_typed_csv_geojson_and_overlay(
     code = main(["analyze", str(image), "-o", str(out), "--detector", str(tiny_weights),
                  "--classifier", str(tiny_classifier_weights), "--threads", "1"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["analyze_run.json", "discs.csv", "discs.geojson",
-                                                      "discs_overlay.png"]
-    lines = (out / "discs.csv").read_text().splitlines()
+    assert sorted(p.name for p in out.iterdir()) == ["analyze_run.json", "discs_typed.csv", "discs_typed.geojson",
+                                                      "discs_typed_overlay.png"]
+    lines = (out / "discs_typed.csv").read_text().splitlines()
     assert lines[0] == "x,y,score,class,class_prob"
-    features = json.loads((out / "discs.geojson").read_text())["features"]
+    features = json.loads((out / "discs_typed.geojson").read_text())["features"]
     assert len(features) == len(lines) - 1 > 0
     for line, feature in zip(lines[1:], features):
         x, y, score, name, prob = line.split(",")
@@ -164,7 +164,7 @@ def test_analyze_batch_goes_on_past_a_bad_file(tiny_weights, tiny_classifier_wei
     code = main(["analyze", str(junk), str(image), "-o", str(out), "--detector", str(tiny_weights),
                  "--classifier", str(tiny_classifier_weights), "--no-overlay", "--threads", "1"])
     assert code == 2
-    assert sorted(p.name for p in out.iterdir()) == ["analyze_run.json", "discs.csv", "discs.geojson"]
+    assert sorted(p.name for p in out.iterdir()) == ["analyze_run.json", "discs_typed.csv", "discs_typed.geojson"]
     err = capsys.readouterr().err
     assert "1 failed" in err and "junk.png" in err and "Traceback" not in err
 
@@ -177,7 +177,7 @@ def test_analyze_bundled_sample_with_bundled_models(tmp_path):
     assert all(p.is_file() for p in needed), "analyze's default detector and classifier must ship"
     out = tmp_path / "out"
     assert main(["analyze", str(sample_image_path()), "-o", str(out), "--threads", "1"]) == 0
-    rows = (out / "sample_he.csv").read_text().splitlines()
+    rows = (out / "sample_he_typed.csv").read_text().splitlines()
     assert rows[0] == "x,y,score,class,class_prob" and len(rows) > 1
     assert {r.split(",")[3] for r in rows[1:]} <= set(CLASSES)
 
@@ -190,8 +190,8 @@ def test_analyze_stain_normalise_with_bundled_models(tmp_path):
     normed = tmp_path / "normed"
     assert main(["analyze", str(sample_image_path()), "-o", str(normed), "--threads", "1", "--no-overlay",
                  "--stain-normalise"]) == 0
-    plain_rows = (out / "sample_he.csv").read_text().splitlines()[1:]
-    normed_rows = (normed / "sample_he.csv").read_text().splitlines()[1:]
+    plain_rows = (out / "sample_he_typed.csv").read_text().splitlines()[1:]
+    normed_rows = (normed / "sample_he_typed.csv").read_text().splitlines()[1:]
     # the same detections, typed from differently coloured patches
     assert [r.split(",")[:3] for r in plain_rows] == [r.split(",")[:3] for r in normed_rows]
     assert [r.split(",")[3] for r in plain_rows] != [r.split(",")[3] for r in normed_rows]
@@ -223,7 +223,7 @@ def test_evaluate_typed_hand_made_case(tmp_path, capsys):
     pred, truth = tmp_path / "pred", tmp_path / "truth"
     pred.mkdir()
     truth.mkdir()
-    (pred / "a.csv").write_text("x,y,score,class,class_prob\n10,10,0.9,epithelial,0.8\n"
+    (pred / "a_typed.csv").write_text("x,y,score,class,class_prob\n10,10,0.9,epithelial,0.8\n"
                                 "20,20,0.9,fibroblast,0.7\n50,50,0.9,others,0.6\n")
     _truth_geojson(truth / "a.geojson", [(11, 10, "epithelial"), (20, 21, "inflammatory")])
     assert main(["evaluate", "typed", "--pred", str(pred), "--truth", str(truth), "--radius", "6", "--json"]) == 0
@@ -241,7 +241,7 @@ def test_evaluate_typed_unknown_class_in_geojson_exit_2(tmp_path, capsys):
     pred, truth = tmp_path / "pred", tmp_path / "truth"
     pred.mkdir()
     truth.mkdir()
-    (pred / "a.csv").write_text("x,y,class\n10,10,epithelial\n")
+    (pred / "a_classified.csv").write_text("x,y,class\n10,10,epithelial\n")
     _truth_geojson(truth / "a.geojson", [(11, 10, "epithelial"), (20, 21, "Tumor")])
     code = main(["evaluate", "typed", "--pred", str(pred), "--truth", str(truth), "--radius", "6"])
     assert code == 2
@@ -254,7 +254,7 @@ def test_evaluate_typed_needs_classes_on_every_point(tmp_path, capsys):
     pred, truth = tmp_path / "pred", tmp_path / "truth"
     pred.mkdir()
     truth.mkdir()
-    (pred / "a.csv").write_text("x,y,score\n10,10,0.5\n")
+    (pred / "a_typed.csv").write_text("x,y,score\n10,10,0.5\n")
     (truth / "a.csv").write_text("x,y,class\n10,10,epithelial\n")
     assert main(["evaluate", "typed", "--pred", str(pred), "--truth", str(truth), "--radius", "6"]) == 2
     assert "the points carry no class" in _one_error_line(capsys.readouterr().err)
@@ -268,7 +268,7 @@ def test_evaluate_typed_reads_crchisto_class_folders(crchisto_dir, tmp_path, cap
     pred.mkdir()
     xy, labels = merge_class_points(class_points(crchisto_dir, 1))
     rows = "".join(f"{x},{y},{c}\n" for (x, y), c in zip(xy, labels))
-    (pred / "img1.csv").write_text("x,y,class\n" + rows)
+    (pred / "img1_typed.csv").write_text("x,y,class\n" + rows)
     assert main(["evaluate", "typed", "--pred", str(pred), "--truth", str(crchisto_dir / "Classification"),
                  "--radius", "6", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

@@ -15,7 +15,7 @@ from nucleikit.cli.main import main
 from nucleikit.io.images import read_image
 from nucleikit.models.weights import bundled_weights_dir
 
-OUTPUTS = ("discs_labels.tif", "discs.geojson", "discs.csv", "discs_overlay.png")
+OUTPUTS = ("discs_labels.tif", "discs_outlines.geojson", "discs_outlines.csv", "discs_outlines_overlay.png")
 
 
 def _run(weights, inputs, out, *extra):
@@ -37,12 +37,12 @@ def test_writes_labels_geojson_csv_overlay(seg_weights, disc_png, tmp_path, caps
     assert labels.dtype == np.uint16 and labels.shape == (80, 96)
     ids = np.unique(labels[labels > 0])
     assert len(ids) >= 1
-    table = pd.read_csv(out / "discs.csv")
+    table = pd.read_csv(out / "discs_outlines.csv")
     assert list(table.columns) == ["id", "x", "y", "area", "mean_intensity"]
     assert table["id"].tolist() == ids.tolist()
     assert table["area"].tolist() == [int(np.count_nonzero(labels == i)) for i in ids]
     assert table["mean_intensity"].between(0, 1).all()
-    gj = json.loads((out / "discs.geojson").read_text())
+    gj = json.loads((out / "discs_outlines.geojson").read_text())
     assert gj["type"] == "FeatureCollection" and len(gj["features"]) == len(ids)
     for feature, row in zip(gj["features"], table.itertuples()):
         props = feature["properties"]
@@ -55,7 +55,7 @@ def test_writes_labels_geojson_csv_overlay(seg_weights, disc_png, tmp_path, caps
         xs = np.array(ring)[:, 0]
         assert xs.min() >= 0 and xs.max() <= 96  # QuPath coordinates of a 96 px wide image
         assert shape(feature["geometry"]).is_valid
-    overlay = np.asarray(Image.open(out / "discs_overlay.png"))
+    overlay = np.asarray(Image.open(out / "discs_outlines_overlay.png"))
     assert overlay.shape == (80, 96, 3)
     assert "1 of 1 inputs processed" in capsys.readouterr().out
 
@@ -65,8 +65,8 @@ def test_no_nuclei_gives_empty_but_valid_outputs(seg_weights, disc_png, tmp_path
     out = tmp_path / "out"
     assert _run(seg_weights, [image], out, "--threshold", "1.0") == 0  # nothing is above 1
     assert not tifffile.imread(out / "discs_labels.tif").any()
-    assert (out / "discs.csv").read_text() == "id,x,y,area,mean_intensity\n"
-    assert json.loads((out / "discs.geojson").read_text()) == {"type": "FeatureCollection", "features": []}
+    assert (out / "discs_outlines.csv").read_text() == "id,x,y,area,mean_intensity\n"
+    assert json.loads((out / "discs_outlines.geojson").read_text()) == {"type": "FeatureCollection", "features": []}
     assert "0 nuclei" in capsys.readouterr().out
 
 
@@ -83,7 +83,7 @@ def test_polygons_rasterise_back_to_the_labels(seg_weights, tmp_path):
     out = tmp_path / "o"
     assert _run(seg_weights, [tmp_path / "one.png"], out, "--threshold", "0") == 0
     labels = tifffile.imread(out / "one_labels.tif").astype(np.int32)
-    back = polygons_to_labels(read_geojson_polygons(out / "one.geojson", allow_empty=True), (h, w))
+    back = polygons_to_labels(read_geojson_polygons(out / "one_outlines.geojson", allow_empty=True), (h, w))
     assert dice(labels, back) > 0.95
 
 
@@ -200,10 +200,10 @@ def test_auto_outlines_the_he_sample_with_the_he_model_and_fluorescence_with_the
     assert "unet_he" in he_line and "0.499 um/px" in he_line
     assert "unet_he" not in fluo_line and "unet_dsb" in fluo_line
     # the H&E model finds the sample's nuclei: a few hundred, of plausible size at 0.5 um/px
-    table = pd.read_csv(out / "sample_he.csv")
+    table = pd.read_csv(out / "sample_he_outlines.csv")
     assert 150 <= len(table) <= 700
     assert 30 <= table["area"].median() <= 300
-    assert len(pd.read_csv(out / f"{fluo.stem}.csv")) > 5
+    assert len(pd.read_csv(out / f"{fluo.stem}_outlines.csv")) > 5
 
 
 def test_tta_reaches_the_segmenter_and_bad_view_counts_are_refused(make_segmenter_weights, disc_png, tmp_path,

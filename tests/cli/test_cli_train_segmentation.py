@@ -97,7 +97,7 @@ def test_train_on_own_labels_and_outlines_then_segment(folders, tmp_path, capsys
     assert code == 0, capsys.readouterr().err
     labels = tifffile.imread(out / "a_labels.tif")
     assert labels.shape == (SIZE, SIZE)
-    assert (out / "a.geojson").exists() and (out / "a.csv").exists()
+    assert (out / "a_outlines.geojson").exists() and (out / "a_outlines.csv").exists()
 
 
 def _one_line_error(capsys) -> str:

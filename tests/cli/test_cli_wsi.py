@@ -132,16 +132,17 @@ def test_segment_routes_slides_and_images_and_goes_on_past_bad_slides(he_slide, 
                       captured.out)
     assert found and 4 <= int(found[1]) <= 6  # the glass column x >= 384 never runs
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["he.csv", "he.geojson", "he.parquet", "he.sqlite", "he_tissue.png",
-         "discs.csv", "discs.geojson", "discs_labels.tif", "discs_overlay.png", "segment_run.json"])
-    rows = pd.read_csv(out / "he.csv")
+        ["he_outlines.csv", "he_outlines.geojson", "he_outlines.parquet", "he_outlines.sqlite",
+         "he_outlines_tissue.png", "discs_outlines.csv", "discs_outlines.geojson", "discs_labels.tif",
+         "discs_outlines_overlay.png", "segment_run.json"])
+    rows = pd.read_csv(out / "he_outlines.csv")
     assert list(rows.columns) == ["id", "x", "y", "area", "mean_intensity"]
     assert len(rows) > 20 and rows.x.max() < 256 + 8  # nuclei on the tissue only, level-0 pixels
-    table = pd.read_parquet(out / "he.parquet")
+    table = pd.read_parquet(out / "he_outlines.parquet")
     assert list(table.columns) == ["id", "x", "y", "area", "mean_intensity", "geometry"]
     import json
 
-    features = json.loads((out / "he.geojson").read_text())["features"]
+    features = json.loads((out / "he_outlines.geojson").read_text())["features"]
     assert len(features) == len(rows) and features[0]["geometry"]["type"] == "Polygon"
 
 
@@ -150,8 +151,22 @@ def test_segment_slide_options_level_formats_and_tissue_all(he_slide, tmp_path, 
     # the DSB2018 unet runs at the level's own pixels (no mpp of its own): two 128 px tiles at level 1
     assert main(["segment", str(he_slide), "-o", str(out), "--threads", "1", "--tile", "128", "--level", "1",
                  "--formats", "sqlite,csv", "--tissue-mask", "all", "--no-resume", "--model", "unet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["he.csv", "he.sqlite"]
+    assert sorted(p.name for p in out.iterdir()) == ["he_outlines.csv", "he_outlines.sqlite"]
     assert "level 1, 0.5 um/px (metadata), 2 of 2 tiles with tissue" in capsys.readouterr().out
-    rows = pd.read_csv(out / "he.csv")
+    rows = pd.read_csv(out / "he_outlines.csv")
     assert rows.x.max() < 512 and rows.y.max() < 256  # level-1 nuclei, written in level-0 pixels
     assert rows.x.max() > 128  # beyond level 1's width: the coordinates were scaled
+
+
+def test_detect_and_segment_of_one_slide_share_a_folder(tiny_weights, make_segmenter_weights, tissue_slide,
+                                                        tmp_path):
+    out = tmp_path / "out"
+    common = [str(tissue_slide), "-o", str(out), "--threads", "1", "--tile", "64", "--formats", "csv,sqlite"]
+    assert main(["detect", *common, "--model", str(tiny_weights)]) == 0
+    detected = (out / "disc.csv").read_bytes()
+    assert main(["segment", *common, "--model", str(make_segmenter_weights(model="unet", mpp=0.5))]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "disc.csv", "disc.sqlite", "disc_outlines.csv", "disc_outlines.sqlite", "disc_outlines_tissue.png",
+        "disc_tissue.png"]
+    assert (out / "disc.csv").read_bytes() == detected  # segment left detect's table alone
+    assert pd.read_csv(out / "disc_outlines.csv").columns.tolist() == ["id", "x", "y", "area", "mean_intensity"]

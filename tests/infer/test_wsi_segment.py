@@ -168,8 +168,8 @@ def test_interrupted_slide_resumes_from_its_finished_tiles(slide, segmenter, run
 
     with pytest.raises(Stop):
         segment_slide(path, segmenter, tmp_path, tile=TILE, progress=False, on_tile=stop_after_3)
-    assert resume_path(tmp_path, "region").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["region.resume.sqlite"]  # no table half-written
+    assert resume_path(tmp_path, "region_outlines").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["region_outlines.resume.sqlite"]  # no table half-written
     first = [p.tile for p in seen]
     seen.clear()
     resumed = segment_slide(path, segmenter, tmp_path, tile=TILE, progress=False, on_tile=seen.append)
@@ -180,7 +180,7 @@ def test_interrupted_slide_resumes_from_its_finished_tiles(slide, segmenter, run
         a = pd.read_csv(resumed.outputs[fmt]) if fmt == "csv" else pd.read_parquet(resumed.outputs[fmt])
         b = pd.read_csv(run.outputs[fmt]) if fmt == "csv" else pd.read_parquet(run.outputs[fmt])
         pd.testing.assert_frame_equal(a, b)
-    assert not resume_path(tmp_path, "region").exists()
+    assert not resume_path(tmp_path, "region_outlines").exists()
 
 
 
@@ -308,7 +308,7 @@ def test_a_failing_writer_leaves_no_table_and_the_tiles_for_a_resume(slide, segm
         segment_slide(path, segmenter, tmp_path, level=1, tile=TILE, tissue_mask="all", progress=False,
                       formats=("parquet",))
     assert calls["n"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["region.resume.sqlite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["region_outlines.resume.sqlite"]
 
 
 # --- the bundled U-Net as shipped ------------------------------------------------------------

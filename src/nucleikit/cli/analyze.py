@@ -20,9 +20,11 @@ from .report import BatchReport
 
 DESCRIPTION = """Find and type the nuclei of each image: the detector finds the centres, the
 classifier types each one (epithelial, fibroblast, inflammatory, others for the CRCHisto models).
-For each input writes OUTDIR/<stem>.csv (x,y,score,class,class_prob; 0-based full-resolution pixel
-centres), OUTDIR/<stem>.geojson (QuPath detections classified by type, with the detection score and
-each class probability as measurements) and OUTDIR/<stem>_overlay.png (rings coloured by class).
+For each input writes OUTDIR/<stem>_typed.csv (x,y,score,class,class_prob; 0-based full-resolution
+pixel centres), OUTDIR/<stem>_typed.geojson (QuPath detections classified by type, with the
+detection score and each class probability as measurements) and OUTDIR/<stem>_typed_overlay.png
+(rings coloured by class); the _typed tag keeps them apart from detect's <stem>.csv in a shared
+folder, and `evaluate typed` reads them.
 INPUT may be files, folders (their images) or glob patterns. A bad file is reported and skipped;
 the exit code is 2 if any input failed."""
 

@@ -12,8 +12,9 @@ DEFAULT_CLASSIFIER = "dcrn"
 
 DESCRIPTION = """Type given nucleus centres (epithelial, fibroblast, inflammatory, others for the
 CRCHisto classifiers). Reads IMAGE and the centres in FILE (.csv with x,y columns in 0-based pixel
-centres, QuPath .geojson, or .mat) and writes OUTDIR/<image stem>.csv with header
-x,y,class,class_prob, one row per centre in the order given. A points file without points, or a
+centres, QuPath .geojson, or .mat) and writes OUTDIR/<image stem>_classified.csv with header
+x,y,class,class_prob, one row per centre in the order given (so `detect -o DIR` then `classify
+--points DIR/<stem>.csv -o DIR` keeps both files; `evaluate typed` reads it). A points file without points, or a
 point outside the image, is an error (exit 2) and nothing is written."""
 
 

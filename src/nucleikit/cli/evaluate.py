@@ -14,17 +14,24 @@ from .options import finite_float, positive_float
 DESCRIPTION = """Score predicted points against truth points as PROTOCOL.md says: one-to-one pairs
 within RADIUS pixels, the most pairs and then the least total distance; precision, recall and F1
 pooled over all images (TP, FP, FN summed first), the mean of per-image F1, and ED (mean distance
-of the pairs). Predictions are OUTDIR/<stem>.csv files as `nucleikit detect` writes them; truth
-files are <stem>.csv, .geojson, .json or .mat (also <stem>_detection.mat, searched recursively).
+of the pairs). Predictions are the OUTDIR/<stem>.csv files `nucleikit detect` writes (other
+commands' tagged files in the same folder, <stem>_outlines.csv, <stem>_typed.csv,
+<stem>_classified.csv, are left out); truth files are <stem>.csv, .geojson, .json or .mat (also <stem>_detection.mat, searched recursively).
 
 `evaluate typed` scores typed nuclei end to end (PROTOCOL.md): F_d (detection F1 of all predictions
 against all classified truth points), F1_c per class (predictions of class c against truth of class
 c), their support-weighted mean, and the type accuracy of the detection pairs. Predictions are the
-<stem>.csv files of `nucleikit analyze` (a class column); truth is <stem>.csv with a class column,
+<stem>_typed.csv files of `nucleikit analyze` or the <stem>_classified.csv files of `nucleikit
+classify` (a class column); truth is <stem>.csv with a class column,
 a QuPath <stem>.geojson with classifications, or a CRCHisto folder <stem>/ of <stem>_<class>.mat
 files (e.g. --truth .../crchisto/Classification). Every point must carry one of --classes."""
 
 POINT_SUFFIXES = (".csv", ".geojson", ".json", ".mat")
+#: The commands whose point tables each evaluation scores (their tags: nucleikit.export.OUTPUT_TAGS).
+SCORED_BY = {"detection": ("detect",), "typed": ("analyze", "classify")}
+#: Where to send the outputs of each command instead.
+_EVALUATED_BY = {"detect": "evaluate detection", "analyze": "evaluate typed", "classify": "evaluate typed",
+                 "segment": "evaluate segmentation"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,6 +80,55 @@ def _truth_for(truths: dict, stem: str, folder: Path) -> Path:
     return found
 
 
+def _command_of(stem: str) -> tuple[str, str]:
+    """(command that wrote a table of this file stem, the input's stem): the longest tag it ends with."""
+    from ..export import OUTPUT_TAGS
+
+    tagged = [(tag, cmd) for cmd, tag in OUTPUT_TAGS.items() if tag and stem.endswith(tag) and stem != tag]
+    if not tagged:
+        return "detect", stem
+    tag, cmd = max(tagged, key=lambda item: len(item[0]))
+    return cmd, stem[: -len(tag)]
+
+
+def prediction_tables(folder: Path, task: str) -> dict[str, Path]:
+    """The prediction CSVs of ``folder`` that ``evaluate <task>`` scores, by input stem (sorted).
+
+    A folder may hold several commands' outputs (``detect``'s ``<stem>.csv`` beside
+    ``segment``'s ``<stem>_outlines.csv``...); only the tables of :data:`SCORED_BY` ``[task]``
+    are kept.
+
+    Raises
+    ------
+    InputError
+        No CSV at all; only other commands' tables (one line saying whose and which evaluation
+        reads them); or one image with two typed tables (``analyze``'s and ``classify``'s).
+    """
+    from ..export import OUTPUT_TAGS
+
+    wanted = SCORED_BY[task]
+    found: dict[str, Path] = {}
+    others: dict[str, int] = {}
+    csvs = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    for p in csvs:
+        command, stem = _command_of(p.stem)
+        if command not in wanted:
+            others[command] = others.get(command, 0) + 1
+        elif stem in found:
+            raise InputError(folder, f"two typed tables for {stem}: {found[stem].name} and {p.name}; keep one, "
+                                     "or move one to another folder")
+        else:
+            found[stem] = p
+    if found:
+        return found
+    if not others:
+        raise InputError(folder, "no prediction .csv files in this folder")
+    theirs = ", ".join(f"{n} {cmd} table(s) <stem>{OUTPUT_TAGS[cmd]}.csv" for cmd, n in others.items())
+    ours = " or ".join(f"{cmd}'s <stem>{OUTPUT_TAGS[cmd]}.csv" for cmd in wanted)
+    hint = "; ".join(f"{_EVALUATED_BY[cmd]} scores {cmd}'s" for cmd in others if _EVALUATED_BY[cmd] != f"evaluate {task}")
+    raise InputError(folder, f"holds {theirs}, not {ours}" + (f" ({hint})" if hint else ""))
+
+
 def _typed_points(path: Path, classes: tuple[str, ...]):
     """(xy, labels) of a typed point file, or of a CRCHisto folder of per-class .mat files."""
     import numpy as np
@@ -110,7 +166,7 @@ def _typed_truth_index(folder: Path, classes: tuple[str, ...]) -> dict[str, Path
     return index
 
 
-def _run_typed(args: argparse.Namespace, pred_dir: Path, truth_dir: Path, preds: list[Path]) -> int:
+def _run_typed(args: argparse.Namespace, pred_dir: Path, truth_dir: Path, preds: dict[str, Path]) -> int:
     from ..io.datasets.crchisto import CLASSES
     from ..metrics import evaluate_typed_points
 
@@ -120,18 +176,18 @@ def _run_typed(args: argparse.Namespace, pred_dir: Path, truth_dir: Path, preds:
     if any(not c for c in classes) or len(set(classes)) != len(classes):
         raise ConfigError(f"--classes must be distinct, non-empty names separated by commas, got {args.classes!r}")
     truths = _typed_truth_index(truth_dir, classes)
-    missing = [p.name for p in preds if p.stem not in truths]
+    missing = [p.name for stem, p in preds.items() if stem not in truths]
     if missing:
         raise InputError(truth_dir, f"no truth for {len(missing)} prediction(s), e.g. {missing[0]}")
     pred_xy, pred_cls, truth_xy, truth_cls, names = [], [], [], [], []
-    for p in preds:
+    for stem, p in preds.items():
         xy, cls = _typed_points(p, classes)
-        txy, tcls = _typed_points(_truth_for(truths, p.stem, truth_dir), classes)
+        txy, tcls = _typed_points(_truth_for(truths, stem, truth_dir), classes)
         pred_xy.append(xy)
         pred_cls.append(cls)
         truth_xy.append(txy)
         truth_cls.append(tcls)
-        names.append(p.stem)
+        names.append(stem)
     result = evaluate_typed_points(pred_xy, pred_cls, truth_xy, truth_cls, args.radius, classes)
     if args.per_image:
         from ..metrics import typed_point_scores
@@ -172,19 +228,17 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(d, "not a folder")
     if args.radius is None:
         raise ConfigError(f"evaluate {args.task} needs --radius R (the matching radius in pixels)")
-    preds = sorted(p for p in pred_dir.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
-    if not preds:
-        raise InputError(pred_dir, "no prediction .csv files in this folder")
+    preds = prediction_tables(pred_dir, args.task)
     if args.task == "typed":
         return _run_typed(args, pred_dir, truth_dir, preds)
     if args.classes is not None:
         raise ConfigError("--classes applies to `evaluate typed` only")
     truths = _truth_index(truth_dir)
-    missing = [p.name for p in preds if p.stem not in truths]
+    missing = [p.name for stem, p in preds.items() if stem not in truths]
     if missing:
         raise InputError(truth_dir, f"no truth file for {len(missing)} prediction(s), e.g. {missing[0]}")
     pred_xy, truth_xy, names = [], [], []
-    for p in preds:
+    for stem, p in preds.items():
         ps = read_points(p, allow_empty=True)
         xy = ps.xy
         if args.min_score is not None:
@@ -192,8 +246,8 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(p, "--min-score given but the file has no score column")
             xy = xy[ps.scores >= args.min_score]
         pred_xy.append(xy)
-        truth_xy.append(read_points(_truth_for(truths, p.stem, truth_dir), allow_empty=True).xy)
-        names.append(p.stem)
+        truth_xy.append(read_points(_truth_for(truths, stem, truth_dir), allow_empty=True).xy)
+        names.append(stem)
     report = evaluate_points(pred_xy, truth_xy, args.radius)
     pooled = report.pooled.to_dict()
     result = {

@@ -28,6 +28,14 @@ def prediction_files(folder: Path) -> dict[str, Path]:
             if p.is_file() and p.name.endswith(PRED_SUFFIX)}
 
 
+def _other_outputs(folder: Path) -> str:
+    """A hint when ``folder`` holds point tables (another command's outputs), else ``""``."""
+    if any(p.is_file() and p.suffix.lower() == ".csv" for p in folder.iterdir()):
+        return (" (it holds point tables: `evaluate detection` scores detect's <stem>.csv, `evaluate typed` "
+                "analyze's <stem>_typed.csv; segment writes <stem>_labels.tif)")
+    return ""
+
+
 def truth_index(folder: Path) -> dict[str, Path]:
     """Truth of each stem in a folder: a label image file or a Kaggle ``<stem>/masks/`` folder.
 
@@ -84,7 +92,7 @@ def run_segmentation(args: argparse.Namespace) -> int:
         raise InputError(pred_dir, "not a folder")
     preds = prediction_files(pred_dir)
     if not preds:
-        raise InputError(pred_dir, f"no prediction *{PRED_SUFFIX} files in this folder")
+        raise InputError(pred_dir, f"no prediction *{PRED_SUFFIX} files in this folder" + _other_outputs(pred_dir))
     table = None
     if truth_src.is_file() and truth_src.suffix.lower() == ".csv":
         table = read_rle_csv(truth_src)

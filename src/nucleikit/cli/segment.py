@@ -19,13 +19,14 @@ from .options import (
 from .report import BatchReport
 
 DESCRIPTION = """Outline every nucleus. For each input image writes OUTDIR/<stem>_labels.tif (uint16
-instance labels, 0 = background), OUTDIR/<stem>.geojson (QuPath detection objects with polygon
-outlines; label, centroid, area and mean intensity as measurements), OUTDIR/<stem>.csv
-(id,x,y,area,mean_intensity; 0-based pixel-centre centroids, area in pixels, mean luminance in
-[0, 1]) and OUTDIR/<stem>_overlay.png. Whole slides (SVS, NDPI, SCN, BIF, pyramidal or large tiled
-TIFF) are segmented tile by tile on their tissue, with a progress bar and in bounded memory, and give
-<stem>.csv, .parquet and .sqlite (outlines as WKB) and .geojson (see --formats) in level-0 pixels,
-plus <stem>_tissue.png; a nucleus crossing a tile seam is kept once, by the tile holding its
+instance labels, 0 = background), OUTDIR/<stem>_outlines.geojson (QuPath detection objects with
+polygon outlines; label, centroid, area and mean intensity as measurements),
+OUTDIR/<stem>_outlines.csv (id,x,y,area,mean_intensity; 0-based pixel-centre centroids, area in
+pixels, mean luminance in [0, 1]) and OUTDIR/<stem>_outlines_overlay.png: the _outlines tag keeps
+them apart from detect's <stem>.csv in a shared folder. Whole slides (SVS, NDPI, SCN, BIF, pyramidal
+or large tiled TIFF) are segmented tile by tile on their tissue, with a progress bar and in bounded
+memory, and give <stem>_outlines.csv, .parquet and .sqlite (outlines as WKB) and .geojson (see
+--formats) in level-0 pixels, plus <stem>_outlines_tissue.png; a nucleus crossing a tile seam is kept once, by the tile holding its
 centroid, and an interrupted slide resumes from its finished tiles. Touching nuclei are split by a
 watershed: the bundled H&E model (unet_he) marks each nucleus's core on its foreground, boundary and
 distance maps; Alom et al.'s binary models (unet, r2unet) seed it by the distance transform or by a

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError
-from ..export import qupath_features, write_geojson, write_overlay, write_points_csv
+from ..export import output_stem, qupath_features, write_geojson, write_overlay, write_points_csv
 from ..io.images import read_image
 from .predict import Detections, Detector
 
@@ -235,11 +235,12 @@ def analyze_file(
 ) -> FileResult:
     """Detect and type the nuclei of one image file.
 
-    Writes ``<stem>.csv`` (header ``x,y,score,class,class_prob``),
-    ``<stem>.geojson`` (QuPath detections: ``classification`` {name, color}
+    Writes ``<stem>_typed.csv`` (header ``x,y,score,class,class_prob``),
+    ``<stem>_typed.geojson`` (QuPath detections: ``classification`` {name, color}
     per class; the detection score as ``"<detector> score"`` and each class
     probability as ``"<class> probability"`` in ``measurements``) and, with
-    ``overlay``, ``<stem>_overlay.png`` (rings coloured by class).
+    ``overlay``, ``<stem>_typed_overlay.png`` (rings coloured by class); the
+    ``_typed`` tag keeps them apart from ``detect``'s files in a shared folder.
 
     Parameters
     ----------
@@ -276,7 +277,7 @@ def analyze_file(
     typed = analyze_image(
         image.pixels, detector, classifier, mpp=use_mpp, threshold_rel=threshold_rel, min_distance=min_distance
     )
-    stem = path.stem
+    stem = output_stem(path.stem, "analyze")
     outputs = {
         "csv": write_points_csv(
             out / f"{stem}.csv",
@@ -306,7 +307,7 @@ def classify_file(
     *,
     mpp: float | None = None,
 ) -> FileResult:
-    """Type given nucleus centres of one image and write ``<image stem>.csv``.
+    """Type given nucleus centres of one image and write ``<image stem>_classified.csv``.
 
     Parameters
     ----------
@@ -342,7 +343,7 @@ def classify_file(
     t0 = time.perf_counter()
     image_path = Path(image_path)
     points_path = Path(points_path)
-    target = Path(out_dir) / f"{image_path.stem}.csv"
+    target = Path(out_dir) / f"{output_stem(image_path.stem, 'classify')}.csv"
     if target.resolve() == points_path.resolve():
         raise InputError(points_path, f"the output {target} would overwrite this points file; choose another -o")
     image = read_image(image_path, mode="rgb")
@@ -371,7 +372,7 @@ def segmentation_features(seg: "Segmentation", outlines: list[np.ndarray]) -> li
     :func:`nucleikit.export.qupath_features` shifts them by +0.5 to QuPath's pixel corners.
     The centroid measurements are given in QuPath's convention too (+0.5), so that they
     agree with the centroid QuPath computes from the polygon; the label ties each object to
-    ``<stem>_labels.tif`` and ``<stem>.csv``.
+    ``<stem>_labels.tif`` and ``<stem>_outlines.csv``.
     """
     m = seg.measurements
     return qupath_features(
@@ -398,11 +399,12 @@ def segment_file(
     """Segment the nuclei of one image file and write its four outputs.
 
     Writes ``<stem>_labels.tif`` (uint16 instance labels, 0 = background),
-    ``<stem>.geojson`` (QuPath detections with polygon geometry; label, centroid, area and
-    mean intensity in ``measurements``), ``<stem>.csv`` (header
+    ``<stem>_outlines.geojson`` (QuPath detections with polygon geometry; label, centroid,
+    area and mean intensity in ``measurements``), ``<stem>_outlines.csv`` (header
     ``id,x,y,area,mean_intensity``: the label, centroid as 0-based pixel centres, area in
-    pixels, mean BT.601 luminance in [0, 1]) and, with ``overlay``, ``<stem>_overlay.png``
-    (outlines on the image).
+    pixels, mean BT.601 luminance in [0, 1]) and, with ``overlay``,
+    ``<stem>_outlines_overlay.png`` (outlines on the image); the ``_outlines`` tag keeps them
+    apart from ``detect``'s files in a shared folder.
 
     Parameters
     ----------
@@ -454,9 +456,9 @@ def segment_file(
         raise InputError(path, f"{top} nuclei: more than a uint16 label TIFF holds ({UINT16_MAX_LABEL})")
     outlines = label_outlines(seg.labels)
     m = seg.measurements
-    stem = path.stem
+    stem = output_stem(path.stem, "segment")
     outputs = {
-        "labels": write_label_tiff(out / f"{stem}_labels.tif", seg.labels),
+        "labels": write_label_tiff(out / f"{path.stem}_labels.tif", seg.labels),
         "geojson": write_geojson(out / f"{stem}.geojson", segmentation_features(seg, outlines)),
         "csv": write_table_csv(
             out / f"{stem}.csv",

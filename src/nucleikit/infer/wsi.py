@@ -122,7 +122,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..export import qupath_features, write_geojson
+from ..export import output_stem, qupath_features, write_geojson
 from ..export_store import write_points_csv_chunks, write_points_parquet, write_points_sqlite
 from ..postprocess import find_peaks, peak_threshold, points_in_window
 from ..transforms import scale_factor
@@ -343,7 +343,12 @@ def _tissue(slide: Any, tissue_mask: Any) -> tuple[np.ndarray | None, float]:
 
 
 def resume_path(out_dir: str | Path, stem: str) -> Path:
-    """Where a slide run keeps the finished tiles of slide ``stem`` while it runs."""
+    """Where a slide run keeps the finished tiles while it runs.
+
+    ``stem`` is the command's output stem (:func:`nucleikit.export.output_stem`: the slide's
+    stem for ``detect``, ``<stem>_outlines`` for ``segment``), so the two commands on one
+    slide in one folder never share, nor delete, each other's store.
+    """
     return Path(out_dir) / f"{stem}.resume.sqlite"
 
 
@@ -680,7 +685,11 @@ def _run_tiles(store: _TileStore, results: Iterable[tuple[int, float, int, bytes
 
 
 def _finish_slide(out: Path, stem: str, mask: np.ndarray | None, outputs: dict[str, Path]) -> None:
-    """Save the tissue mask used beside the tables and drop the resume file (the slide is done)."""
+    """Save the tissue mask used beside the tables and drop the resume file (the slide is done).
+
+    ``stem`` is the command's output stem (:func:`nucleikit.export.output_stem`), so that
+    ``detect`` and ``segment`` on one slide keep their own masks and resume files.
+    """
     if mask is not None:
         from .tissue import save_mask_png
 
@@ -778,6 +787,7 @@ def detect_slide(
         raise ConfigError(f"min_distance must be a whole number of pixels >= 1, got {distance}")
     predictor = detector.predictor
     stem = slide_path.stem
+    named = output_stem(stem, "detect")  # the stem of this command's files (unchanged for detect)
 
     with open_slide(slide_path, mpp=mpp) as slide:
         plan = _plan_slide(slide, slide_path, detector.mpp, level=level, tissue_mask=tissue_mask,
@@ -788,7 +798,7 @@ def detect_slide(
                     "bf16": bool(predictor.config.bf16)}
         fingerprint = _fingerprint(slide_path, detector.meta, predictor.model, geometry, grid, plan.selected,
                                    settings)
-        store = _TileStore(resume_path(out, stem), fingerprint, resume=resume)
+        store = _TileStore(resume_path(out, named), fingerprint, resume=resume)
         try:
             done_before, pending = _pending(store, plan)
             _, running_max, candidates = store.finished()
@@ -799,10 +809,10 @@ def detect_slide(
                        progress=progress, on_tile=on_tile)
             _, map_max, _ = store.finished()
             threshold = peak_threshold(map_max, xi=xi, threshold_abs=floor)  # the rule of Detector.peaks
-            outputs, count = _write_outputs(out, stem, formats, store, threshold, plan.tissue_tiles, detector.name)
+            outputs, count = _write_outputs(out, named, formats, store, threshold, plan.tissue_tiles, detector.name)
         finally:
             store.close()
-        _finish_slide(out, stem, plan.mask, outputs)
+        _finish_slide(out, named, plan.mask, outputs)
         source = _mpp_source(mpp, slide)
         mpp_used = slide.mpp
     return SlideResult(

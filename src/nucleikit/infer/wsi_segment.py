@@ -48,12 +48,14 @@ outline vertices and centroids alike. Everything written is in **level-0 pixels*
 which follows QuPath's pixel **corners** (+0.5), as ``nucleikit segment`` on an image does
 (:func:`nucleikit.infer.pipelines.segmentation_features`). Areas are pixel counts in the
 model grid times ``ay * ax``, i.e. level-0 pixels. Each nucleus has one ``id`` (1, 2, ... in
-tile order, then in label order inside a tile), the same in every file:
+tile order, then in label order inside a tile), the same in every file. File names carry the
+``_outlines`` tag (:data:`nucleikit.export.OUTPUT_TAGS`), so that ``detect`` and ``segment`` on
+one slide can share an output folder:
 
-- ``<stem>.csv``: ``id,x,y,area,mean_intensity`` (centroid; mean BT.601 luminance in [0, 1]);
-- ``<stem>.parquet``: the same columns at full precision and ``geometry``, the outline as
+- ``<stem>_outlines.csv``: ``id,x,y,area,mean_intensity`` (centroid; mean BT.601 luminance in [0, 1]);
+- ``<stem>_outlines.parquet``: the same columns at full precision and ``geometry``, the outline as
   WKB, with GeoParquet metadata (``geopandas.read_parquet`` reads it);
-- ``<stem>.sqlite``: table ``nuclei(id, x, y, area, mean_intensity, geometry)`` (WKB) and an
+- ``<stem>_outlines.sqlite``: table ``nuclei(id, x, y, area, mean_intensity, geometry)`` (WKB) and an
   R*Tree ``nuclei_rtree`` of the outlines' boxes. The nuclei whose outline may meet level-0
   region ``[1000, 2000] x [500, 1500]`` (x, then y)::
 
@@ -64,12 +66,12 @@ tile order, then in label order inside a tile), the same in every file:
   (``shapely.from_wkb`` reads ``geometry``; :func:`nucleikit.export_store.query_polygons`
   runs it and keeps the outlines that really intersect, and
   :func:`~nucleikit.export_store.query_region` selects by centroid);
-- ``<stem>.geojson``: QuPath detections with ``Polygon`` geometry and the measurements
+- ``<stem>_outlines.geojson``: QuPath detections with ``Polygon`` geometry and the measurements
   ``Label`` (the id), ``Centroid X px``, ``Centroid Y px``, ``Area px^2``, ``Mean intensity``;
-- ``<stem>_tissue.png``: the tissue mask used (as for detection).
+- ``<stem>_outlines_tissue.png``: the tissue mask used (as for detection).
 
 Every file is written under a temporary name and renamed when complete; the resume file
-``<stem>.resume.sqlite`` holds the finished tiles (outlines and measurements in level-0
+``<stem>_outlines.resume.sqlite`` holds the finished tiles (outlines and measurements in level-0
 pixels) until the slide is done. Memory holds one window (its pixels, map and labels), one
 tile's nuclei and one chunk of outlines while writing: never the slide's labels.
 """
@@ -87,7 +89,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..export import write_geojson
+from ..export import output_stem, write_geojson
 from ..export_store import polygons_from_rings, write_points_csv_chunks, write_points_parquet, write_points_sqlite
 from ..windows import Window
 from .tiling import Tile, TileGrid, lattice_margin
@@ -431,6 +433,7 @@ def segment_slide(
     out = Path(out_dir)
     formats = _check_formats(formats)
     stem = slide_path.stem
+    named = output_stem(stem, "segment")  # <stem>_outlines: apart from detect's files in one folder
     model_mpp = segmenter.mpp
     halo = _context(segmenter)
     align = _alignment(segmenter)
@@ -448,7 +451,7 @@ def segment_slide(
                     "tta": int(getattr(segmenter, "tta", 1))}
         model = getattr(getattr(segmenter, "predictor", None), "model", None)
         fingerprint = _fingerprint(slide_path, segmenter.meta, model, geometry, grid, plan.selected, settings)
-        store = _TileStore(resume_path(out, stem), fingerprint, resume=resume)
+        store = _TileStore(resume_path(out, named), fingerprint, resume=resume)
         try:
             done_before, pending = _pending(store, plan)
             _, _, stored = store.finished()
@@ -458,10 +461,10 @@ def segment_slide(
             results = _segment_tiles(segmenter, pixels, geometry, grid, pending, threshold)
             _run_tiles(store, results, name=stem, total=total, done=len(done_before), stored=stored,
                        progress=progress, on_tile=on_tile)
-            outputs, count = _write_outputs(out, stem, formats, store, plan.tissue_tiles)
+            outputs, count = _write_outputs(out, named, formats, store, plan.tissue_tiles)
         finally:
             store.close()
-        _finish_slide(out, stem, plan.mask, outputs)
+        _finish_slide(out, named, plan.mask, outputs)
         source = _mpp_source(mpp, slide)
         mpp_used = slide.mpp
     return SlideSegmentResult(
