@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_CLASS_COLORS",
     "atomic_path",
     "atomic_write",
+    "storage_errors",
     "class_colors",
     "write_points_csv",
     "qupath_features",
@@ -149,11 +150,18 @@ def _storage_failure(exc: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def _storage_errors_name(path: Path) -> Iterator[None]:
+def storage_errors(path: str | os.PathLike[str]) -> Iterator[None]:
     """Turn a full disk (or the like) while writing ``path`` into an InputError naming it.
 
     A batch then reports the file in one line and goes on with the next input (which
-    may fit, or go to another disk) instead of stopping on a traceback.
+    may fit, or go to another disk) instead of stopping on a traceback. For writers that
+    are not :func:`atomic_write` / :func:`atomic_path` (a slide run's resume store).
+
+    Raises
+    ------
+    InputError
+        ``cannot write: <reason>`` for an ``OSError`` of :data:`_STORAGE_ERRNOS` or a SQLite
+        error meaning the same; other errors propagate unchanged.
     """
     try:
         yield
@@ -162,6 +170,9 @@ def _storage_errors_name(path: Path) -> Iterator[None]:
         if reason is None:
             raise
         raise InputError(path, f"cannot write: {reason}") from exc
+
+
+_storage_errors_name = storage_errors
 
 
 def _publish(tmp: Path, path: Path) -> None:

@@ -170,3 +170,45 @@ def test_detect_and_segment_of_one_slide_share_a_folder(tiny_weights, make_segme
         "disc_tissue.png"]
     assert (out / "disc.csv").read_bytes() == detected  # segment left detect's table alone
     assert pd.read_csv(out / "disc_outlines.csv").columns.tolist() == ["id", "x", "y", "area", "mean_intensity"]
+
+
+def test_a_second_run_on_a_live_slide_is_refused_in_one_line(tiny_weights, tissue_slide, tmp_path, capsys):
+    from nucleikit.infer.wsi import _TileStore, resume_path
+
+    out = tmp_path / "out"
+    live = _TileStore(resume_path(out, "disc"), "a live run's settings", resume=True)  # as a run in another process
+    live.add(0, 0.5, 1, b"live tile")
+    try:
+        code = main(["detect", str(tissue_slide), "-o", str(out), "--model", str(tiny_weights), "--threads", "1",
+                     "--tile", "64", "--no-resume"])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err
+        assert f"nucleikit: error: {tissue_slide}: another nucleikit run is working on it" in err
+        assert live.finished()[0] == {0}  # its store was left alone
+    finally:
+        live.close()
+
+
+def test_an_interrupted_detect_store_survives_segment_of_the_same_slide(tiny_weights, make_segmenter_weights,
+                                                                        tissue_slide, tmp_path):
+    from nucleikit.infer.predict import Detector, InferenceConfig
+    from nucleikit.infer.wsi import detect_slide, resume_path
+
+    out = tmp_path / "out"
+    detector = Detector.from_weights(tiny_weights, config=InferenceConfig(threads=1, tile=64))
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_2(p):
+        if p.done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        detect_slide(tissue_slide, detector, out, tile=64, progress=False, on_tile=stop_after_2, formats="csv")
+    assert resume_path(out, "disc").exists()
+    assert main(["segment", str(tissue_slide), "-o", str(out), "--threads", "1", "--tile", "64", "--formats", "csv",
+                 "--model", str(make_segmenter_weights(model="unet", mpp=0.5))]) == 0
+    assert resume_path(out, "disc").exists()  # segment kept to its own store
+    resumed = detect_slide(tissue_slide, detector, out, tile=64, progress=False, formats="csv")
+    assert resumed.tiles_resumed == 2

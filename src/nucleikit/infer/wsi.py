@@ -79,7 +79,11 @@ Steps
    everything that decides the tiles (slide file, size and time, level, model grid, tile
    and halo, the task, peak distance, xi, the floor, bf16, the weights, the tiles selected); a rerun with
    ``resume=True`` and the same fingerprint skips the finished tiles, any other rerun
-   starts afresh. The outputs
+   starts afresh. Each command has its own store (segmentation's is
+   ``<stem>_outlines.resume.sqlite``), and a run holds an exclusive lock,
+   ``<stem>.resume.lock``, while it uses it: a second run on the same slide, command and
+   folder is refused in one line while the first is alive (it would otherwise delete the
+   live store), and a store left by a finished or killed run is replaced as above. The outputs
    are then written by streaming the rows in tile order (bounded memory), each atomically
    (temporary name, then rename), and the resume file is deleted. A completed slide is
    computed again when run again.
@@ -112,6 +116,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -122,7 +127,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..export import output_stem, qupath_features, write_geojson
+from ..export import output_stem, qupath_features, storage_errors, write_geojson
 from ..export_store import write_points_csv_chunks, write_points_parquet, write_points_sqlite
 from ..postprocess import find_peaks, peak_threshold, points_in_window
 from ..transforms import scale_factor
@@ -136,6 +141,7 @@ __all__ = [
     "SlideResult",
     "slide_geometry",
     "detect_slide",
+    "lock_path",
     "resume_path",
 ]
 
@@ -352,6 +358,49 @@ def resume_path(out_dir: str | Path, stem: str) -> Path:
     return Path(out_dir) / f"{stem}.resume.sqlite"
 
 
+def lock_path(store: Path) -> Path:
+    """The lock file beside a resume store: ``<stem>.resume.lock`` for ``<stem>.resume.sqlite``."""
+    return store.with_suffix(".lock")
+
+
+def _lock(path: Path, slide: Path | None) -> int | None:
+    """Take an exclusive ``flock`` on ``path`` (created); the open descriptor, or None without fcntl.
+
+    The lock dies with the process (a killed run leaves no stale lock). A run that ends
+    deletes the lock file, so a file opened just before may be gone or replaced by the time
+    it is locked: the descriptor is kept only when ``path`` is still that file.
+
+    Raises
+    ------
+    InputError
+        Another process holds the lock (a live run on the same slide, command and folder),
+        naming ``slide``; or the lock file cannot be created.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        return None
+    for _ in range(100):  # each retry means a run ended just now; a loop, not a wait
+        with storage_errors(path):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise InputError(path, f"cannot write: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(slide or path, f"another nucleikit run is working on it in {path.parent} (lock "
+                                            f"{path.name}); wait for it to end, or choose another -o") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise InputError(path, "cannot take the lock: the file keeps being replaced")
+
+
 class _TileStore:
     """Finished tiles in a SQLite file: one committed row per tile (module docstring, step 6).
 
@@ -360,25 +409,39 @@ class _TileStore:
     (detection: :func:`_pack_peaks`; segmentation: :func:`nucleikit.infer.wsi_segment`'s
     packing). The store does not read ``data``; the fingerprint, which names the task,
     keeps one task's rows from being read as another's.
+
+    While open the store holds an exclusive lock (:func:`lock_path`), taken *before* the
+    fingerprint is compared: a second run on the same slide, command and folder is refused
+    while the first is alive, instead of deleting the store under it; a store left by a
+    finished or killed run (no lock) with other settings is replaced. Every SQLite write
+    goes through :func:`nucleikit.export.storage_errors`: a full disk is one line naming
+    the store.
     """
 
-    def __init__(self, path: Path, fingerprint: str, *, resume: bool) -> None:
+    def __init__(self, path: Path, fingerprint: str, *, resume: bool, slide: Path | None = None) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and not (resume and self._matches(path, fingerprint)):
-            path.unlink()
-        self.con = sqlite3.connect(path)
+        self.con: sqlite3.Connection | None = None
+        with storage_errors(path):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(path.parent, f"cannot create folder: {exc.strerror or exc}") from exc
+        self._lock = _lock(lock_path(path), slide)
         try:
-            self.con.execute("PRAGMA synchronous = NORMAL")
-            self.con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self.con.execute(
-                "CREATE TABLE IF NOT EXISTS tiles (tile INTEGER PRIMARY KEY, value REAL NOT NULL, "
-                "n INTEGER NOT NULL, data BLOB NOT NULL)"
-            )
-            self.con.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
-            self.con.commit()
+            with storage_errors(path):
+                if path.exists() and not (resume and self._matches(path, fingerprint)):
+                    _unlink_store(path)
+                self.con = sqlite3.connect(path)
+                self.con.execute("PRAGMA synchronous = NORMAL")
+                self.con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                self.con.execute(
+                    "CREATE TABLE IF NOT EXISTS tiles (tile INTEGER PRIMARY KEY, value REAL NOT NULL, "
+                    "n INTEGER NOT NULL, data BLOB NOT NULL)"
+                )
+                self.con.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+                self.con.commit()
         except BaseException:
-            self.con.close()
+            self.close()
             raise
 
     @staticmethod
@@ -391,23 +454,47 @@ class _TileStore:
         return row is not None and row[0] == fingerprint
 
     def close(self) -> None:
-        self.con.close()
+        """Close the database and give up the lock (the store stays for a resume). Idempotent."""
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+        if self._lock is not None:
+            # unlink before unlocking: a run waiting on this file then sees it replaced and retries
+            lock_path(self.path).unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
+
+    def discard(self) -> None:
+        """The slide is done: delete the store, then give up the lock."""
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+        _unlink_store(self.path)
+        self.close()
 
     def finished(self) -> tuple[set[int], float, int]:
         """(tile indices done, maximum of their values (-inf if none), objects stored)."""
-        done = {int(r[0]) for r in self.con.execute("SELECT tile FROM tiles")}
-        top, count = self.con.execute("SELECT MAX(value), COALESCE(SUM(n), 0) FROM tiles").fetchone()
+        with storage_errors(self.path):
+            done = {int(r[0]) for r in self.con.execute("SELECT tile FROM tiles")}
+            top, count = self.con.execute("SELECT MAX(value), COALESCE(SUM(n), 0) FROM tiles").fetchone()
         return done, (float(top) if top is not None else -math.inf), int(count)
 
     def add(self, tile: int, value: float, n: int, data: bytes) -> None:
-        with self.con:  # one transaction per tile: it is there entirely or not at all
+        with storage_errors(self.path), self.con:  # one transaction per tile: there entirely or not at all
             self.con.execute("INSERT OR REPLACE INTO tiles VALUES (?, ?, ?, ?)", (tile, value, n, data))
 
     def rows(self, tiles: set[int]) -> Iterator[bytes]:
         """The ``data`` of the stored tiles in ``tiles``, in tile order, one row at a time."""
-        for tile, data in self.con.execute("SELECT tile, data FROM tiles ORDER BY tile"):
-            if tile in tiles:
-                yield data
+        with storage_errors(self.path):
+            for tile, data in self.con.execute("SELECT tile, data FROM tiles ORDER BY tile"):
+                if tile in tiles:
+                    yield data
+
+
+def _unlink_store(path: Path) -> None:
+    """Delete a store and its rollback journal (a journal left beside a new store would be replayed into it)."""
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + "-journal").unlink(missing_ok=True)
 
 
 def _pack_peaks(xy0: np.ndarray, scores: np.ndarray) -> bytes:
@@ -684,7 +771,7 @@ def _run_tiles(store: _TileStore, results: Iterable[tuple[int, float, int, bytes
                 on_tile(SlideProgress(tile=index, done=done, total=total, candidates=stored))
 
 
-def _finish_slide(out: Path, stem: str, mask: np.ndarray | None, outputs: dict[str, Path]) -> None:
+def _finish_slide(out: Path, stem: str, mask: np.ndarray | None, outputs: dict[str, Path], store: _TileStore) -> None:
     """Save the tissue mask used beside the tables and drop the resume file (the slide is done).
 
     ``stem`` is the command's output stem (:func:`nucleikit.export.output_stem`), so that
@@ -694,7 +781,7 @@ def _finish_slide(out: Path, stem: str, mask: np.ndarray | None, outputs: dict[s
         from .tissue import save_mask_png
 
         outputs["tissue"] = save_mask_png(out / f"{stem}_tissue.png", mask)
-    resume_path(out, stem).unlink(missing_ok=True)
+    store.discard()  # under the lock: no other run can have taken the store over in between
 
 
 def _mpp_source(option: float | None, slide: Any) -> str:
@@ -798,7 +885,7 @@ def detect_slide(
                     "bf16": bool(predictor.config.bf16)}
         fingerprint = _fingerprint(slide_path, detector.meta, predictor.model, geometry, grid, plan.selected,
                                    settings)
-        store = _TileStore(resume_path(out, named), fingerprint, resume=resume)
+        store = _TileStore(resume_path(out, named), fingerprint, resume=resume, slide=slide_path)
         try:
             done_before, pending = _pending(store, plan)
             _, running_max, candidates = store.finished()
@@ -810,9 +897,9 @@ def detect_slide(
             _, map_max, _ = store.finished()
             threshold = peak_threshold(map_max, xi=xi, threshold_abs=floor)  # the rule of Detector.peaks
             outputs, count = _write_outputs(out, named, formats, store, threshold, plan.tissue_tiles, detector.name)
+            _finish_slide(out, named, plan.mask, outputs, store)
         finally:
             store.close()
-        _finish_slide(out, named, plan.mask, outputs)
         source = _mpp_source(mpp, slide)
         mpp_used = slide.mpp
     return SlideResult(

@@ -451,7 +451,7 @@ def segment_slide(
                     "tta": int(getattr(segmenter, "tta", 1))}
         model = getattr(getattr(segmenter, "predictor", None), "model", None)
         fingerprint = _fingerprint(slide_path, segmenter.meta, model, geometry, grid, plan.selected, settings)
-        store = _TileStore(resume_path(out, named), fingerprint, resume=resume)
+        store = _TileStore(resume_path(out, named), fingerprint, resume=resume, slide=slide_path)
         try:
             done_before, pending = _pending(store, plan)
             _, _, stored = store.finished()
@@ -462,9 +462,9 @@ def segment_slide(
             _run_tiles(store, results, name=stem, total=total, done=len(done_before), stored=stored,
                        progress=progress, on_tile=on_tile)
             outputs, count = _write_outputs(out, named, formats, store, plan.tissue_tiles)
+            _finish_slide(out, named, plan.mask, outputs, store)
         finally:
             store.close()
-        _finish_slide(out, named, plan.mask, outputs)
         source = _mpp_source(mpp, slide)
         mpp_used = slide.mpp
     return SlideSegmentResult(
