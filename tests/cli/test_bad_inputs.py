@@ -305,7 +305,7 @@ def test_train_config_file_values_are_checked_before_the_data(files, capsys, fie
 def test_full_disk_fails_one_file_and_the_batch_goes_on(files, monkeypatch, capsys):
     import errno
 
-    import nucleikit.export as export
+    import nucleikit.export.files as export
 
     real_fsync = os.fsync
     calls = {"n": 0}

@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from nucleikit.errors import ConfigError, InputError
-from nucleikit.export_store import query_region
+from nucleikit.export import query_region
 from nucleikit.infer.predict import Detector, InferenceConfig
 from nucleikit.infer.wsi import (
     SlideProgress,

@@ -15,7 +15,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from nucleikit.errors import InputError
-from nucleikit.export_store import query_polygons, query_region
+from nucleikit.export import query_polygons, query_region
 from nucleikit.infer.predict import InferenceConfig
 from nucleikit.infer.segment import Segmenter
 from nucleikit.infer.tiling import Tile
@@ -290,11 +290,12 @@ def test_damaged_slide_is_an_input_error_and_writes_nothing(slide, segmenter, tm
 def test_a_failing_writer_leaves_no_table_and_the_tiles_for_a_resume(slide, segmenter, tmp_path, monkeypatch):
     """Outputs are written under a temporary name and renamed: a writer failing half-way leaves
     no file under its name, no temporary file, and the finished tiles in the resume file."""
+    import nucleikit.export._stream as stream
     import nucleikit.infer.wsi_segment as ws
 
     path, _ = slide
     calls = {"n": 0}
-    real = ws.polygons_from_rings
+    real = stream.polygons_from_rings
 
     def fail_on_second_chunk(vertices, offsets):
         calls["n"] += 1
@@ -303,7 +304,7 @@ def test_a_failing_writer_leaves_no_table_and_the_tiles_for_a_resume(slide, segm
         return real(vertices, offsets)
 
     monkeypatch.setattr(ws, "_CHUNK", 16)  # several chunks per table
-    monkeypatch.setattr(ws, "polygons_from_rings", fail_on_second_chunk)
+    monkeypatch.setattr(stream, "polygons_from_rings", fail_on_second_chunk)  # the outlines of each chunk
     with pytest.raises(OSError, match="disk full"):  # level 1, to be quick: 4 tiles
         segment_slide(path, segmenter, tmp_path, level=1, tile=TILE, tissue_mask="all", progress=False,
                       formats=("parquet",))

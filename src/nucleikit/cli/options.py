@@ -9,7 +9,8 @@ import math
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
+from ..export import check_slide_formats, slide_formats
 
 __all__ = [
     "add_model_option",
@@ -301,20 +302,20 @@ def require_file(path: str | Path) -> Path:
 
 # --------------------------------------------------------------------------- whole slides
 
-#: Output tables a whole slide can be written as (``nucleikit.infer.wsi.FORMATS``, kept here
-#: so that ``--help`` does not import the inference stack).
-SLIDE_FORMATS = ("csv", "geojson", "parquet", "sqlite")
+#: Output tables a whole slide can be written as: the slide formats of the writer registry
+#: (:func:`nucleikit.export.slide_formats`; the export package needs NumPy only, not the
+#: inference stack, so ``--help`` stays light).
+SLIDE_FORMATS = slide_formats()
 
 
 def formats_list(text: str) -> tuple[str, ...]:
     """``"csv,sqlite"`` → ``("csv", "sqlite")``; each must be one of :data:`SLIDE_FORMATS`."""
-    items = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
-    unknown = [t for t in items if t not in SLIDE_FORMATS]
-    if unknown or not items:
+    try:
+        return check_slide_formats(text)
+    except ConfigError:
         raise argparse.ArgumentTypeError(
             f"choose from {','.join(SLIDE_FORMATS)} (comma-separated), got {text!r}"
-        )
-    return items
+        ) from None
 
 
 def level_index(text: str) -> int:

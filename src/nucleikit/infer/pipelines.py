@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError
-from ..export import output_stem, qupath_features, write_geojson, write_overlay, write_points_csv
+from ..export import WRITERS, ImageOutput, Nuclei, qupath_features, write_image_outputs
 from ..io.images import read_image
 from .predict import Detections, Detector
 
@@ -32,6 +32,7 @@ __all__ = [
     "resolve_mpp",
     "segment_file",
     "segmentation_features",
+    "segmentation_nuclei",
 ]
 
 
@@ -156,23 +157,16 @@ def detect_file(
     image = read_image(path, mode="rgb")
     use_mpp, source = resolve_mpp(mpp, image.mpp, detector.mpp)
     det = detector.detect(image.pixels, mpp=use_mpp, threshold_rel=threshold_rel, min_distance=min_distance)
-    stem = path.stem
-    outputs = {
-        "csv": write_points_csv(out / f"{stem}.csv", det.xy, columns={"score": det.scores}),
-        "geojson": write_geojson(
-            out / f"{stem}.geojson",
-            qupath_features(points=det.xy, measurements={f"{detector.name} score": det.scores}),
-        ),
-    }
-    if overlay:
-        outputs["overlay"] = write_overlay(out / f"{stem}_overlay.png", image.pixels, det.xy)
+    nuclei = Nuclei(det.xy, columns={"score": det.scores}, measurements={f"{detector.name} score": det.scores})
+    formats = ("csv", "geojson", "overlay") if overlay else ("csv", "geojson")
+    outputs = write_image_outputs(out, path.stem, "detect", formats, ImageOutput(nuclei, pixels=image.pixels))
     return FileResult(
         path=path,
         count=len(det),
         mpp=use_mpp,
         mpp_source=source,
         seconds=time.perf_counter() - t0,
-        outputs={k: Path(v) if v is not None else out for k, v in outputs.items()},
+        outputs=outputs,
         detections=det,
     )
 
@@ -215,11 +209,13 @@ def analyze_image(
     return TypedNuclei(det.xy, det.scores, labels, probs, classifier.classes)
 
 
-def _typed_features(typed: TypedNuclei, score_name: str) -> list[dict]:
+def _typed_nuclei(typed: TypedNuclei, score_name: str) -> Nuclei:
+    """``analyze``'s table (score, class, class_prob) and QuPath measurements (score, each class probability)."""
     measurements = {score_name: typed.scores}
     for k, name in enumerate(typed.classes):
         measurements[f"{name} probability"] = typed.probs[:, k]
-    return qupath_features(points=typed.xy, classes=typed.labels, measurements=measurements)
+    columns = {"score": typed.scores, "class": typed.labels, "class_prob": typed.class_prob}
+    return Nuclei(typed.xy, columns=columns, measurements=measurements, classes=typed.labels)
 
 
 def analyze_file(
@@ -277,24 +273,16 @@ def analyze_file(
     typed = analyze_image(
         image.pixels, detector, classifier, mpp=use_mpp, threshold_rel=threshold_rel, min_distance=min_distance
     )
-    stem = output_stem(path.stem, "analyze")
-    outputs = {
-        "csv": write_points_csv(
-            out / f"{stem}.csv",
-            typed.xy,
-            columns={"score": typed.scores, "class": typed.labels, "class_prob": typed.class_prob},
-        ),
-        "geojson": write_geojson(out / f"{stem}.geojson", _typed_features(typed, f"{detector.name} score")),
-    }
-    if overlay:
-        outputs["overlay"] = write_overlay(out / f"{stem}_overlay.png", image.pixels, typed.xy, classes=typed.labels)
+    formats = ("csv", "geojson", "overlay") if overlay else ("csv", "geojson")
+    outputs = write_image_outputs(out, path.stem, "analyze", formats,
+                                  ImageOutput(_typed_nuclei(typed, f"{detector.name} score"), pixels=image.pixels))
     return FileResult(
         path=path,
         count=len(typed),
         mpp=use_mpp,
         mpp_source=source,
         seconds=time.perf_counter() - t0,
-        outputs={k: Path(v) for k, v in outputs.items()},
+        outputs=outputs,
         typed=typed,
     )
 
@@ -343,7 +331,7 @@ def classify_file(
     t0 = time.perf_counter()
     image_path = Path(image_path)
     points_path = Path(points_path)
-    target = Path(out_dir) / f"{output_stem(image_path.stem, 'classify')}.csv"
+    target = WRITERS["csv"].path(Path(out_dir), image_path.stem, "classify")
     if target.resolve() == points_path.resolve():
         raise InputError(points_path, f"the output {target} would overwrite this points file; choose another -o")
     image = read_image(image_path, mode="rgb")
@@ -352,7 +340,8 @@ def classify_file(
     use_mpp, source = resolve_mpp(mpp, image.mpp, classifier.mpp)
     labels, probs = classifier.classify(image.pixels, points.xy, mpp=use_mpp)
     typed = TypedNuclei(points.xy, np.full(len(points), np.nan, np.float32), labels, probs, classifier.classes)
-    written = write_points_csv(target, typed.xy, columns={"class": typed.labels, "class_prob": typed.class_prob})
+    nuclei = Nuclei(typed.xy, columns={"class": typed.labels, "class_prob": typed.class_prob}, classes=typed.labels)
+    written = write_image_outputs(Path(out_dir), image_path.stem, "classify", ("csv",), ImageOutput(nuclei))["csv"]
     return FileResult(
         path=image_path,
         count=len(typed),
@@ -364,27 +353,34 @@ def classify_file(
     )
 
 
-def segmentation_features(seg: "Segmentation", outlines: list[np.ndarray]) -> list[dict]:
-    """QuPath detection features of segmented nuclei: polygon outlines and their measurements.
+def segmentation_nuclei(m: dict, outlines: list[np.ndarray]) -> Nuclei:
+    """Segmented nuclei for the writers: the ``id,x,y,area,mean_intensity`` table, outlines, QuPath measurements.
 
-    ``outlines`` are (K, 2) (x, y) rings in nucleikit's pixel-centre convention, one per
-    instance in ascending label order (:func:`nucleikit.postprocess.label_outlines`);
-    :func:`nucleikit.export.qupath_features` shifts them by +0.5 to QuPath's pixel corners.
-    The centroid measurements are given in QuPath's convention too (+0.5), so that they
-    agree with the centroid QuPath computes from the polygon; the label ties each object to
-    ``<stem>_labels.tif`` and ``<stem>_outlines.csv``.
+    ``m`` holds ``label``, centroid ``x``/``y`` (pixel centres), ``area``, ``mean_intensity``
+    per instance; ``outlines`` are (K, 2) (x, y) rings in nucleikit's pixel-centre convention,
+    one per instance in ascending label order (:func:`nucleikit.postprocess.label_outlines`);
+    the GeoJSON writer shifts them by +0.5 to QuPath's pixel corners. The centroid
+    measurements are given in QuPath's convention too (+0.5), so that they agree with the
+    centroid QuPath computes from the polygon; the label ties each object to
+    ``<stem>_labels.tif`` and ``<stem>_outlines.csv``. Images and slides use it alike.
     """
-    m = seg.measurements
-    return qupath_features(
-        polygons=outlines,
-        measurements={
-            "Label": m["label"],
-            "Centroid X px": m["x"] + 0.5,
-            "Centroid Y px": m["y"] + 0.5,
-            "Area px^2": m["area"],
-            "Mean intensity": m["mean_intensity"],
-        },
-    )
+    measurements = {
+        "Label": m["label"],
+        "Centroid X px": m["x"] + 0.5,
+        "Centroid Y px": m["y"] + 0.5,
+        "Area px^2": m["area"],
+        "Mean intensity": m["mean_intensity"],
+    }
+    xy = np.column_stack([m["x"], m["y"]]).reshape(-1, 2)
+    return Nuclei(xy, columns={"area": m["area"], "mean_intensity": m["mean_intensity"]},
+                  measurements=measurements, outlines=outlines, ids=m["label"])
+
+
+def segmentation_features(seg: "Segmentation", outlines: list[np.ndarray]) -> list[dict]:
+    """QuPath detection features of segmented nuclei: polygon outlines and their measurements
+    (:func:`segmentation_nuclei`)."""
+    n = segmentation_nuclei(seg.measurements, outlines)
+    return qupath_features(polygons=n.outlines, measurements=n.measurements)
 
 
 def segment_file(
@@ -435,7 +431,7 @@ def segment_file(
         them). Everything is computed before the first file is written and every file is
         written atomically, so a failure leaves no partial output.
     """
-    from ..export import UINT16_MAX_LABEL, write_label_tiff, write_table_csv
+    from ..export import UINT16_MAX_LABEL
     from ..postprocess import label_outlines
 
     t0 = time.perf_counter()
@@ -455,25 +451,16 @@ def segment_file(
     if top > UINT16_MAX_LABEL:
         raise InputError(path, f"{top} nuclei: more than a uint16 label TIFF holds ({UINT16_MAX_LABEL})")
     outlines = label_outlines(seg.labels)
-    m = seg.measurements
-    stem = output_stem(path.stem, "segment")
-    outputs = {
-        "labels": write_label_tiff(out / f"{path.stem}_labels.tif", seg.labels),
-        "geojson": write_geojson(out / f"{stem}.geojson", segmentation_features(seg, outlines)),
-        "csv": write_table_csv(
-            out / f"{stem}.csv",
-            {"id": m["label"], "x": m["x"], "y": m["y"], "area": m["area"], "mean_intensity": m["mean_intensity"]},
-        ),
-    }
-    if overlay:
-        outputs["overlay"] = write_overlay(out / f"{stem}_overlay.png", image.pixels, polygons=outlines)
+    formats = ("labels", "geojson", "csv", "overlay") if overlay else ("labels", "geojson", "csv")
+    output = ImageOutput(segmentation_nuclei(seg.measurements, outlines), pixels=image.pixels, labels=seg.labels)
+    outputs = write_image_outputs(out, path.stem, "segment", formats, output)
     return FileResult(
         path=path,
         count=len(seg),
         mpp=float(use_mpp) if use_mpp is not None else float("nan"),
         mpp_source=source,
         seconds=time.perf_counter() - t0,
-        outputs={k: Path(v) for k, v in outputs.items()},
+        outputs=outputs,
         segmentation=seg,
         model=segmenter.name,
     )

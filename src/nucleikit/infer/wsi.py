@@ -7,7 +7,7 @@ array (within floating-point noise of the network, and ties apart). It is built 
 the package's own parts: :mod:`nucleikit.io.slides` reads regions,
 :mod:`nucleikit.infer.tissue` skips glass, :func:`~nucleikit.infer.tiling.predict_tiles`
 (the one tiling engine) runs the network, :func:`~nucleikit.postprocess.find_peaks`
-finds centres, :mod:`nucleikit.export_store` writes the tables.
+finds centres, the writer registry (:mod:`nucleikit.export`) writes the tables.
 
 Whole-slide segmentation (:func:`nucleikit.infer.wsi_segment.segment_slide`) runs on the
 same engine: steps 1, 3 and 6 below, the tile grid of step 4 and the progress bar are
@@ -100,7 +100,7 @@ Outputs (``<stem>`` is the slide's file stem), in **level-0 pixel centres** (x, 
       WHERE r.max_x >= 1000 AND r.min_x <= 2000 AND r.max_y >= 500 AND r.min_y <= 1500
         AND n.x >= 1000 AND n.x < 2000 AND n.y >= 500 AND n.y < 1500;
 
-  or :func:`nucleikit.export_store.query_region` (see :mod:`nucleikit.export_store`);
+  or :func:`nucleikit.export.query_region` (see :mod:`nucleikit.export.sqlite`);
 - ``<stem>_tissue.png``: the tissue mask used (not written with ``tissue_mask="all"``);
   pixel ``(r, c)`` covers level-0 ``[r / scale, (r + 1) / scale)`` rows and likewise for
   columns, ``scale`` as in :class:`SlideResult`.
@@ -127,8 +127,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..export import output_stem, qupath_features, storage_errors, write_geojson
-from ..export_store import write_points_csv_chunks, write_points_parquet, write_points_sqlite
+from ..export import Nuclei, SlideTable, check_slide_formats, output_stem, slide_formats, storage_errors, write_slide_outputs
 from ..postprocess import find_peaks, peak_threshold, points_in_window
 from ..transforms import scale_factor
 from ..windows import Window, read_window
@@ -145,8 +144,8 @@ __all__ = [
     "resume_path",
 ]
 
-#: Output tables :func:`detect_slide` can write.
-FORMATS = ("csv", "geojson", "parquet", "sqlite")
+#: Output tables :func:`detect_slide` can write: every slide format of the writer registry.
+FORMATS = slide_formats()
 
 #: Largest side of a tissue mask read from a user's file.
 MASK_SIDE = 2048
@@ -635,13 +634,7 @@ class SlideResult:
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.split(",") if f.strip()]
-    out = tuple(dict.fromkeys(str(f).lower() for f in formats))
-    unknown = [f for f in out if f not in FORMATS]
-    if unknown or not out:
-        raise ConfigError(f"formats must be one or more of {', '.join(FORMATS)}; got {', '.join(unknown) or 'none'}")
-    return out
+    return check_slide_formats(formats)
 
 
 def _slide_halo(halo: int, margin: int, align: int) -> int:
@@ -896,7 +889,7 @@ def detect_slide(
                        progress=progress, on_tile=on_tile)
             _, map_max, _ = store.finished()
             threshold = peak_threshold(map_max, xi=xi, threshold_abs=floor)  # the rule of Detector.peaks
-            outputs, count = _write_outputs(out, named, formats, store, threshold, plan.tissue_tiles, detector.name)
+            outputs, count = _write_outputs(out, stem, formats, store, threshold, plan.tissue_tiles, detector.name)
             _finish_slide(out, named, plan.mask, outputs, store)
         finally:
             store.close()
@@ -948,30 +941,18 @@ def _detect_tiles(predictor: Any, model_grid: _ModelGrid, geometry: SlideGeometr
 
 def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileStore, threshold: float,
                    tiles: set[int], model_name: str) -> tuple[dict[str, Path], int]:
-    """Stream the kept nuclei into each requested file; returns the files and the count."""
-    outputs: dict[str, Path] = {}
+    """Stream the kept nuclei into each requested file; returns the files and the count.
+
+    ``stem`` is the slide's own stem: the registry adds ``detect``'s tag (none).
+    """
     count = 0
 
-    def counted() -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    def chunks() -> Iterator[Nuclei]:
         nonlocal count
-        count = 0
+        count = 0  # every format is one pass over the store; the last pass's count is the count
         for xy, columns in _peak_chunks(store, threshold, tiles):
             count += len(xy)
-            yield xy, columns
+            yield Nuclei(xy, columns=columns, measurements={f"{model_name} score": columns["score"]})
 
-    for fmt in formats:
-        path = out / f"{stem}.{fmt}"
-        if fmt == "csv":
-            outputs[fmt] = write_points_csv_chunks(path, counted(), columns=_COLUMNS)
-        elif fmt == "parquet":
-            outputs[fmt] = write_points_parquet(path, counted(), columns=_COLUMNS)
-        elif fmt == "sqlite":
-            outputs[fmt] = write_points_sqlite(path, counted(), columns=_COLUMNS)
-        else:  # geojson
-            features = (
-                feature
-                for xy, columns in counted()
-                for feature in qupath_features(points=xy, measurements={f"{model_name} score": columns["score"]})
-            )
-            outputs[fmt] = write_geojson(path, features)
-    return outputs, count
+    table = SlideTable(chunks, schema=_COLUMNS)
+    return write_slide_outputs(out, stem, "detect", formats, table), count

@@ -6,7 +6,7 @@ slide engine (:mod:`nucleikit.infer.wsi`): the level and the model grid
 (:func:`~nucleikit.infer.wsi.slide_geometry`, resampled on the fly), the tissue mask
 (:mod:`nucleikit.infer.tissue`), a :class:`~nucleikit.infer.tiling.TileGrid`, the resumable
 per-tile store with its fingerprint, the Rich progress bar and the streaming writers of
-:mod:`nucleikit.export_store`. Only the work on a tile and the tables differ. The segmenter
+:mod:`nucleikit.export`. Only the work on a tile and the tables differ. The segmenter
 is used through ``segment(pixels, mpp=...)`` alone, so any segmenter works (a foreground
 map with a watershed, an instance head...).
 
@@ -63,9 +63,9 @@ one slide can share an output folder:
       FROM nuclei AS n JOIN nuclei_rtree AS r ON r.id = n.id
       WHERE r.max_x >= 1000 AND r.min_x <= 2000 AND r.max_y >= 500 AND r.min_y <= 1500;
 
-  (``shapely.from_wkb`` reads ``geometry``; :func:`nucleikit.export_store.query_polygons`
+  (``shapely.from_wkb`` reads ``geometry``; :func:`nucleikit.export.query_polygons`
   runs it and keeps the outlines that really intersect, and
-  :func:`~nucleikit.export_store.query_region` selects by centroid);
+  :func:`~nucleikit.export.query_region` selects by centroid);
 - ``<stem>_outlines.geojson``: QuPath detections with ``Polygon`` geometry and the measurements
   ``Label`` (the id), ``Centroid X px``, ``Centroid Y px``, ``Area px^2``, ``Mean intensity``;
 - ``<stem>_outlines_tissue.png``: the tissue mask used (as for detection).
@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import math
 import time
-import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +88,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..export import output_stem, write_geojson
-from ..export_store import polygons_from_rings, write_points_csv_chunks, write_points_parquet, write_points_sqlite
+from ..export import Nuclei, SlideTable, output_stem, write_slide_outputs
 from ..windows import Window
 from .tiling import Tile, TileGrid, lattice_margin
 from .wsi import (
@@ -461,7 +459,7 @@ def segment_slide(
             results = _segment_tiles(segmenter, pixels, geometry, grid, pending, threshold)
             _run_tiles(store, results, name=stem, total=total, done=len(done_before), stored=stored,
                        progress=progress, on_tile=on_tile)
-            outputs, count = _write_outputs(out, named, formats, store, plan.tissue_tiles)
+            outputs, count = _write_outputs(out, stem, formats, store, plan.tissue_tiles)
             _finish_slide(out, named, plan.mask, outputs, store)
         finally:
             store.close()
@@ -528,45 +526,24 @@ def _segment_tiles(segmenter: Any, pixels: _ModelGrid, geometry: SlideGeometry, 
 
 def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileStore,
                    tiles: set[int]) -> tuple[dict[str, Path], int]:
-    """Stream the stored nuclei into each requested file; returns the files and the count."""
-    from .pipelines import segmentation_features
+    """Stream the stored nuclei into each requested file; returns the files and the count.
 
-    outputs: dict[str, Path] = {}
+    ``stem`` is the slide's own stem: the registry adds ``segment``'s tag.
+    """
+    from .pipelines import segmentation_nuclei
+
     count = 0
 
-    def chunks(outlines: bool) -> Iterator[tuple]:
+    def chunks() -> Iterator[Nuclei]:
         nonlocal count
-        count = 0
+        count = 0  # every format is one pass over the store
         for table, offsets, vertices in _nuclei_chunks(store, tiles):
-            count += len(table)
-            columns = {"area": table[:, 2], "mean_intensity": table[:, 3]}
-            if outlines:
-                yield table[:, :2], columns, polygons_from_rings(vertices, offsets)
-            else:
-                yield table[:, :2], columns
-
-    def features() -> Iterator[dict]:
-        nonlocal count
-        count = 0
-        for table, offsets, vertices in _nuclei_chunks(store, tiles):
-            if not len(table):
-                continue
             ids = np.arange(count + 1, count + 1 + len(table))
             count += len(table)
             m = {"label": ids, "x": table[:, 0], "y": table[:, 1], "area": table[:, 2], "mean_intensity": table[:, 3]}
-            # segmentation_features reads only ``measurements``: the image path's names and
-            # QuPath's +0.5, so images and slides give the same kind of file.
-            rings = np.split(vertices, offsets[1:-1])
-            yield from segmentation_features(types.SimpleNamespace(measurements=m), rings)
+            # the image path's table, measurements and QuPath +0.5: images and slides give the same kind of file
+            rings = np.split(vertices, offsets[1:-1]) if len(table) else []
+            yield segmentation_nuclei(m, rings)
 
-    for fmt in formats:
-        path = out / f"{stem}.{fmt}"
-        if fmt == "csv":
-            outputs[fmt] = write_points_csv_chunks(path, chunks(False), columns=_MEASURES, ids=True)
-        elif fmt == "parquet":
-            outputs[fmt] = write_points_parquet(path, chunks(True), columns=_MEASURES, ids=True, geometry=True)
-        elif fmt == "sqlite":
-            outputs[fmt] = write_points_sqlite(path, chunks(True), columns=_MEASURES, geometry=True)
-        else:  # geojson
-            outputs[fmt] = write_geojson(path, features())
-    return outputs, count
+    table = SlideTable(chunks, schema=_MEASURES, ids=True, outlines=True)
+    return write_slide_outputs(out, stem, "segment", formats, table), count

@@ -107,7 +107,7 @@ def test_full_disk_names_the_file_and_leaves_nothing(tmp_path):
 def test_sqlite_disk_io_error_names_the_file(tmp_path):
     import sqlite3
 
-    from nucleikit.export_store import write_points_sqlite
+    from nucleikit.export import write_points_sqlite
 
     def chunks():
         yield np.zeros((1, 2)), {"score": np.ones(1, np.float32)}
