@@ -215,7 +215,7 @@ def test_classify_file_writes_one_row_per_point_in_order(clf, image_file, tmp_pa
     points = tmp_path / "points.csv"
     points.write_text("x,y,score\n3,4,0.9\n39,29,0.5\n10.5,20.25,0.1\n")
     res = classify_file(image_file, points, clf, tmp_path / "out", mpp=0.5)
-    lines = (tmp_path / "out" / "tile.csv").read_text().splitlines()
+    lines = (tmp_path / "out" / "tile_classified.csv").read_text().splitlines()
     assert lines[0] == "x,y,class,class_prob"
     rows = [line.split(",") for line in lines[1:]]
     assert [(float(r[0]), float(r[1])) for r in rows] == [(3.0, 4.0), (39.0, 29.0), (10.5, 20.25)]
@@ -242,7 +242,7 @@ def test_classify_file_without_points_is_an_error(clf, image_file, tmp_path):
 
 
 def test_classify_file_refuses_to_overwrite_its_points_file(clf, image_file, tmp_path):
-    points = tmp_path / "tile.csv"
+    points = tmp_path / "tile_classified.csv"  # an earlier classify output given back as the points
     points.write_text("x,y\n3,4\n")
     with pytest.raises(InputError, match="would overwrite this points file"):
         classify_file(image_file, points, clf, tmp_path)
@@ -253,11 +253,11 @@ def test_analyze_file_writes_typed_csv_geojson_and_overlay(clf, detector_weights
     det = Detector.from_weights(detector_weights, config=InferenceConfig(threads=1))
     res = analyze_file(image_file, det, clf, tmp_path / "out", mpp=0.5)
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["tile.csv", "tile.geojson", "tile_overlay.png"]
-    lines = (out / "tile.csv").read_text().splitlines()
+    assert sorted(p.name for p in out.iterdir()) == ["tile_typed.csv", "tile_typed.geojson", "tile_typed_overlay.png"]
+    lines = (out / "tile_typed.csv").read_text().splitlines()
     assert lines[0] == "x,y,score,class,class_prob"
     assert len(lines) - 1 == res.count == len(res.typed)
-    features = json.loads((out / "tile.geojson").read_text())["features"]
+    features = json.loads((out / "tile_typed.geojson").read_text())["features"]
     assert len(features) == res.count
     for line, f in zip(lines[1:], features):
         name = line.split(",")[3]
