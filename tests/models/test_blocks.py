@@ -152,6 +152,43 @@ def test_recurrent_conv_kernel_size_is_configurable():
     assert layer(torch.rand(1, 2, 7, 7)).shape == (1, 3, 7, 7)
 
 
+def test_step_norm_gives_each_step_its_own_batchnorm():
+    post, pre = RecurrentConv(4, 6, t=2, step_norm=True), RecurrentConv(4, 6, t=2, order="pre", step_norm=True)
+    assert post.bn is None and len(post.bns) == 3 and len(pre.bns) == 2
+    # the shared layer's 552 parameters plus 12 per extra BatchNorm
+    assert _n(post) == 552 + 2 * 12 and _n(pre) == 552 + 12
+    assert "step_norm=True" in repr(post)
+    block = RecurrentResidualBlock(3, 4, t=3, step_norm=True)
+    assert all(rc.step_norm and len(rc.bns) == 4 for rc in block.body)
+
+
+@pytest.mark.parametrize("order", ["post", "pre"])
+def test_step_norm_trains_like_the_shared_layer_but_evaluates_as_trained(order):
+    torch.manual_seed(0)
+    shared = RecurrentConv(3, 5, t=2, order=order)
+    per_step = RecurrentConv(3, 5, t=2, order=order, step_norm=True)
+    per_step.conv_f.load_state_dict(shared.conv_f.state_dict())
+    per_step.conv_r.load_state_dict(shared.conv_r.state_dict())
+    x = torch.randn(64, 3, 12, 12)
+    with torch.no_grad():
+        # training mode normalises by batch statistics: the two layers compute the same thing
+        assert torch.allclose(shared.train()(x), per_step.train()(x), atol=1e-5)
+        # running statistics of exactly this batch (cumulative average of repeated passes)
+        for layer in (shared, per_step):
+            for bn in [m for m in layer.modules() if isinstance(m, nn.BatchNorm2d)]:
+                bn.momentum = None
+                bn.reset_running_stats()
+            for _ in range(3):
+                layer(x)
+        trained = per_step(x)
+        # evaluated with its own steps' statistics, the per-step layer is the trained one ...
+        assert torch.allclose(per_step.eval()(x), trained, atol=2e-2)
+        # ... while one BatchNorm holding the average over the steps is not
+        gap = (shared.eval()(x) - shared.train()(x)).abs().max()
+        assert gap > 0.2
+        assert (per_step.eval()(x) - trained).abs().max() < gap / 10
+
+
 # RecurrentResidualBlock -----------------------------------------------------
 
 

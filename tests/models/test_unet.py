@@ -84,3 +84,19 @@ def test_validation():
         R2UNet(out_activation="tanh")
     with pytest.raises(ValueError, match="minimum 16x16"):
         unet()(torch.rand(1, 3, 15, 40))
+
+
+@pytest.mark.parametrize("name", ["r2unet", "r2unet_instance", "udnet", "dcrn"])
+def test_step_norm_networks_save_and_load_with_their_flag(name, tmp_path):
+    from nucleikit.models import build_model
+    from nucleikit.models.weights import load_weights, save_weights
+
+    model = build_model(name, step_norm=True)
+    layers = [m for m in model.modules() if isinstance(m, RecurrentConv)]
+    assert layers and all(m.step_norm for m in layers)
+    assert not any(m.step_norm for m in build_model(name).modules() if isinstance(m, RecurrentConv))
+    path = save_weights(tmp_path / "w.safetensors", model, {"model": name, "model_kwargs": {"step_norm": True},
+                                                             "mean": [0.5] * 3, "std": [0.2] * 3})
+    loaded, meta = load_weights(path)
+    assert meta["model_kwargs"]["step_norm"] is True
+    assert all(m.step_norm for m in loaded.modules() if isinstance(m, RecurrentConv))

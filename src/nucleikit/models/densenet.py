@@ -280,7 +280,10 @@ class DCRN(DenseClassifier):
 
     Parameters as :class:`DenseClassifier`, without ``conv``, plus ``t``:
     recurrent steps of every recurrent convolutional layer (>= 0; the
-    parameter count does not depend on t; t = 0 computes a DenseNet).
+    parameter count does not depend on t; t = 0 computes a DenseNet), and
+    ``step_norm``: one BatchNorm per recurrent step instead of one shared
+    (:class:`~nucleikit.models.blocks.RecurrentConv`; False in the paper and
+    the bundled weights).
     """
 
     def __init__(
@@ -293,9 +296,10 @@ class DCRN(DenseClassifier):
         compression: float = 0.5,
         layers: Sequence[int] = (7, 7, 7, 7),
         t: int = 2,
+        step_norm: bool = False,
     ) -> None:
         super().__init__(
-            partial(RecurrentConv, t=t, kernel_size=3, activation="relu", order="pre"),
+            partial(RecurrentConv, t=t, kernel_size=3, activation="relu", order="pre", step_norm=step_norm),
             in_channels=in_channels,
             n_classes=n_classes,
             growth=growth,
@@ -367,6 +371,7 @@ def dcrn(
     compression: float = 0.5,
     layers: Sequence[int] = (7, 7, 7, 7),
     t: int = 2,
+    step_norm: bool = False,
 ) -> DCRN:
     """DCRN patch classifier, t = 2 (1,220,925 parameters by default).
 
@@ -380,4 +385,5 @@ def dcrn(
         compression=compression,
         layers=layers,
         t=t,
+        step_norm=step_norm,
     )

@@ -190,7 +190,10 @@ class R2UNet(EncoderDecoder):
 
     Parameters as :class:`EncoderDecoder`, without ``block``, plus
     ``t``: recurrent steps of every recurrent convolutional layer (the
-    parameter count does not depend on t).
+    parameter count does not depend on t), and ``step_norm``: one
+    BatchNorm per recurrent step instead of one shared by all steps
+    (:class:`~nucleikit.models.blocks.RecurrentConv`; False is Alom et al.'s
+    network and that of every bundled R2U-Net/UD-Net weights file).
     """
 
     def __init__(
@@ -201,15 +204,17 @@ class R2UNet(EncoderDecoder):
         widths: Sequence[int] = R2UNET_WIDTHS,
         t: int = 2,
         out_activation: str = "sigmoid",
+        step_norm: bool = False,
     ) -> None:
         super().__init__(
-            partial(RecurrentResidualBlock, t=t),
+            partial(RecurrentResidualBlock, t=t, step_norm=step_norm),
             in_channels=in_channels,
             out_channels=out_channels,
             widths=widths,
             out_activation=out_activation,
         )
         self.t = t
+        self.step_norm = bool(step_norm)
 
 
 @register_model(
@@ -253,12 +258,14 @@ def r2unet(
     widths: Sequence[int] = R2UNET_WIDTHS,
     t: int = 2,
     out_activation: str = "sigmoid",
+    step_norm: bool = False,
 ) -> R2UNet:
     """R2U-Net segmenter, t = 2 (974,753 parameters by default).
 
     See :class:`R2UNet` for the arguments.
     """
-    return R2UNet(in_channels=in_channels, out_channels=out_channels, widths=widths, t=t, out_activation=out_activation)
+    return R2UNet(in_channels=in_channels, out_channels=out_channels, widths=widths, t=t, out_activation=out_activation,
+                  step_norm=step_norm)
 
 
 @register_model(
@@ -293,9 +300,11 @@ def unet_instance(*, in_channels: int = 3, widths: Sequence[int] = UNET_WIDTHS) 
     alignment=encoder_alignment,
     description="R2U-Net (t = 2) with an instance-aware head: foreground, boundary and distance maps",
 )
-def r2unet_instance(*, in_channels: int = 3, widths: Sequence[int] = R2UNET_WIDTHS, t: int = 2) -> R2UNet:
+def r2unet_instance(*, in_channels: int = 3, widths: Sequence[int] = R2UNET_WIDTHS, t: int = 2,
+                    step_norm: bool = False) -> R2UNet:
     """R2U-Net (t = 2) with the three-channel head of :func:`unet_instance` (974,771 parameters by default)."""
-    return R2UNet(in_channels=in_channels, out_channels=3, widths=widths, t=t, out_activation="sigmoid")
+    return R2UNet(in_channels=in_channels, out_channels=3, widths=widths, t=t, out_activation="sigmoid",
+                  step_norm=step_norm)
 
 
 @register_model(
@@ -314,6 +323,7 @@ def udnet(
     widths: Sequence[int] = UDNET_WIDTHS,
     t: int = 3,
     out_activation: str = "sigmoid",
+    step_norm: bool = False,
 ) -> R2UNet:
     """UD-Net density regressor, one output channel (1,048,777 parameters by default).
 
@@ -322,7 +332,8 @@ def udnet(
     :func:`nucleikit.targets.gaussian_density_map` (peaks of 1); pass
     ``out_activation="linear"`` for an unbounded regression head.
     """
-    return R2UNet(in_channels=in_channels, out_channels=1, widths=widths, t=t, out_activation=out_activation)
+    return R2UNet(in_channels=in_channels, out_channels=1, widths=widths, t=t, out_activation=out_activation,
+                  step_norm=step_norm)
 
 
 @register_model(
