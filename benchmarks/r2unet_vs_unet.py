@@ -40,6 +40,9 @@ from _common import machine, shared_data
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE.parent / "configs" / "r2unet_vs_unet_dsb2018.json"
+#: The third arm, ``--step-norm``: R2U-Net with one BatchNorm per recurrent step, same recipe.
+STEP_NORM_CONFIG = HERE.parent / "configs" / "r2unet_vs_unet_dsb2018_step_norm.json"
+STEP_NORM = "r2unet_step_norm"
 DOCS = HERE.parent / "docs" / "experiments" / "r2unet_vs_unet"
 MODELS = ("r2unet", "unet")
 
@@ -55,14 +58,17 @@ def train_all(args: argparse.Namespace) -> None:
         # U-Net's last step lands exactly on R2U-Net's training time (its final validation is there)
         speed = json.loads((args.runs / "speed.json").read_text())
         args.unet_steps = int(np.ceil(args.steps * speed["s_per_step"]["r2unet"] / speed["s_per_step"]["unet"]))
+    arms = [("r2unet", "r2unet", args.steps, CONFIG), ("unet", "unet", args.unet_steps, CONFIG)]
+    if args.step_norm:
+        arms.append((STEP_NORM, "r2unet", args.steps, STEP_NORM_CONFIG))
     for seed in args.seeds:
-        for model, steps in (("r2unet", args.steps), ("unet", args.unet_steps)):
-            out = run_dir(args.runs, model, seed)
+        for arm, model, steps, config in arms:
+            out = run_dir(args.runs, arm, seed)
             done = [r["step"] for r in read_log(out)]
             if done and max(done) >= steps:
                 continue
             cmd = [sys.executable, "-m", "nucleikit", "train", "segmentation", "--dataset", "dsb2018",
-                   "--data-root", str(data), "--config", str(CONFIG), "--model", model, "--seed", str(seed),
+                   "--data-root", str(data), "--config", str(config), "--model", model, "--seed", str(seed),
                    "--steps", str(steps), "--val-every", str(args.val_every), "--no-progress", "-o", str(out)]
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
@@ -88,12 +94,15 @@ def probe_speed(args: argparse.Namespace) -> dict:
     x = torch.randn(cfg["batch_size"], 3, cfg["crop"], cfg["crop"], generator=gen)
     y = (torch.rand(cfg["batch_size"], 1, cfg["crop"], cfg["crop"], generator=gen) > 0.7).float()
     result = {"machine": machine(), "batch_size": cfg["batch_size"], "crop": cfg["crop"], "s_per_step": {}}
+    arms = {"r2unet": ("r2unet", {}), "unet": ("unet", {})}
+    if args.step_norm:  # the third arm against U-Net, in a probe of its own (speed_step_norm.json)
+        arms = {STEP_NORM: ("r2unet", {"step_norm": True}), "unet": ("unet", {})}
     nets = {}
-    for model_name in MODELS:
+    for arm, (model_name, kwargs) in arms.items():
         torch.manual_seed(0)
-        model = build_model(model_name).train()
-        nets[model_name] = (model, get_loss(get_spec(model_name).loss), torch.optim.Adam(model.parameters(), lr=cfg["lr"]))
-    times: dict[str, list[float]] = {m: [] for m in MODELS}
+        model = build_model(model_name, **kwargs).train()
+        nets[arm] = (model, get_loss(get_spec(model_name).loss), torch.optim.Adam(model.parameters(), lr=cfg["lr"]))
+    times: dict[str, list[float]] = {m: [] for m in arms}
     # the two networks take turns, step by step, so any other load on the machine slows both alike
     for i in range(args.probe_steps + 3):
         for model_name, (model, loss_fn, opt) in nets.items():
@@ -104,12 +113,11 @@ def probe_speed(args: argparse.Namespace) -> dict:
             opt.step()
             if i >= 3:  # the first steps allocate and warm up
                 times[model_name].append(time.perf_counter() - t)
-    for model_name in MODELS:
-        result["s_per_step"][model_name] = float(np.median(times[model_name]))
-        print(f"{model_name}: {result['s_per_step'][model_name]:.3f} s/step (median of {len(times[model_name])})",
-              flush=True)
+    for arm in arms:
+        result["s_per_step"][arm] = float(np.median(times[arm]))
+        print(f"{arm}: {result['s_per_step'][arm]:.3f} s/step (median of {len(times[arm])})", flush=True)
     args.runs.mkdir(parents=True, exist_ok=True)
-    (args.runs / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.runs / ("speed_step_norm.json" if args.step_norm else "speed.json")).write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -179,11 +187,17 @@ def spread(v) -> str:
 
 
 def report(args: argparse.Namespace) -> None:
-    logs = {(m, s): read_log(run_dir(args.runs, m, s)) for m in MODELS for s in args.seeds}
+    logs = {(m, s): read_log(run_dir(args.runs, m, s)) for m in (*MODELS, STEP_NORM) for s in args.seeds}
     speed_path = args.runs / "speed.json"
     speed = json.loads(speed_path.read_text()) if speed_path.exists() else None
     ratio = speed["s_per_step"]["r2unet"] / speed["s_per_step"]["unet"] if speed else None
-    rows = compare(logs, args.steps, ratio)
+    rows = compare({k: v for k, v in logs.items() if k[0] in MODELS}, args.steps, ratio)
+    sn_path = args.runs / "speed_step_norm.json"
+    sn_speed = json.loads(sn_path.read_text()) if sn_path.exists() else None
+    sn_ratio = sn_speed["s_per_step"][STEP_NORM] / sn_speed["s_per_step"]["unet"] if sn_speed else None
+    # the third arm is compared with the same U-Net runs (same seeds, same crops)
+    sn_rows = compare({**{("r2unet", s): v for (m, s), v in logs.items() if m == STEP_NORM},
+                       **{k: v for k, v in logs.items() if k[0] == "unet"}}, args.steps, sn_ratio)
     if not rows:
         sys.exit(f"no finished seed pair under {args.runs}")
     col = {k: np.array([r[k] for r in rows]) for k in rows[0]}
@@ -198,10 +212,20 @@ def report(args: argparse.Namespace) -> None:
             "dsb": verdict(col["r2unet_dsb"], col["unet_dsb_same_time"]),
         },
     }
+    if sn_rows:
+        sn = {k: np.array([r[k] for r in sn_rows]) for k in sn_rows[0]}
+        summary["step_norm"] = {
+            "seeds": len(sn_rows),
+            "equal_steps": {"dice": verdict(sn["r2unet_dice"], sn["unet_dice_same_steps"]),
+                            "dsb": verdict(sn["r2unet_dsb"], sn["unet_dsb_same_steps"])},
+            "equal_time": {"dice": verdict(sn["r2unet_dice"], sn["unet_dice_same_time"]),
+                           "dsb": verdict(sn["r2unet_dsb"], sn["unet_dsb_same_time"])},
+        }
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "results.json").write_text(json.dumps(
-        {"machine": machine(), "speed_probe": speed, "config": json.loads(CONFIG.read_text()), "steps": args.steps,
-         "seeds": rows, "summary": summary, "logs": {f"{m}_seed{s}": v for (m, s), v in logs.items()}},
+        {"machine": machine(), "speed_probe": speed, "speed_probe_step_norm": sn_speed,
+         "config": json.loads(CONFIG.read_text()), "steps": args.steps, "seeds": rows, "step_norm_seeds": sn_rows,
+         "summary": summary, "logs": {f"{m}_seed{s}": v for (m, s), v in logs.items() if v}},
         indent=1) + "\n")
     plot(logs, DOCS / "curves.png")
     m = machine()
@@ -242,6 +266,22 @@ def report(args: argparse.Namespace) -> None:
                      f"{r['unet_dice_same_time']:.3f} / {r['unet_dsb_same_time']:.3f} ({r['unet_step_same_time']}) |")
     if not all(r["unet_reached_the_time"] for r in rows):
         lines += ["", "U-Net did not run for as long as R2U-Net on every seed: its equal-time figure is its last."]
+    if sn_rows:
+        sv = summary["step_norm"]
+        lines += [
+            "", f"## R2U-Net with one BatchNorm per recurrent step (`step_norm=True`), {len(sn_rows)} seeds",
+            "", "The paper's recurrent layer shares one BatchNorm across its steps, so evaluation normalises every "
+            "step with statistics averaged over all of them; this arm gives each step its own "
+            "(`configs/r2unet_vs_unet_dsb2018_step_norm.json`), against the same U-Net runs.", "",
+            "| comparison | R2U-Net (per-step BN) Dice | U-Net Dice | R2U-Net (per-step BN) DSB | U-Net DSB | verdict (Dice / DSB) |",
+            "|---|---|---|---|---|---|",
+            f"| equal steps ({args.steps}) | {spread(sn['r2unet_dice'])} | {spread(sn['unet_dice_same_steps'])} | "
+            f"{spread(sn['r2unet_dsb'])} | {spread(sn['unet_dsb_same_steps'])} | "
+            f"{sv['equal_steps']['dice']} / {sv['equal_steps']['dsb']} |",
+            f"| equal training time (U-Net at step {sn['unet_step_same_time'].mean():.0f} on average) | "
+            f"{spread(sn['r2unet_dice'])} | {spread(sn['unet_dice_same_time'])} | {spread(sn['r2unet_dsb'])} | "
+            f"{spread(sn['unet_dsb_same_time'])} | {sv['equal_time']['dice']} / {sv['equal_time']['dsb']} |",
+        ]
     lines += ["", "![validation curves](curves.png)", "",
               "Reproduce: `python benchmarks/r2unet_vs_unet.py run --runs RUNS` then "
               "`python benchmarks/r2unet_vs_unet.py report --runs RUNS` "
@@ -257,7 +297,7 @@ def plot(logs: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    colours = {"r2unet": "tab:red", "unet": "tab:blue"}
+    colours = {"r2unet": "tab:red", "unet": "tab:blue", STEP_NORM: "tab:orange"}
     for (model, seed), recs in sorted(logs.items()):
         if not recs:
             continue
@@ -284,6 +324,9 @@ def main() -> None:
                    help="U-Net's steps (default: R2U-Net's training time at the probed speeds)")
     p.add_argument("--val-every", type=int, default=200)
     p.add_argument("--probe-steps", type=int, default=10, help="timed steps per network for `speed`")
+    p.add_argument("--step-norm", action="store_true",
+                   help="the third arm: R2U-Net with one BatchNorm per recurrent step (`speed` probes it against "
+                        "U-Net, `run` trains it after each seed's pair, `report` adds it)")
     args = p.parse_args()
     if args.steps % args.val_every or (args.unet_steps is not None and args.unet_steps < args.steps):
         p.error("--steps must be a multiple of --val-every and --unet-steps at least --steps")

@@ -69,3 +69,28 @@ def test_equal_time_from_the_probed_speed_ratio_ignores_the_runs_clocks():
     (row,) = study.compare(logs, steps=200, speed_ratio=2.5)
     assert row["unet_step_same_time"] == 500 and row["unet_dice_same_time"] == 0.90
     assert row["unet_reached_the_time"]
+
+
+def test_report_adds_the_per_step_norm_arm_against_the_same_unet_runs(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    study = _study()
+    monkeypatch.setattr(study, "DOCS", tmp_path / "docs")
+    runs = tmp_path / "runs"
+    logs = {"r2unet": _log([100, 200], 2.0, [0.60, 0.70]), "unet": _log([100, 200, 300, 400], 1.0, [0.7, 0.8, 0.85, 0.9]),
+            "r2unet_step_norm": _log([100, 200], 2.0, [0.80, 0.85])}
+    for arm, records in logs.items():
+        (runs / f"{arm}_seed0").mkdir(parents=True)
+        (runs / f"{arm}_seed0" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (runs / "speed.json").write_text(json.dumps({"s_per_step": {"r2unet": 2.0, "unet": 1.0}}))
+    (runs / "speed_step_norm.json").write_text(json.dumps({"s_per_step": {"r2unet_step_norm": 1.5, "unet": 1.0}}))
+    study.report(argparse.Namespace(runs=runs, seeds=[0], steps=200, val_every=100))
+    out = json.loads((tmp_path / "docs" / "results.json").read_text())
+    (pair,), (third,) = out["seeds"], out["step_norm_seeds"]
+    assert pair["r2unet_dice"] == 0.70 and pair["unet_step_same_time"] == 400  # 200 steps * 2.0 / 1.0
+    assert third["r2unet_dice"] == 0.85 and third["unet_step_same_time"] == 300  # 200 * 1.5 / 1.0
+    assert out["summary"]["step_norm"]["equal_steps"]["dice"] == "R2U-Net better on every seed"
+    assert out["summary"]["equal_steps"]["dice"] == "U-Net better on every seed"
+    report = (tmp_path / "docs" / "report.md").read_text()
+    assert "per-step BN" in report and (tmp_path / "docs" / "curves.png").is_file()

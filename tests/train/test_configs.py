@@ -59,3 +59,7 @@ def test_r2unet_vs_unet_study_config_is_one_recipe_for_both_networks():
         assert cfg.optimizer == "adam" and cfg.lr == 0.001 and not cfg.bf16
         assert cfg.batch_size == 16 and cfg.crop == 96 and cfg.intensity == "percentile"
         assert cfg.plateau_patience >= 50  # a constant learning rate over the study's few validations
+    # the third arm is the same recipe with one BatchNorm per recurrent step
+    third = _load("r2unet_vs_unet_dsb2018_step_norm.json")
+    assert {k: v for k, v in third.items() if k != "model_kwargs"} == fields
+    assert TrainConfig.from_dict({**third, "model": "r2unet"}).model_kwargs == {"step_norm": True}
