@@ -249,7 +249,7 @@ def report(args: argparse.Namespace) -> None:
         "",
         (f"Equal time from the alternating-step speed probe (`speed`): R2U-Net {speed['s_per_step']['r2unet']:.3f} s/step, "
          f"U-Net {speed['s_per_step']['unet']:.3f} s/step (ratio {ratio:.2f}), so U-Net's equal-time point is its "
-         f"last validation at or before step {args.steps * ratio:.0f}." if speed else
+         f"last validation at or before step {int(np.ceil(args.steps * ratio - 1e-9))}." if speed else
          "Equal time from the runs' own optimisation clocks (`train_s`; no speed probe was run)."),
         "",
         f"Seconds per optimisation step as the runs measured them (other work on the machine skews these): "
