@@ -227,7 +227,8 @@ def report(args: argparse.Namespace) -> None:
          "config": json.loads(CONFIG.read_text()), "steps": args.steps, "seeds": rows, "step_norm_seeds": sn_rows,
          "summary": summary, "logs": {f"{m}_seed{s}": v for (m, s), v in logs.items() if v}},
         indent=1) + "\n")
-    plot(logs, DOCS / "curves.png")
+    per_step = {**(sn_speed or {}).get("s_per_step", {}), **(speed or {}).get("s_per_step", {})}
+    plot(logs, DOCS / "curves.png", per_step)
     m = machine()
     n = len(rows)
     lines = [
@@ -290,7 +291,12 @@ def report(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def plot(logs: dict, path: Path) -> None:
+def plot(logs: dict, path: Path, s_per_step: dict[str, float] | None = None) -> None:
+    """Validation Dice against steps and against optimisation time.
+
+    Time is ``step * s_per_step[arm]`` at the probed speeds when given (the runs' own clocks
+    include whatever else ran on the machine), else the runs' ``train_s``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,9 +309,11 @@ def plot(logs: dict, path: Path) -> None:
             continue
         label = model if seed == min(s for m, s in logs if m == model) else None
         axes[0].plot([r["step"] for r in recs], [r["val_dice"] for r in recs], color=colours[model], label=label)
-        axes[1].plot([r["train_s"] / 60 for r in recs], [r["val_dice"] for r in recs], color=colours[model])
+        minutes = ([r["step"] * s_per_step[model] / 60 for r in recs] if s_per_step and model in s_per_step
+                   else [r["train_s"] / 60 for r in recs])
+        axes[1].plot(minutes, [r["val_dice"] for r in recs], color=colours[model])
     axes[0].set_xlabel("optimisation step")
-    axes[1].set_xlabel("optimisation time (min)")
+    axes[1].set_xlabel("optimisation time at the probed speed (min)" if s_per_step else "optimisation time (min)")
     axes[0].set_ylabel("validation Dice")
     axes[0].legend()
     fig.suptitle("DSB2018 validation, one line per seed")
