@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, metavar="N", help="first N images only (quick check)")
     ap.add_argument("--no-accuracy", action="store_true", help="speed only")
     ap.add_argument("--no-classical", action="store_true", help="skip the classical floor")
+    ap.add_argument("--no-speed", action="store_true", help="accuracy only (e.g. while the machine is busy)")
     ap.add_argument("--no-20x-override", action="store_true",
                     help="MoNuSeg: read the three TCGA-HE images at the nominal 0.25 um/px")
     ap.add_argument("--bf16", action="store_true", help="run nucleikit under bf16 autocast (the reference stays fp32)")
@@ -237,10 +238,11 @@ def main() -> None:
                     print(f"{name} {kind} seeds: Dice {a['dice']:.4f} (pooled {a['pooled_dice']:.4f})  "
                           f"IoU {a['iou']:.4f}  DSB {a['dsb_score']:.4f}  AP50 {a['ap50']:.4f}  "
                           f"AJI {a['aji']:.4f}  PQ {a['pq']:.4f}")
-        entry["speed"] = speed(source, factory, samples, model, meta, args.threads, args.repeat, tmp / name)
-        s = entry["speed"]
-        print(f"{name}: end to end {s['e2e_mp_s']:.3f} MP/s, reference fp32 forward {s['reference_mp_s']:.3f} MP/s "
-              f"(ratio {s['e2e_ratio']:.2f}) over {s['megapixels']:.2f} MP")
+        if not args.no_speed:
+            entry["speed"] = speed(source, factory, samples, model, meta, args.threads, args.repeat, tmp / name)
+            s = entry["speed"]
+            print(f"{name}: end to end {s['e2e_mp_s']:.3f} MP/s, reference fp32 forward {s['reference_mp_s']:.3f} "
+                  f"MP/s (ratio {s['e2e_ratio']:.2f}) over {s['megapixels']:.2f} MP")
         results["models"][name] = entry
     tag = ("monuseg_" if args.dataset == "monuseg" else "") + "_".join(results["models"]) + ("_bf16" if args.bf16 else "")
     tag += "_nominal_mpp" if results["mpp_20x_override"] is False and args.dataset == "monuseg" else ""
