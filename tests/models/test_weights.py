@@ -63,7 +63,8 @@ def test_tuple_kwargs_survive_json(tmp_path):
     meta = {"model": "udnet", "model_kwargs": {"widths": (2, 4, 8, 16, 32)}, "mean": [0.5] * 3, "std": [0.2] * 3}
     path = save_weights(tmp_path / "u.safetensors", model, meta)
     loaded, meta = load_weights(path)
-    assert meta["model_kwargs"] == {"in_channels": 3, "widths": [2, 4, 8, 16, 32], "t": 3, "out_activation": "sigmoid"}
+    assert meta["model_kwargs"] == {"in_channels": 3, "widths": [2, 4, 8, 16, 32], "t": 3, "out_activation": "sigmoid",
+                                   "step_norm": False}
     assert loaded.widths == (2, 4, 8, 16, 32) and loaded.t == 3
 
 
