@@ -172,8 +172,10 @@ def compare(logs: dict[tuple[str, int], list[dict]], steps: int, speed_ratio: fl
 
 
 def verdict(r2u: np.ndarray, u: np.ndarray) -> str:
-    """'R2U-Net better' / 'U-Net better' only if every seed's paired difference agrees."""
+    """'R2U-Net better' / 'U-Net better' only if every seed's paired difference agrees (2 seeds at least)."""
     d = np.asarray(r2u) - np.asarray(u)
+    if len(d) < 2:
+        return "one seed only: no verdict"
     if len(d) and np.all(d > 0):
         return "R2U-Net better on every seed"
     if len(d) and np.all(d < 0):
@@ -270,7 +272,8 @@ def report(args: argparse.Namespace) -> None:
     if sn_rows:
         sv = summary["step_norm"]
         lines += [
-            "", f"## R2U-Net with one BatchNorm per recurrent step (`step_norm=True`), {len(sn_rows)} seeds",
+            "", f"## R2U-Net with one BatchNorm per recurrent step (`step_norm=True`), {len(sn_rows)} of "
+            f"{len(args.seeds)} seeds finished",
             "", "The paper's recurrent layer shares one BatchNorm across its steps, so evaluation normalises every "
             "step with statistics averaged over all of them; this arm gives each step its own "
             "(`configs/r2unet_vs_unet_dsb2018_step_norm.json`), against the same U-Net runs.", "",

@@ -55,7 +55,7 @@ def test_verdict_needs_every_seed_to_agree():
     assert study.verdict(np.array([0.8, 0.81, 0.82]), np.array([0.7, 0.8, 0.81])) == "R2U-Net better on every seed"
     assert study.verdict(np.array([0.7, 0.7]), np.array([0.8, 0.71])) == "U-Net better on every seed"
     assert study.verdict(np.array([0.8, 0.7]), np.array([0.7, 0.8])) == "within the seed-to-seed noise"
-    assert study.verdict(np.array([0.8]), np.array([0.8])) == "within the seed-to-seed noise"
+    assert study.verdict(np.array([0.9]), np.array([0.8])) == "one seed only: no verdict"
 
 
 def test_equal_time_from_the_probed_speed_ratio_ignores_the_runs_clocks():
@@ -90,7 +90,7 @@ def test_report_adds_the_per_step_norm_arm_against_the_same_unet_runs(tmp_path, 
     (pair,), (third,) = out["seeds"], out["step_norm_seeds"]
     assert pair["r2unet_dice"] == 0.70 and pair["unet_step_same_time"] == 400  # 200 steps * 2.0 / 1.0
     assert third["r2unet_dice"] == 0.85 and third["unet_step_same_time"] == 300  # 200 * 1.5 / 1.0
-    assert out["summary"]["step_norm"]["equal_steps"]["dice"] == "R2U-Net better on every seed"
-    assert out["summary"]["equal_steps"]["dice"] == "U-Net better on every seed"
+    assert out["summary"]["step_norm"]["equal_steps"]["dice"] == "one seed only: no verdict"
+    assert out["summary"]["equal_steps"]["dice"] == "one seed only: no verdict"
     report = (tmp_path / "docs" / "report.md").read_text()
     assert "per-step BN" in report and (tmp_path / "docs" / "curves.png").is_file()
