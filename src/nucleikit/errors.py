@@ -7,7 +7,9 @@ and exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from os import PathLike
+from pathlib import Path
 
 __all__ = ["NucleikitError", "InputError", "WeightsError", "ConfigError"]
 
@@ -39,3 +41,14 @@ class WeightsError(InputError):
 
 class ConfigError(NucleikitError):
     """An option or configuration value is invalid."""
+
+
+def dangling_link_reason(path: Path) -> str:
+    """Why a path that does not resolve to a file fails: a link loop, a broken link, or nothing there."""
+    try:
+        Path(path).resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return "symbolic link loop"
+    except OSError as exc:
+        return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link (its target does not exist)"
+    return "no such file"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import glob
 import math
 import tempfile
 from pathlib import Path
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, dangling_link_reason
 from ..export import check_slide_formats, slide_formats
 
 __all__ = [
@@ -64,24 +63,22 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {'at least 1' if low == 1 else f'{low} or more'}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def mpp_value(text: str) -> float:
@@ -254,21 +251,10 @@ def expand_inputs(items: list[str], suffixes: tuple[str, ...]) -> tuple[list[Pat
             else:  # a FIFO named .png would block the batch forever
                 problems.append((item, "not a regular file (a pipe, socket or device)"))
         elif path.is_symlink():
-            problems.append((item, _link_problem(path)))
+            problems.append((item, dangling_link_reason(path)))
         else:
             problems.append((item, "no such file"))
     return files, problems
-
-
-def _link_problem(path: Path) -> str:
-    """Why a symbolic link that leads nowhere leads nowhere."""
-    try:
-        path.resolve(strict=True)
-    except RuntimeError:  # Python < 3.13 reports a loop this way
-        return "symbolic link loop"
-    except OSError as exc:
-        return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link (its target does not exist)"
-    return "no such file"
 
 
 def batch_inputs(items: list[str], suffixes: tuple[str, ...], report) -> list[Path]:

@@ -28,7 +28,6 @@ file and the reason.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -43,7 +42,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import ConfigError, WeightsError
+from ..errors import ConfigError, WeightsError, dangling_link_reason
 from .registry import build_model, get_spec
 
 __all__ = [
@@ -380,13 +379,8 @@ def _missing_reason(path: Path) -> str:
     if path.is_dir():
         return "is a folder; give its weights file (e.g. best.safetensors of a training run)"
     if path.is_symlink():
-        try:
-            path.resolve(strict=True)
-        except RuntimeError:  # Python < 3.13 reports a loop this way
-            return "symbolic link loop"
-        except OSError as exc:
-            return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link (its target does not exist)"
-        return "not a regular file"
+        reason = dangling_link_reason(path)
+        return "not a regular file" if reason == "no such file" else reason
     return "no such file"
 
 
