@@ -1,12 +1,11 @@
-"""Tests for the instance section of nucleikit.postprocess (watershed, outlines, measurements)."""
+"""nucleikit.postprocess.instances: watershed instances from a probability map or an instance head's maps."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nucleikit.io.labels import polygons_to_labels
-from nucleikit.postprocess import instances_from_probability, label_measurements, label_outlines
+from nucleikit.postprocess import instances_from_probability
 
 ROWS, COLS = np.mgrid[0:40, 0:64]
 
@@ -110,88 +109,6 @@ def test_bad_min_size_is_refused():
         instances_from_probability(TOUCHING, min_size=-1)
 
 
-# --- label_outlines -----------------------------------------------------------------------------
-
-
-def _blobs():
-    labels = np.zeros((30, 40), np.int32)
-    labels[_disc(10, 10, 6)[:30, :40]] = 3
-    labels[2:8, 25:37] = 7  # rectangle
-    labels[20, 20] = 9  # single pixel
-    labels[_disc(0, 29, 5)[:30, :40]] = 12  # disc cut by the bottom-left corner
-    return labels
-
-
-def test_one_outline_per_label_in_ascending_order():
-    labels = _blobs()
-    outlines = label_outlines(labels)
-    assert len(outlines) == 4
-    assert outlines[2].shape == (4, 2)  # the single pixel: a diamond
-    np.testing.assert_allclose(sorted(map(tuple, outlines[2])), [(19.5, 20), (20, 19.5), (20, 20.5), (20.5, 20)])
-
-
-def test_outlines_are_closed_rings():
-    for ring in label_outlines(_blobs()):
-        steps = np.diff(np.vstack([ring, ring[:1]]), axis=0)  # including last -> first
-        # Steps are 1 along a straight edge, sqrt(1/2) across a corner.
-        assert set(np.round(np.hypot(*steps.T), 6)) <= {1.0, round(np.sqrt(0.5), 6)}
-        assert not np.array_equal(ring[0], ring[-1])  # closing vertex not repeated
-
-
-def test_outline_vertices_lie_between_an_inside_and_an_outside_pixel():
-    labels = _blobs()
-    padded = np.pad(labels, 1)  # outside the image counts as outside
-    for value, ring in zip([3, 7, 9, 12], label_outlines(labels)):
-        for x, y in ring:
-            # One coordinate is a pixel centre, the other half-way between two centres.
-            if x == np.floor(x):
-                a, b = (int(np.floor(y)), int(x)), (int(np.ceil(y)), int(x))
-            else:
-                a, b = (int(y), int(np.floor(x))), (int(y), int(np.ceil(x)))
-            inside = [padded[r + 1, c + 1] == value for r, c in (a, b)]
-            assert sorted(inside) == [False, True], (value, x, y)
-
-
-def test_outlines_rasterise_back_to_the_labels():
-    labels = _blobs()
-    back = polygons_to_labels(label_outlines(labels), labels.shape)
-    values = np.unique(labels)[1:]
-    # Outline k (ascending label order) becomes label k + 1.
-    np.testing.assert_array_equal(back, (np.searchsorted(values, labels) + 1) * (labels > 0))
-
-
-def test_no_labels_no_outlines():
-    assert label_outlines(np.zeros((5, 5), np.int32)) == []
-
-
-# --- label_measurements -------------------------------------------------------------------------
-
-
-def test_measurements_of_a_rectangle():
-    labels = np.zeros((10, 12), np.int32)
-    labels[2:4, 3:9] = 5  # rows 2-3, columns 3-8
-    image = np.zeros((10, 12))
-    image[2, 3:9] = 1.0
-    m = label_measurements(labels, image)
-    assert m["label"].tolist() == [5] and m["area"].tolist() == [12]
-    assert m["x"].tolist() == [5.5] and m["y"].tolist() == [2.5]  # x = column, y = row
-    assert m["mean_intensity"].tolist() == [0.5]
-
-
-def test_measurements_with_a_colour_image():
-    labels = np.array([[1, 1, 0], [0, 2, 2]], np.int32)
-    image = np.stack([np.ones((2, 3)), np.zeros((2, 3)) + 0.25, np.arange(6.0).reshape(2, 3)], axis=-1)
-    m = label_measurements(labels, image)
-    assert m["mean_intensity"].shape == (2, 3)
-    np.testing.assert_allclose(m["mean_intensity"], [[1.0, 0.25, 0.5], [1.0, 0.25, 4.5]])
-    assert "mean_intensity" not in label_measurements(labels)
-
-
-def test_measurements_refuse_an_image_of_another_size():
-    with pytest.raises(ValueError, match="image must be"):
-        label_measurements(np.zeros((4, 4), np.int32), np.zeros((4, 5)))
-
-
 # --- instances_from_maps ----------------------------------------------------------------------
 
 
@@ -255,3 +172,23 @@ def test_marker_watershed_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         instances_from_maps(good, threshold=float("nan"))
     assert not instances_from_maps(good).any()
+
+
+def test_raster_order_equals_the_unique_based_reference():
+    from nucleikit.postprocess.instances import _raster_order
+
+    def reference(labels):
+        values, first = np.unique(labels.ravel(), return_index=True)
+        values, first = values[values != 0], first[values != 0]
+        lookup = np.zeros(int(values.max(initial=0)) + 1, np.int32)
+        lookup[values[np.argsort(first)]] = np.arange(1, values.size + 1, dtype=np.int32)
+        return lookup[labels]
+
+    rng = np.random.default_rng(3)
+    cases = [np.zeros((4, 5), np.int32), np.array([[0, 7], [3, 7]], np.int32), np.array([[5]], np.int32)]
+    cases += [rng.integers(0, int(rng.integers(1, 30)), (int(rng.integers(1, 40)), int(rng.integers(1, 40))))
+              .astype(np.int32) for _ in range(20)]
+    for labels in cases:
+        got = _raster_order(labels)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, reference(labels))

@@ -1,4 +1,4 @@
-"""Tests for nucleikit.postprocess (peak finding, thresholds, tile ownership)."""
+"""nucleikit.postprocess.peaks: peak finding, thresholds, tile ownership."""
 
 from __future__ import annotations
 
