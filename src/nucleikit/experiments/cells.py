@@ -60,9 +60,11 @@ class Cell:
     label : str
         Readable prefix of the run folder (e.g. ``"scratch-lung"``).
     train : tuple of TrainSet
-    validation : str
-        Data set whose validation images choose the best step and xi (its
-        radius is the validation radius).
+    validation : str or tuple of str
+        Data set(s) whose validation images choose the best step and xi. One
+        name: its radius is the validation radius; several: their validation
+        images are pooled and matched with the smallest of their radii (the
+        strictest, so no data set is scored more leniently than its own).
     config : TrainConfig
         ``mpp`` and ``val_radius_um`` are set from the collection.
     init : Cell or None
@@ -73,16 +75,25 @@ class Cell:
         Train in stages (see the module docstring); empty: one go.
     snapshots : bool
         Save the network after each stage as ``snapshot_<step>.safetensors``.
+    init_weights : str or None
+        Warm start from these weights (a bundled name or a file) when ``init``
+        is None; part of the key only when set, so earlier cells keep theirs.
     """
 
     label: str
     train: tuple
-    validation: str
+    validation: "str | tuple[str, ...]"
     config: TrainConfig
     init: "Cell | None" = None
     init_file: str = "best.safetensors"
     stages: tuple = ()
     snapshots: bool = False
+    init_weights: str | None = None
+
+    @property
+    def validation_sets(self) -> tuple[str, ...]:
+        """The validation data set names, as a tuple."""
+        return (self.validation,) if isinstance(self.validation, str) else tuple(self.validation)
 
     def spec(self, fingerprint: Callable[[str], str] | None = None) -> dict:
         """JSON-ready definition (what the key hashes).
@@ -94,16 +105,19 @@ class Cell:
         cfg = self.config.to_dict()
         cfg.pop("threads", None)  # the number of threads changes speed, not the result
         cfg.pop("init", None)
-        names = sorted({t.dataset for t in self.train} | {self.validation})
-        return {
+        names = sorted({t.dataset for t in self.train} | set(self.validation_sets))
+        spec = {
             "train": [dataclasses.asdict(t) for t in self.train],
-            "validation": self.validation,
+            "validation": self.validation if isinstance(self.validation, str) else list(self.validation),
             "data": {n: fingerprint(n) for n in names} if fingerprint else None,
             "config": cfg,
             "init": None if self.init is None else [self.init.key(fingerprint), self.init_file],
             "stages": list(self.stages),
             "snapshots": self.snapshots,
         }
+        if self.init_weights is not None:
+            spec["init_weights"] = self.init_weights
+        return spec
 
     def key(self, fingerprint: Callable[[str], str] | None = None) -> str:
         text = json.dumps(self.spec(fingerprint), sort_keys=True, default=str)
@@ -151,8 +165,8 @@ class CellRunner:
     # --- training ---------------------------------------------------------------
 
     def _config(self, cell: Cell, steps: int | None = None) -> TrainConfig:
-        val = self.collection[cell.validation]
-        init = None
+        radius_um = min(self.collection[n].radius_um for n in cell.validation_sets)
+        init = cell.init_weights
         if cell.init is not None:
             init = str(self.folder(cell.init) / cell.init_file)
             if not Path(init).is_file():
@@ -160,7 +174,7 @@ class CellRunner:
         return dataclasses.replace(
             cell.config,
             mpp=self.collection.mpp,
-            val_radius_um=val.radius_um,
+            val_radius_um=radius_um,
             init=init,
             steps=steps if steps is not None else cell.config.steps,
         )
@@ -170,7 +184,7 @@ class CellRunner:
 
         sets = [fraction_of(self.collection[t.dataset].samples("train"), t.fraction) for t in cell.train]
         weights = [t.weight for t in cell.train]
-        val = self.collection[cell.validation].samples("validation")
+        val = [s for n in cell.validation_sets for s in self.collection[n].samples("validation")]
         meta = {"dataset": "+".join(t.dataset for t in cell.train), "experiment_cell": cell.spec(self.fingerprint)}
         return train_detector(sets, val, self._config(cell, steps), self.folder(cell), set_weights=weights,
                               progress=self.progress, extra_meta=meta)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import auxiliary, baselines, cross_dataset, finetune, lam
+from . import auxiliary, baselines, cross_dataset, finetune, lam, pooled
 
 __all__ = ["Study", "STUDIES"]
 
@@ -37,5 +37,6 @@ STUDIES: dict[str, Study] = {
         Study("auxiliary", auxiliary.TITLE, auxiliary.Params, auxiliary.run),
         Study("lambda", lam.TITLE, lam.Params, lam.run),
         Study("baselines", baselines.TITLE, baselines.Params, baselines.run),
+        Study("pooled", pooled.TITLE, pooled.Params, pooled.run),
     )
 }

@@ -1,0 +1,279 @@
+"""One detector for any H&E image: pooled training data and the threshold rule that transfers.
+
+Xing et al. (2019) find that adding other organs' images to a target's
+training data (weighted by gamma in the loss) helps the target. Taken to its
+end, that is a default detector: train one model on every annotated H&E data
+set at one resolution, validate it on all of their validation images, and test
+it on each data set's test images with that data set's own matching radius.
+
+The study also asks which **threshold rule** carries over to a data set the
+rule was not tuned on (Xing et al. tune the relative threshold xi per data
+set; a user's slide has no validation images). For each validation data set
+in turn it tunes each rule on the *other* data sets' validation images and
+scores the held-out one's validation images (leave one data set out; the test
+images stay untouched):
+
+* ``relative``: a peak must exceed ``xi * max(map)`` (xi and the peak
+  distance tuned; no floor);
+* ``absolute``: a peak must exceed a fixed map value (the floor and the peak
+  distance tuned; xi = 0);
+* ``both``: the rule the training loop ships (:mod:`nucleikit.train.tuning`):
+  xi and the distance first, then the largest floor that costs at most the
+  tolerance of F1 and of recall at the lowest xi.
+
+``own`` is the best F1 of the grid on the held-out data set itself (what
+tuning on it would reach), as a ceiling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..train.tuning import FLOOR_GRID, FLOOR_TOLERANCE, score_grid
+from .cells import Cell, CellRunner, TrainSet, figures_row
+from .report import Figure, StudyResult
+
+__all__ = ["Params", "run", "TITLE", "RULES", "tune_rule", "pool_rows"]
+
+TITLE = "A detector for any H&E image: pooled data sets, and the threshold rule that transfers"
+PAPER = ("Xing et al. (Figs. 6-8) find that auxiliary data from other organs, mixed into the target's training "
+         "data with a gamma-weighted loss, improves the target's F1; they tune the relative threshold xi on each "
+         "data set. This study trains one model on every data set at once and asks which threshold rule holds on "
+         "a data set it was not tuned on.")
+
+#: Threshold rules compared (see the module docstring).
+RULES = ("relative", "absolute", "both")
+
+
+@dataclass(frozen=True)
+class Params:
+    """Options of the pooled study.
+
+    Attributes
+    ----------
+    train : tuple of str
+        Data sets whose training images are pooled.
+    validation : tuple of str
+        Data sets whose validation images choose the best step and the
+        post-processing values (pooled), and between which the threshold rules
+        are compared (leave one out; needs two at least for that table).
+    tests : tuple of str
+        Data sets whose test images score the model (each at its own radius).
+    gammas : dict
+        Loss weight per training data set (default 1).
+    init : str or None
+        Warm start: a bundled weights name (e.g. ``"micronet"``) or a file.
+    references : tuple of str
+        Other weights (bundled names or files) scored on the same test sets,
+        for comparison (e.g. the CRCHisto-only MicroNet).
+    label : str
+        Run-folder prefix of the pooled model.
+    """
+
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+    tests: tuple[str, ...]
+    gammas: dict = field(default_factory=dict)
+    init: str | None = None
+    references: tuple[str, ...] = ()
+    label: str = "pooled"
+
+    def check(self) -> None:
+        if not self.train or not self.validation or not self.tests:
+            raise ConfigError("study: pooled needs train, validation and tests data sets")
+        for name, values in (("train", self.train), ("validation", self.validation), ("tests", self.tests)):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"study: a data set is listed twice in {name}")
+        unknown = set(self.gammas) - set(self.train)
+        if unknown:
+            raise ConfigError(f"study: gammas for data sets not in train: {', '.join(sorted(unknown))}")
+        bad = {k: v for k, v in self.gammas.items()
+               if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+        if bad:
+            raise ConfigError(f"study: gammas must be positive numbers, got {bad}")
+
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {}
+        for names, subset in ((self.train, "train"), (self.validation, "validation"), (self.tests, "test")):
+            for n in names:
+                out.setdefault(n, []).append(subset)
+        return {n: tuple(s) for n, s in out.items()}
+
+
+def pool_rows(tables: Sequence[list[dict]]) -> list[dict]:
+    """Sum the counts of several :func:`~nucleikit.train.tuning.score_grid` tables row by row.
+
+    Each table comes from one data set, matched with that data set's own
+    radius; the tables must share their grids (same rows in the same order).
+    Precision, recall and F1 are recomputed from the pooled counts.
+    """
+    if not tables:
+        raise ValueError("no tables to pool")
+    out = []
+    for rows in zip(*tables, strict=True):
+        keys = {(r["min_distance"], r["threshold_rel"], r["threshold_abs"]) for r in rows}
+        if len(keys) != 1:
+            raise ValueError("the tables do not share their grids")
+        tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
+        p = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
+        r_ = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
+        f = 2 * p * r_ / (p + r_) if p + r_ else 0.0
+        out.append({**rows[0], "tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r_, "f1": f})
+    return out
+
+
+def tune_rule(rows: list[dict], rule: str, tolerance: float = FLOOR_TOLERANCE) -> dict:
+    """The grid row a threshold rule picks from a full (distance x xi x floor) table.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`~nucleikit.train.tuning.score_grid` rows (pooled or not) over
+        the full grid, which must contain xi = 0 and floor = 0.
+    rule : {"relative", "absolute", "both"}
+        See the module docstring. Ties go to the smaller xi, floor and
+        distance (the first row of highest F1 in ascending order), as
+        :func:`~nucleikit.train.tuning.tune_peaks` breaks them.
+    tolerance : float
+        ``both``: largest loss of F1 (at the chosen xi) and of recall (at the
+        lowest xi of the grid) the floor may cost.
+
+    Returns
+    -------
+    dict
+        The chosen row (``min_distance``, ``threshold_rel``, ``threshold_abs``
+        and its figures).
+    """
+    order = sorted(rows, key=lambda r: (r["min_distance"], r["threshold_rel"], r["threshold_abs"]))
+    if rule == "relative":
+        cand = [r for r in order if r["threshold_abs"] == 0.0]
+    elif rule == "absolute":
+        cand = [r for r in order if r["threshold_rel"] == 0.0]
+    elif rule == "both":
+        step1 = tune_rule(rows, "relative")
+        md, xi = step1["min_distance"], step1["threshold_rel"]
+        lowest = min(r["threshold_rel"] for r in rows)
+        at = {r["threshold_abs"]: r for r in order if r["min_distance"] == md and r["threshold_rel"] == xi}
+        low = {r["threshold_abs"]: r for r in order if r["min_distance"] == md and r["threshold_rel"] == lowest}
+        chosen = at[0.0]
+        for floor in sorted(at):
+            if low[floor]["recall"] < low[0.0]["recall"] - tolerance:
+                break  # recall at a fixed xi never rises with the floor
+            if at[floor]["f1"] >= step1["f1"] - tolerance:
+                chosen = at[floor]
+        return chosen
+    else:
+        raise ValueError(f"unknown threshold rule {rule!r} (known: {', '.join(RULES)})")
+    if not cand:
+        raise ValueError(f"the grid has no rows for the {rule} rule")
+    return max(cand, key=lambda r: r["f1"])  # max keeps the first of equal F1
+
+
+def _apply(rows: list[dict], chosen: dict) -> dict:
+    key = (chosen["min_distance"], chosen["threshold_rel"], chosen["threshold_abs"])
+    return next(r for r in rows if (r["min_distance"], r["threshold_rel"], r["threshold_abs"]) == key)
+
+
+def _validation_tables(weights, collection, names: Sequence[str], cfg) -> dict[str, list[dict]]:
+    """Per validation data set: the full grid table of the model's maps, at the data set's own radius."""
+    from ..infer.predict import Detector, InferenceConfig
+    from ..transforms import scale_factor, scale_points
+
+    detector = Detector.from_weights(weights, config=InferenceConfig(threads=cfg.threads, bf16=cfg.bf16))
+    xis = sorted({0.0, *(float(x) for x in cfg.xi_grid)})
+    tables = {}
+    for name in names:
+        ds = collection[name]
+        maps, truths = [], []
+        for s in ds.samples("validation"):
+            det = detector.detect(s.load_image(), mpp=s.mpp, keep_map=True)
+            maps.append(det.prob)
+            truths.append(scale_points(np.asarray(s.points, float).reshape(-1, 2), scale_factor(s.mpp, detector.mpp)))
+        tables[name] = score_grid(maps, truths, radius=ds.radius_um / detector.mpp,
+                                  min_distance_grid=cfg.min_distance_grid, xi_grid=xis,
+                                  threshold_abs_grid=FLOOR_GRID)
+    return tables
+
+
+def threshold_transfer(tables: dict[str, list[dict]]) -> list[dict]:
+    """Leave one data set out: each rule tuned on the others, scored on the held-out one.
+
+    Parameters
+    ----------
+    tables : dict
+        Data set name -> its full grid table (:func:`_validation_tables`).
+
+    Returns
+    -------
+    list of dict
+        One row per held-out data set: F1 of each rule, the values it chose,
+        and ``own`` (best F1 of the grid on the held-out set itself).
+    """
+    out = []
+    for held in tables:
+        others = pool_rows([t for n, t in tables.items() if n != held])
+        row: dict = {"held_out": held}
+        for rule in RULES:
+            chosen = tune_rule(others, rule)
+            got = _apply(tables[held], chosen)
+            row[f"{rule}_f1"] = got["f1"]
+            row[f"{rule}_values"] = (f"xi {chosen['threshold_rel']:g}, floor {chosen['threshold_abs']:g}, "
+                                     f"d {chosen['min_distance']:g}")
+        row["own_f1"] = max(r["f1"] for r in tables[held])
+        out.append(row)
+    return out
+
+
+def run(config, collection, runner: CellRunner) -> StudyResult:
+    from ..models.weights import resolve_weights
+
+    p = config.params
+    sets = tuple(TrainSet(d, 1.0, float(p.gammas.get(d, 1.0))) for d in p.train)
+    cell = Cell(p.label, sets, tuple(p.validation), config.train,
+                init_weights=None if p.init is None else str(resolve_weights(p.init)))
+    result = runner.run(cell, p.tests)
+    weights = runner.folder(cell) / "best.safetensors"
+
+    rows = [{"model": f"{p.label} (this study)", "test": t, **figures_row(result["test"][t])} for t in p.tests]
+    for ref in p.references:
+        scored = runner.score(resolve_weights(ref), p.tests, config.train.threads, config.train.bf16)
+        rows += [{"model": ref, "test": t, **figures_row(scored[t])} for t in p.tests]
+
+    res = StudyResult(TITLE, PAPER)
+    res.tables["test"] = rows
+    res.table_notes["test"] = ("Test images of each data set, matched at its own radius (PROTOCOL.md), with the "
+                               "post-processing values each model carries.")
+    if len(p.validation) >= 2:
+        transfer = threshold_transfer(_validation_tables(weights, collection, p.validation, config.train))
+        res.tables["threshold_transfer"] = transfer
+        res.table_notes["threshold_transfer"] = (
+            "Validation images only: each rule tuned on the other data sets' validation images, scored on the "
+            "held-out data set's; own = best of the grid on the held-out set itself.")
+        means = {r: float(np.mean([t[f"{r}_f1"] for t in transfer])) for r in RULES}
+        best = max(RULES, key=lambda r: means[r])
+        res.findings.append(
+            "Leave one data set out, mean validation F1: "
+            + ", ".join(f"{r} {means[r]:.3f}" for r in RULES)
+            + f" (own-data ceiling {np.mean([t['own_f1'] for t in transfer]):.3f}); the {best} rule transfers best.")
+        res.figures.append(Figure(
+            "threshold_transfer", "lines",
+            {"x": [t["held_out"] for t in transfer],
+             "series": {**{r: [t[f"{r}_f1"] for t in transfer] for r in RULES},
+                        "own (ceiling)": [t["own_f1"] for t in transfer]},
+             "xlabel": "held-out data set", "ylabel": "validation F1"},
+            "Threshold rule tuned on the other data sets, scored on the held-out one"))
+    by_model: dict[str, list[float]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r["f1"])
+    res.findings.append("Mean test F1 over " + ", ".join(p.tests) + ": "
+                        + "; ".join(f"{m} {np.mean(v):.3f}" for m, v in by_model.items()) + ".")
+    res.figures.append(Figure(
+        "test_f1", "lines",
+        {"x": list(p.tests), "series": {m: v for m, v in by_model.items()}, "xlabel": "test set", "ylabel": "F1"},
+        "Test F1 per data set"))
+    res.cells = [result]
+    return res
