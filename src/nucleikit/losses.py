@@ -115,8 +115,9 @@ def cross_entropy(
     target: torch.Tensor,
     *,
     weight: torch.Tensor | Sequence[float] | np.ndarray | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Softmax cross-entropy of class logits, optionally class-weighted.
+    """Softmax cross-entropy of class logits, optionally class-weighted and label-smoothed.
 
     Parameters
     ----------
@@ -126,6 +127,10 @@ def cross_entropy(
         Class indices in 0..K-1.
     weight : (K,) tensor or array_like, optional
         Per-class weights (:func:`class_weights`).
+    label_smoothing : float in [0, 1)
+        The target of patch i is ``(1 - e) * onehot(y_i) + e / K`` (Szegedy et al. 2016), as
+        :func:`torch.nn.functional.cross_entropy` defines it (with ``weight``, each class's term
+        is weighted by its class weight); 0 is the plain loss.
 
     Returns
     -------
@@ -140,6 +145,10 @@ def cross_entropy(
         weight = weight.to(device=logits.device, dtype=logits.dtype)
         if weight.shape != (logits.shape[1],):
             raise ValueError(f"weight must have shape ({logits.shape[1]},), got {tuple(weight.shape)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if label_smoothing:
+        return F.cross_entropy(logits, target.long(), weight=weight, label_smoothing=float(label_smoothing))
     return F.cross_entropy(logits, target.long(), weight=weight)
 
 

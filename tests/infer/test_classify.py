@@ -313,3 +313,106 @@ def test_centres_less_than_a_pixel_outside_are_clipped_not_refused(clf, image8):
     # CRCHisto's img8 has y = -0.85 (issue 16): typed as the point on the image's edge
     labels, _ = clf.classify(image8, np.array([[5.0, -0.85], [5.0, 0.0]]))
     assert labels[0] == labels[1]
+
+
+# --------------------------------------------------------------------------- test-time augmentation
+
+
+def _pooled_net(corner: bool):
+    """A 4-class network on each channel's mean over the patch (invariant under every flip and rotation) or
+    over its top-left quadrant (not invariant: each symmetry shows it another corner)."""
+    import torch
+
+    class Net(torch.nn.Module):
+        n_classes = 4
+        feature_dim = 3
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(3)
+            self.head = torch.nn.Linear(3, 4)
+            with torch.no_grad():
+                self.head.weight.mul_(5.0)
+
+        def features(self, x):
+            if corner:
+                x = x[..., : x.shape[-2] // 2, : x.shape[-1] // 2]
+            return x.mean(dim=(-2, -1))
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+    return Net()
+
+
+def test_tta_of_an_orientation_invariant_model_changes_nothing(image8):
+    clf = Classifier(_pooled_net(corner=False), _meta(), config=PatchInferenceConfig(tta=8, fold_bn=False))
+    patches = clf.patches(image8, np.array([[3.0, 3.0], [20.0, 12.0], [39.0, 29.0]]))
+    np.testing.assert_allclose(clf.predict_patches(patches), clf.predict_patches(patches, tta=1), atol=1e-6)
+
+
+def test_tta_averages_the_eight_symmetries_of_each_patch(image8):
+    clf = Classifier(_pooled_net(corner=True), _meta(), config=PatchInferenceConfig(tta=8, fold_bn=False))
+    patches = clf.patches(image8, np.array([[3.0, 3.0], [20.0, 12.0], [30.0, 25.0]]))
+    views = [np.rot90(p, k, axes=(1, 2)) for p in (patches, patches[:, :, ::-1]) for k in range(4)]
+    expected = np.mean([clf.predict_patches(np.ascontiguousarray(v), tta=1) for v in views], axis=0)
+    got = clf.predict_patches(patches)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-6)
+    # the network is not invariant, so the views matter
+    assert np.abs(got - clf.predict_patches(patches, tta=1)).max() > 1e-2
+    flips = [patches, patches[:, :, ::-1]]  # 2 views: the patch and its left-right mirror
+    np.testing.assert_allclose(clf.predict_patches(patches, tta=2),
+                               np.mean([clf.predict_patches(np.ascontiguousarray(v), tta=1) for v in flips], 0),
+                               atol=1e-6)
+
+
+def test_tta_of_no_patch_is_zero_by_k(weights, image8):
+    clf = Classifier.from_weights(weights, config=PatchInferenceConfig(tta=4))
+    labels, probs = clf.classify(image8, np.zeros((0, 2)))
+    assert labels.shape == (0,) and probs.shape == (0, 4) and probs.dtype == np.float32
+
+
+def test_tta_default_is_the_weights_own_and_config_overrides_it(tmp_path):
+    path = save_weights(tmp_path / "tta.safetensors", _model(), _meta(tta=4))
+    assert Classifier.from_weights(path).tta == 4
+    assert Classifier.from_weights(path, config=PatchInferenceConfig(tta=1)).tta == 1
+    assert Classifier(_model(), _meta()).tta == 1  # weights without a record: one view
+    with pytest.raises(WeightsError, match="tta"):
+        Classifier(_model(), _meta(tta=3))
+    with pytest.raises(ValueError, match="tta"):
+        PatchInferenceConfig(tta=5)
+
+
+#: Probabilities of the bundled weights on patches 0, 2, ..., 14 of img1 (fixed-split test image), computed by
+#: ``nucleikit.train.classify.predict_patches`` before the classifiers moved onto the one training loop.
+BUNDLED_PROBS = {
+    "dcrn": [[0.0336, 0.8449, 0.0122, 0.1093], [0.0666, 0.6853, 0.0542, 0.1939], [0.0242, 0.1733, 0.5575, 0.2450],
+             [0.0344, 0.8782, 0.0115, 0.0759], [0.0326, 0.3064, 0.1251, 0.5360], [0.0615, 0.6229, 0.0518, 0.2638],
+             [0.0157, 0.0959, 0.6622, 0.2262], [0.0005, 0.0038, 0.8875, 0.1082]],
+    "densenet": [[0.0404, 0.8022, 0.0150, 0.1424], [0.0730, 0.6982, 0.0255, 0.2034],
+                 [0.0314, 0.3490, 0.3906, 0.2291], [0.0421, 0.8486, 0.0088, 0.1005],
+                 [0.0301, 0.3959, 0.0468, 0.5272], [0.0753, 0.6372, 0.0354, 0.2520],
+                 [0.0501, 0.2106, 0.3906, 0.3488], [0.0030, 0.0144, 0.6902, 0.2925]],
+}
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", ["dcrn", "densenet"])
+def test_bundled_classifiers_predict_as_before_the_refactor(crchisto_dir, name):
+    from nucleikit.io.datasets.crchisto import CRCHisto
+    from nucleikit.models.weights import load_weights, resolve_weights
+    from nucleikit.train.classify import predict_patches
+    from nucleikit.train.patches import PatchSet
+
+    sample = next(iter(CRCHisto(crchisto_dir, split="fixed", subset="test", task="classification")))
+    assert sample.id == "img1"
+    patches = PatchSet.from_samples([sample], patch=32, mpp=0.55).patches[0:16:2]
+    clf = Classifier.from_weights(name, config=PatchInferenceConfig(threads=1))
+    assert clf.tta == 1 and clf.patch == 32 and clf.mpp == 0.55
+    probs = clf.predict_patches(patches)
+    np.testing.assert_allclose(probs, BUNDLED_PROBS[name], atol=1e-4)
+    model, meta = load_weights(resolve_weights(name))  # the training-side wrapper gives the same
+    np.testing.assert_allclose(predict_patches(model, patches, meta["mean"], meta["std"]), probs, atol=1e-6)
+    labels, _ = clf.classify(sample.load_image(), sample.points[0:16:2], mpp=sample.mpp)
+    assert labels.tolist() == [CLASSES[k] for k in np.argmax(BUNDLED_PROBS[name], axis=1)]

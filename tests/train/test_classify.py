@@ -15,11 +15,11 @@ from nucleikit.errors import ConfigError, InputError
 from nucleikit.losses import LOSSES, class_weights, cross_entropy
 from nucleikit.metrics import classification_report
 from nucleikit.models.weights import load_weights, read_weights_meta
+from nucleikit.train.patches import epoch_order as _epoch_order
 from nucleikit.train.classify import (
     ClassifyConfig,
     PatchAugment,
     PatchSet,
-    _epoch_order,
     augment_patches,
     patch_features,
     patch_stats,
@@ -336,3 +336,126 @@ def test_predict_patches_wants_uint8():
     model = build_model("densenet", n_classes=2, **TINY_MODEL)
     with pytest.raises(ValueError, match="uint8"):
         predict_patches(model, np.zeros((2, 16, 16, 3), np.float32), [0, 0, 0], [1, 1, 1])
+
+
+# the one loop: Classifier, checkpoints, options beyond the paper ---------------------------
+
+
+def test_predict_patches_of_no_patch_is_zero_by_k():
+    from nucleikit.models import build_model
+
+    model = build_model("densenet", n_classes=3, **TINY_MODEL)
+    probs = predict_patches(model, np.zeros((0, 16, 16, 3), np.uint8), [0.5] * 3, [0.2] * 3)
+    assert probs.shape == (0, 3) and probs.dtype == np.float32
+
+
+def test_validation_goes_through_the_classifier(tmp_path):
+    from nucleikit.infer.classify import Classifier
+
+    train, val = synthetic(48, 1), synthetic(24, 2)
+    res = train_classifier(train, val, tiny_config(epochs=1), tmp_path, progress=False)
+    clf = Classifier.from_weights(res.best_weights)
+    names = np.array(["a", "b"])
+    probs = clf.predict_patches(val.patches)
+    scores = classification_report(names[val.labels], names[probs.argmax(axis=1)], probs, ("a", "b"))
+    assert scores["weighted_f1"] == pytest.approx(res.best["weighted_f1"], abs=1e-9)
+    assert scores["confusion_matrix"] == res.best["confusion_matrix"]
+
+
+def test_checkpoint_keeps_the_keys_runs_in_progress_were_written_with(tmp_path):
+    from nucleikit.train.classify import CHECKPOINT_KEYS
+
+    train_classifier(synthetic(16, 1), synthetic(8, 2), tiny_config(epochs=1), tmp_path, progress=False)
+    ck = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    # the keys of nucleikit 0.1's classification checkpoints, plus the training clock
+    assert set(ck) == {"model", "optimizer", "epoch", "best", "best_epoch", "history", "elapsed", "mean", "std",
+                       "torch_rng", "config", "train_s"}
+    assert set(CHECKPOINT_KEYS) == set(ck) - {"train_s"} and ck["epoch"] == 1 and ck["best_epoch"] == 1
+
+
+def test_checkpoint_without_the_training_clock_resumes_exactly(tmp_path):
+    # a run started before the classifiers moved onto the Trainer: no "train_s", no "score" in "best"
+    train, val = synthetic(48, 1), synthetic(24, 2)
+    whole = train_classifier(train, val, tiny_config(sampling="balanced"), tmp_path / "whole", progress=False)
+    train_classifier(train, val, tiny_config(epochs=1, sampling="balanced"), tmp_path / "old", progress=False)
+    path = tmp_path / "old" / "checkpoint.pt"
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    del ck["train_s"]
+    ck["best"].pop("score")
+    ck["config"] = {k: v for k, v in ck["config"].items() if k not in ("label_smoothing", "tta")}
+    torch.save(ck, path)
+    resumed = train_classifier(train, val, tiny_config(sampling="balanced"), tmp_path / "old", progress=False)
+    a, b = _final_state(tmp_path / "whole"), _final_state(tmp_path / "old")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    assert resumed.best_epoch == whole.best_epoch
+
+
+def test_a_detection_checkpoint_is_refused_in_one_line(tmp_path):
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "step": 4, "config": {"model": "micronet"}},
+               tmp_path / "checkpoint.pt")
+    with pytest.raises(ConfigError) as err:
+        train_classifier(synthetic(8, 1), synthetic(8, 2), tiny_config(epochs=1), tmp_path, progress=False)
+    message = str(err.value)
+    assert "not a classification checkpoint" in message and "\n" not in message
+
+
+def test_cross_entropy_label_smoothing_hand_computed():
+    logits = torch.tensor([[math.log(3.0), 0.0]])
+    # e = 0.2, K = 2: target (0.9, 0.1) against softmax (3/4, 1/4)
+    expected = -(0.9 * math.log(0.75) + 0.1 * math.log(0.25))
+    assert float(cross_entropy(logits, torch.tensor([0]), label_smoothing=0.2)) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        cross_entropy(logits, torch.tensor([0]), label_smoothing=1.0)
+
+
+def test_label_smoothing_is_off_by_default_recorded_and_trains(tmp_path):
+    train, val = synthetic(48, 1), synthetic(24, 2)
+    assert ClassifyConfig().label_smoothing == 0.0
+    plain = train_classifier(train, val, tiny_config(epochs=1), tmp_path / "plain", progress=False)
+    smooth = train_classifier(train, val, tiny_config(epochs=1, label_smoothing=0.1), tmp_path / "smooth",
+                              progress=False)
+    assert smooth.history[0]["train_loss"] != plain.history[0]["train_loss"]
+    assert read_weights_meta(smooth.best_weights)["train_config"]["label_smoothing"] == 0.1
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        ClassifyConfig(label_smoothing=1.0)
+
+
+def test_tta_validation_is_recorded_and_measures_one_view_too(tmp_path):
+    from nucleikit.infer.classify import Classifier
+
+    train, val = synthetic(48, 1), synthetic(24, 2)
+    assert ClassifyConfig().tta == 1
+    res = train_classifier(train, val, tiny_config(epochs=1, tta=8), tmp_path, progress=False)
+    record = res.history[0]
+    assert 0.0 <= record["val_weighted_f1_one_view"] <= 1.0
+    meta = read_weights_meta(res.best_weights)
+    assert meta["tta"] == 8 and meta["train_config"]["tta"] == 8
+    clf = Classifier.from_weights(res.best_weights)
+    assert clf.tta == 8  # the weights classify as they were validated
+    names = np.array(["a", "b"])
+    probs = clf.predict_patches(val.patches)
+    assert classification_report(names[val.labels], names[probs.argmax(1)], probs, ("a", "b"))["weighted_f1"] == \
+        pytest.approx(record["val_weighted_f1"], abs=1e-9)
+    with pytest.raises(ConfigError, match="tta"):
+        ClassifyConfig(tta=3)
+
+
+def test_larger_context_patch_trains_and_is_recorded(tmp_path):
+    from nucleikit.infer.classify import Classifier
+
+    train, val = synthetic(24, 1, size=64), synthetic(8, 2, size=64)
+    res = train_classifier(train, val, tiny_config(epochs=1, patch=64), tmp_path, progress=False)
+    clf = Classifier.from_weights(res.best_weights)
+    assert clf.patch == 64 and clf.meta["train_config"]["patch"] == 64
+    image = np.random.default_rng(0).integers(0, 256, size=(80, 90, 3), dtype=np.uint8)
+    labels, probs = clf.classify(image, np.array([[5.0, 5.0], [60.0, 40.0]]), mpp=0.55)
+    assert probs.shape == (2, 2) and set(labels) <= {"a", "b"}
+    with pytest.raises(ConfigError, match="16 px"):  # patches of another size than the configuration
+        train_classifier(synthetic(8, 1), synthetic(8, 2), tiny_config(epochs=1, patch=64), tmp_path / "x")
+
+
+def test_classifiers_train_in_one_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="one process"):
+        train_classifier(synthetic(8, 1), synthetic(8, 2), tiny_config(epochs=1), tmp_path, progress=False)

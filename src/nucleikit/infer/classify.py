@@ -9,7 +9,7 @@ resolution and (x, y) centres in that image's pixels:
 1. the image is resampled to the model's resolution
    (:func:`nucleikit.transforms.resample`) and the centres mapped with it
    (:func:`nucleikit.transforms.scale_points`), then clipped to the
-   pixel-centre box, as :meth:`nucleikit.train.classify.PatchSet.from_samples`
+   pixel-centre box, as :meth:`nucleikit.train.patches.PatchSet.from_samples`
    does for training;
 2. the image is quantised to uint8 (``rint(255 * v)``) before the patches are
    cut (:func:`nucleikit.targets.extract_patches`, reflected at the border):
@@ -17,7 +17,17 @@ resolution and (x, y) centres in that image's pixels:
    with exactly the values it was trained on;
 3. batches of patches run under ``torch.inference_mode`` in the channels-last
    memory format, optionally under bfloat16 autocast; the softmax gives the
-   class probabilities.
+   class probabilities;
+4. with test-time augmentation (:attr:`PatchInferenceConfig.tta` views, or the
+   ``tta`` the weights were validated with; 1 by default), the probabilities are
+   the mean over ``tta`` symmetries of each patch (flips and 90-degree rotations,
+   :func:`nucleikit.infer.tta.dihedral_transforms`: 2 = + left-right mirror,
+   4 = all flips, 8 = all flips and rotations). A nucleus has no preferred
+   orientation and a class is no map, so nothing is transformed back.
+
+The training loop validates through this class
+(:class:`nucleikit.train.classify.ClassificationTrainer`), so the figures chosen
+on validation are those of the predictor ``nucleikit classify`` runs.
 
 With :attr:`PatchInferenceConfig.stain_normalise` the patches of one image
 are first matched, as a whole, to the L*a*b* moments of the training patches
@@ -48,6 +58,7 @@ from ..errors import WeightsError
 from ..io.points import OUTSIDE_TOLERANCE, clip_points_to_image
 from ..targets import extract_patches
 from ..transforms import reinhard_normalise, resample, scale_factor, scale_points
+from .tta import TTA_SIZES, dihedral_transforms
 
 __all__ = ["PatchInferenceConfig", "Classifier", "to_uint8"]
 
@@ -76,6 +87,9 @@ class PatchInferenceConfig:
     stain_normalise : bool
         Match each image's patches to the training stain before classifying
         (module docstring); needs ``lab_mean``/``lab_std`` in the weights.
+    tta : {1, 2, 4, 8} or None
+        Test-time augmentation views (module docstring); None takes the weights'
+        ``tta`` (the views their best epoch was chosen with; 1 when they record none).
     """
 
     batch_size: int = 256
@@ -84,12 +98,28 @@ class PatchInferenceConfig:
     channels_last: bool = True
     fold_bn: bool = True
     stain_normalise: bool = False
+    tta: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.tta is not None and self.tta not in TTA_SIZES:
+            raise ValueError(f"tta must be one of {', '.join(map(str, TTA_SIZES))} views, got {self.tta!r}")
+
+
+def _patch_view(patches: np.ndarray, view: tuple[bool, bool, bool]) -> np.ndarray:
+    """(N, s, s, C) patches seen as ``view`` of :func:`~nucleikit.infer.tta.dihedral_transforms` (contiguous)."""
+    if patches.ndim != 4:
+        return patches  # left for _run to refuse with its message
+    transpose, ud, lr = view
+    out = np.swapaxes(patches, 1, 2) if transpose else patches
+    if ud:
+        out = out[:, ::-1]
+    if lr:
+        out = out[:, :, ::-1]
+    return np.ascontiguousarray(out)
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -165,6 +195,11 @@ class Classifier:
                 source, "has no training stain (lab_mean/lab_std) to normalise to; retrain it, or run without "
                 "stain normalisation"
             )
+        tta = config.tta if config.tta is not None else meta.get("tta", 1)
+        if tta not in TTA_SIZES:
+            raise WeightsError(source, f"records tta = {tta!r}; expected one of {', '.join(map(str, TTA_SIZES))}")
+        #: Test-time augmentation views of :meth:`predict_patches`.
+        self.tta = int(tta)
         self.config = config
         self.torch = torch
         if config.threads is not None:
@@ -279,13 +314,15 @@ class Classifier:
                 out[start : start + step] = fn(xt).float().numpy()
         return out
 
-    def predict_patches(self, patches: np.ndarray) -> np.ndarray:
+    def predict_patches(self, patches: np.ndarray, *, tta: int | None = None) -> np.ndarray:
         """Class probabilities of uint8 patches.
 
         Parameters
         ----------
         patches : (N, s, s, C) uint8 ndarray
-            E.g. from :meth:`patches` or :attr:`nucleikit.train.classify.PatchSet.patches`.
+            E.g. from :meth:`patches` or :attr:`nucleikit.train.patches.PatchSet.patches`.
+        tta : {1, 2, 4, 8} or None
+            Views to average (module docstring); None: :attr:`tta`.
 
         Returns
         -------
@@ -294,7 +331,14 @@ class Classifier:
             to 1. N = 0 gives (0, K).
         """
         torch = self.torch
-        return self._run(lambda x: torch.softmax(self.model(x).float(), dim=1), patches, len(self.classes))
+        n = self.tta if tta is None else tta
+        views = dihedral_transforms(n)
+        total = None
+        for view in views:
+            seen = patches if n == 1 else _patch_view(np.asarray(patches), view)
+            probs = self._run(lambda x: torch.softmax(self.model(x).float(), dim=1), seen, len(self.classes))
+            total = probs if total is None else total + probs
+        return total if n == 1 else (total / np.float32(n)).astype(np.float32)
 
     def patch_features(self, patches: np.ndarray) -> np.ndarray:
         """Bottleneck features of uint8 patches (the model's ``features``), e.g. for UMAP.

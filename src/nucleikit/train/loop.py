@@ -14,8 +14,13 @@ scoring) comes from a task adapter (:class:`~nucleikit.train.tasks.TaskAdapter`,
 * :meth:`Trainer.step` — one optimisation step on one batch;
 * :meth:`Trainer.validate` — the adapter's score of the validation maps;
 * :meth:`Trainer.save_best` and :meth:`Trainer.checkpoint` — what is written;
-* :meth:`Trainer.run` — steps up to ``cfg.steps``, a validation, log line and
-  checkpoint every ``cfg.val_every`` steps.
+* :meth:`Trainer.run` — steps up to :attr:`Trainer.total_steps`, a validation, log line
+  and checkpoint every :attr:`Trainer.val_every` steps (``cfg.steps``, ``cfg.val_every``),
+  batches from :meth:`Trainer.batch`.
+
+The patch classifiers run on the same :meth:`Trainer.run`:
+:class:`nucleikit.train.classify.ClassificationTrainer` overrides the setup and these
+hooks (an epoch of patches is ``val_every`` steps; its own checkpoint keys).
 
 It writes into ``out_dir``:
 
@@ -474,6 +479,28 @@ class Trainer:
 
     # ----------------------------------------------------------------- the parts of a run
 
+    @property
+    def total_steps(self) -> int:
+        """Optimisation steps of the whole run (``cfg.steps``)."""
+        return self.cfg.steps
+
+    @property
+    def val_every(self) -> int:
+        """Steps between validations and checkpoints (``cfg.val_every``)."""
+        return self.cfg.val_every
+
+    def batch(self, step: int):
+        """The batch of optimisation step ``step`` (0-based): :func:`_batch` of this process; runs in a thread."""
+        return _batch(self.cfg.seed, step, self.data.train, self.cfg, self.data.probs, self.dist.rank)
+
+    def train_mode(self) -> None:
+        """The network in training mode before each step (frozen blocks kept in eval mode)."""
+        from ..models.blocks import freeze_blocks
+
+        self.net.train()
+        if self.cfg.freeze_blocks:
+            freeze_blocks(self.model, self.cfg.freeze_blocks)  # re-applies eval() to frozen BN layers
+
     def step(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
         """One optimisation step on a batch of :func:`_batch`; returns the loss (weighted mean)."""
         import torch
@@ -594,31 +621,27 @@ class Trainer:
         -------
         TrainResult
         """
-        from ..models.blocks import freeze_blocks
-
         cfg, state, dist = self.cfg, self.state, self.dist
+        total, every = self.total_steps, self.val_every
         log = open(self.out / "log.jsonl", "a", encoding="utf-8") if dist.main else None
-        bar = _Bar(progress and dist.main, f"train {cfg.model}", cfg.steps, state.step, state.best["score"])
+        bar = _Bar(progress and dist.main, f"train {cfg.model}", total, state.step, state.best["score"])
         t0 = time.perf_counter() - state.elapsed
         running: list[float] = []
         # Augmentation (NumPy/SciPy, which release the GIL) of the next batch runs
         # in a thread while torch computes the current one.
         pool = ThreadPoolExecutor(max_workers=1)
-        data = self.data
-        pending = pool.submit(_batch, cfg.seed, state.step, data.train, cfg, data.probs, dist.rank)
+        pending = pool.submit(self.batch, state.step)
         try:
-            while state.step < cfg.steps:
-                self.net.train()
-                if cfg.freeze_blocks:
-                    freeze_blocks(self.model, cfg.freeze_blocks)  # re-applies eval() to frozen BN layers
+            while state.step < total:
+                self.train_mode()
                 t_step = time.perf_counter()
                 batch = pending.result()
-                if state.step + 1 < cfg.steps:
-                    pending = pool.submit(_batch, cfg.seed, state.step + 1, data.train, cfg, data.probs, dist.rank)
+                if state.step + 1 < total:
+                    pending = pool.submit(self.batch, state.step + 1)
                 running.append(self.step(batch))
                 state.train_s += time.perf_counter() - t_step
                 bar.update(completed=state.step, loss=float(np.mean(running[-50:])))
-                if state.step % cfg.val_every == 0 or state.step == cfg.steps:
+                if state.step % every == 0 or state.step == total:
                     record = self._validation_round(running, t0)
                     if record is None:
                         continue  # not process 0

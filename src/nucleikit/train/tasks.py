@@ -16,6 +16,11 @@ the registry):
   boundary and distance maps (target "instance"; validation AJI over a grid
   of foreground thresholds, marker kinds and marker thresholds, with pixel
   Dice, PQ and the DSB score at the best).
+* :class:`ClassificationTask` — classified points → patches centred on them
+  (:class:`~nucleikit.train.patches.PatchSet`); validation scores the class
+  probabilities of the validation patches (PROTOCOL.md's classification figures;
+  the selection criterion is the weighted F1). Its trainer is
+  :class:`nucleikit.train.classify.ClassificationTrainer`.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from ..transforms import percentile_normalise, resample, resize_labels, scale_fa
 from .config import TrainConfig
 from .tuning import FLOOR_GRID, FLOOR_TOLERANCE, tune_peaks
 
-__all__ = ["PreparedImage", "Validation", "TaskAdapter", "DetectionTask", "SegmentationTask", "make_target",
-           "task_for"]
+__all__ = ["PreparedImage", "Validation", "TaskAdapter", "DetectionTask", "SegmentationTask", "ClassificationTask",
+           "make_target", "task_for"]
 
 
 @dataclass(frozen=True)
@@ -248,6 +253,73 @@ class SegmentationTask:
 
     def meta(self) -> dict:
         return {"colour": self.colour, "intensity": self.intensity}
+
+
+class ClassificationTask:
+    """Nucleus typing from patches centred on classified points (see module docstring).
+
+    Parameters
+    ----------
+    cfg : ClassifyConfig
+        Resolved (:meth:`nucleikit.train.classify.ClassifyConfig.resolved`): its
+        ``classes``, ``patch`` and ``mpp`` define the patches.
+    """
+
+    name = "classification"
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    def prepare(self, samples: Any, *, weight: float = 1.0, training: bool = True):
+        """A :class:`~nucleikit.train.patches.PatchSet` of ``samples`` (point samples with classes).
+
+        Patches already cut are checked against the configuration instead: their
+        classes, patch side and resolution must be the configuration's.
+        """
+        from .patches import PatchSet
+
+        cfg, what = self.cfg, "training" if training else "validation"
+        if isinstance(samples, PatchSet):
+            if samples.classes != cfg.classes:
+                raise ConfigError(f"{what} patches have classes {samples.classes}, the configuration {cfg.classes}")
+            if samples.patch_size != cfg.patch:
+                raise ConfigError(f"{what} patches are {samples.patch_size} px, the configuration asks for {cfg.patch}")
+            if samples.mpp is not None and scale_factor(samples.mpp, cfg.mpp) != 1.0:
+                raise ConfigError(f"{what} patches are at {samples.mpp} um/px, the configuration at {cfg.mpp}")
+            return samples
+        return PatchSet.from_samples(samples, classes=cfg.classes, patch=cfg.patch, mpp=cfg.mpp)
+
+    def check(self, train: Any, val: Any) -> None:
+        """Refuse patch sets that cannot train (no training patch) or choose the best epoch (no validation patch)."""
+        if len(train) == 0:
+            raise ConfigError("no training patch: the training samples have no classified point")
+        if len(val) == 0:
+            raise ConfigError("no validation patch: the best epoch cannot be chosen")
+
+    def validate(self, probs: np.ndarray, val: Any, *, one_view: np.ndarray | None = None) -> Validation:
+        """Score (N, K) class probabilities of the validation patches ``val``.
+
+        ``record`` holds :func:`nucleikit.metrics.classification_report` (accuracy,
+        weighted and macro F1, per-class figures, ROC AUC, AP, confusion matrix) and
+        ``loss`` (mean cross-entropy of the probabilities, unweighted); with
+        ``one_view`` (the probabilities without test-time augmentation, when
+        ``probs`` are averaged over views), also ``weighted_f1_one_view``.
+        """
+        from ..metrics import classification_report
+
+        classes = self.cfg.classes
+        names = np.asarray(classes)
+        scores = classification_report(names[val.labels], names[probs.argmax(axis=1)], probs, classes)
+        picked = probs[np.arange(len(val)), val.labels]
+        scores["loss"] = float(-np.log(np.maximum(picked, 1e-12)).mean())
+        if one_view is not None:
+            single = classification_report(names[val.labels], names[one_view.argmax(axis=1)], one_view, classes)
+            scores["weighted_f1_one_view"] = single["weighted_f1"]
+        return Validation(float(scores["weighted_f1"]), scores, {})
+
+    def meta(self) -> dict:
+        cfg = self.cfg
+        return {"target": "label", "classes": list(cfg.classes), "mpp": cfg.mpp, "patch": cfg.patch, "tta": cfg.tta}
 
 
 def instance_grid(min_size: int) -> list[dict]:
