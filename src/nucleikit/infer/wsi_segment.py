@@ -291,10 +291,7 @@ def tile_nuclei(seg: Any, window: Window, tile: Tile, geometry: SlideGeometry
     label = np.asarray(m["label"])[order]
     centroid = np.column_stack([np.asarray(m["x"])[order], np.asarray(m["y"])[order]])
     keep = kept_instances(labels, label, centroid, window, tile, geometry.model_shape)
-    kept = label[keep]
-    lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype=bool)
-    lookup[kept] = True
-    rings = label_outlines(np.where(lookup[labels], labels, 0))  # only the kept ones are traced
+    rings = label_outlines(labels, label[keep])  # only the kept ones are traced, in ascending label order
     sizes = np.array([len(r) for r in rings], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     origin = (window.x0, window.y0)
@@ -447,6 +444,9 @@ def segment_slide(
                     "seeds": getattr(segmenter, "seeds", None), "bf16": bool(getattr(config, "bf16", False)),
                     # test-time views change the maps: tiles of another --tta are not this run's
                     "tta": int(getattr(segmenter, "tta", 1))}
+        padding = getattr(segmenter, "padding", "halo")
+        if padding != "halo":  # one-tile windows padded otherwise; absent by default, so older stores resume
+            settings["padding"] = padding
         model = getattr(getattr(segmenter, "predictor", None), "model", None)
         fingerprint = _fingerprint(slide_path, segmenter.meta, model, geometry, grid, plan.selected, settings)
         store = _TileStore(resume_path(out, named), fingerprint, resume=resume, slide=slide_path)
