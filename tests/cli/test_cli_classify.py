@@ -326,3 +326,66 @@ def test_train_detection_refuses_classification_options(tmp_path, capsys):
 def test_train_classification_needs_crchisto(tmp_path, capsys):
     assert main(["train", "classification", "-o", str(tmp_path / "run")]) == 2
     assert "needs --dataset crchisto" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.data
+def test_train_classification_patch_protocol_one_tiny_epoch(crchisto_dir, tmp_path, capsys):
+    from nucleikit.infer.classify import Classifier
+    from nucleikit.train.patches import crchisto_patch_split
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model_kwargs": {"growth": 4, "stem_width": 8, "layers": [1, 1, 1, 1]}}))
+    out = tmp_path / "run"
+    code = main(["train", "classification", "-o", str(out), "--dataset", "crchisto",
+                 "--data-root", str(crchisto_dir.parent), "--protocol", "patch", "--model", "dcrn",
+                 "--epochs", "1", "--batch-size", "64", "--lr", "0.01", "--limit-images", "3", "--patch", "16",
+                 "--label-smoothing", "0.1", "--tta", "2", "--config", str(config), "--threads", "1",
+                 "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "patch-level split" in printed and "of 3 images" in printed
+    clf = Classifier.from_weights(out / "best.safetensors")
+    meta = clf.meta
+    assert meta["protocol"] == "patch" and "Alom" in meta["split"] and meta["split_images"] == 3
+    assert meta["limit_images"] == 3 and clf.tta == 2 and clf.patch == 16
+    assert meta["train_config"]["label_smoothing"] == 0.1 and meta["train_config"]["tta"] == 2
+    parts, _ = crchisto_patch_split(crchisto_dir, patch=16, limit_images=3)
+    # trained on the patch split's training patches: images of the test part among them
+    assert meta["train_counts"] == parts["train"].counts().tolist()
+    assert set(meta["train_images"]) & set(parts["test"].image_ids.tolist())
+    assert "val_weighted_f1_one_view" in json.loads((out / "log.jsonl").read_text().splitlines()[0])
+
+
+def test_train_classification_patch_protocol_refuses_a_fold(tmp_path, capsys):
+    code = main(["train", "classification", "-o", str(tmp_path / "run"), "--dataset", "crchisto",
+                 "--data-root", str(tmp_path), "--protocol", "patch", "--fold", "2"])
+    assert code == 2
+    assert "--protocol patch draws its own patch-level split" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("flags", [["--label-smoothing", "1"], ["--tta", "3"], ["--protocol", "slide"]])
+def test_train_classification_refuses_bad_option_values(tmp_path, capsys, flags):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "classification", "-o", str(tmp_path / "run"), "--dataset", "crchisto", *flags])
+    assert exit_.value.code == 2
+    assert flags[0] in capsys.readouterr().err
+
+
+def test_train_detection_refuses_the_protocol(tmp_path, capsys):
+    code = main(["train", "detection", "-o", str(tmp_path / "run"), "--dataset", "crchisto", "--protocol", "patch"])
+    assert code == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        "nucleikit: error: not an option of `train detection`: --protocol"
+    )
+
+
+def test_classify_with_tta_writes_the_same_rows(tiny_classifier_weights, disc_png, tmp_path):
+    image, centres = disc_png
+    points = tmp_path / "centres.csv"
+    points.write_text("x,y\n" + "".join(f"{x:g},{y:g}\n" for x, y in centres))
+    out = tmp_path / "out"
+    code = main(["classify", str(image), "--points", str(points), "-o", str(out),
+                 "--model", str(tiny_classifier_weights), "--threads", "1", "--tta", "8"])
+    assert code == 0
+    lines = (out / "discs_classified.csv").read_text().splitlines()
+    assert lines[0] == "x,y,class,class_prob" and len(lines) == 1 + len(centres)

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_runtime_options(p)
     p.add_argument("--patch-batch", type=positive_int, default=256, metavar="N",
                    help="patches per classifier forward pass (default: 256)")
+    p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=None, metavar="N",
+                   help=("classify each nucleus over N flips/rotations of its patch and average (1, 2, 4, 8; "
+                         "default: the views the classifier was validated with, 1 for the bundled ones)"))
     p.add_argument("--stain-normalise", action="store_true",
                    help=("match each image's nucleus patches to the classifier's training stain (Reinhard, "
                          "L*a*b* moments) before typing: for H&E from another lab or scanner"))
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     # the command before anything is written.
     detector = _load_detector(args.detector, inference_config(args))
     patch_config = PatchInferenceConfig(batch_size=args.patch_batch, threads=args.threads, bf16=args.bf16,
-                                        stain_normalise=args.stain_normalise)
+                                        stain_normalise=args.stain_normalise, tta=args.tta)
     classifier = load_classifier(args.classifier, patch_config, option="--classifier")
     report = BatchReport("analyze")
     out = Path(args.out)

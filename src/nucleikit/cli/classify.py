@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch (default: 2)")
     g.add_argument("--batch-size", type=positive_int, default=256, help="patches per forward pass (default: 256)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on AMX CPUs; see benchmarks)")
+    p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=None, metavar="N",
+                   help=("classify each nucleus over N flips/rotations of its patch and average (1, 2, 4, 8; "
+                         "default: the views the classifier was validated with, 1 for the bundled ones)"))
     p.add_argument("--stain-normalise", action="store_true",
                    help=("match the image's nucleus patches to the classifier's training stain (Reinhard, "
                          "L*a*b* moments) before typing: for H&E from another lab or scanner"))
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     image = require_file(args.image)
     points = require_file(args.points)
     config = PatchInferenceConfig(batch_size=args.batch_size, threads=args.threads, bf16=args.bf16,
-                                  stain_normalise=args.stain_normalise)
+                                  stain_normalise=args.stain_normalise, tta=args.tta)
     classifier = load_classifier(args.model, config, option="--model")
     res = classify_file(image, points, classifier, Path(args.out), mpp=args.mpp)
     counts = _class_counts(res.typed.labels, classifier.classes) if res.typed is not None else ""
