@@ -303,3 +303,26 @@ def test_tta_averages_the_maps_of_flipped_views(make_segmenter_weights, rng):
 
     with pytest.raises(ConfigError):
         AutoSegmenter(ONE_THREAD, tta=0)
+
+
+def test_padding_align_runs_a_one_tile_image_in_one_aligned_window(make_segmenter_weights, rng):
+    from nucleikit.infer.tiling import predict_aligned
+    from nucleikit.transforms import standardise
+
+    path = make_segmenter_weights(model="unet_instance")
+    halo = Segmenter.from_weights(path, ONE_THREAD)
+    align = Segmenter.from_weights(path, ONE_THREAD, padding="align")
+    assert (halo.padding, align.padding) == ("halo", "align")
+    read = halo.predictor.halo * 2 + 64
+    small = rng.random((50, read - 3, 3)).astype(np.float32)  # more than one 64-px tile, less than its read window
+    p = align.predictor
+    want = predict_aligned(p.forward, standardise(small, p.mean, p.std), halo=p.halo, align=p.align)
+    np.testing.assert_array_equal(align.output_maps(small), want)
+    assert not np.allclose(align.output_maps(small), halo.output_maps(small), atol=1e-4)  # the border differs
+    out = align.segment(small)
+    np.testing.assert_array_equal(out.maps, want)
+    assert out.labels.shape == small.shape[:2]
+    large = rng.random((read + 5, 90, 3)).astype(np.float32)  # larger than a read window: tiled with the halo
+    np.testing.assert_array_equal(align.output_maps(large), halo.output_maps(large))
+    with pytest.raises(ConfigError, match="padding"):
+        Segmenter.from_weights(path, ONE_THREAD, padding="none")

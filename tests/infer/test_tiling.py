@@ -16,9 +16,11 @@ from scipy import ndimage
 from nucleikit.infer.tiling import (
     TileGrid,
     Window,
+    aligned_window,
     lattice_halo,
     lattice_margin,
     measure_halo,
+    predict_aligned,
     predict_tiled,
     predict_tiles,
     read_window,
@@ -257,6 +259,35 @@ def test_untiled_pass_is_the_plain_forward_with_reflect_padding(rng):
     padded = np.pad(image, ((halo, halo), (halo, halo), (0, 0)), mode="reflect")
     direct = box(3)(padded.transpose(2, 0, 1)[None])[0, :, halo:-halo, halo:-halo]
     np.testing.assert_array_equal(out, direct.astype(np.float32))
+
+
+@pytest.mark.parametrize(("shape", "halo", "align", "window"), [
+    ((256, 250), 96, 16, Window(0, 0, 256, 256)),  # the bundled U-Nets: padded bottom/right only
+    ((256, 256), 96, 16, Window(0, 0, 256, 256)),  # already aligned: no padding at all
+    ((100, 1), 8, 16, Window(-8, -8, 104, 8)),  # halo 8 = half a cell: the tiled pass's lattice
+    ((5, 7), 0, 1, Window(0, 0, 5, 7)),
+])
+def test_aligned_window_pads_only_to_the_lattice(shape, halo, align, window):
+    got = aligned_window(shape, halo=halo, align=align)
+    assert got == window
+    assert got.y0 % align == got.x0 % align == -lattice_halo(halo, align) % align  # same lattice as tiles
+    assert (got.y1 - got.y0) % align == (got.x1 - got.x0) % align == 0
+    assert got.y1 - got.y0 - shape[0] < align + (-got.y0) and got.x1 - got.x0 - shape[1] < align + (-got.x0)
+
+
+def test_predict_aligned_is_one_forward_over_the_aligned_image(rng):
+    image = int_image(rng, 21, 30)
+    out = predict_aligned(pool_box(2, 4), image, halo=12, align=4)
+    padded = np.pad(image, ((0, 3), (0, 2), (0, 0)), mode="reflect")  # to 24 x 32: no halo
+    direct = pool_box(2, 4)(padded.transpose(2, 0, 1)[None])[0, :, :21, :30]
+    np.testing.assert_array_equal(out, direct.astype(np.float32))
+    # Beyond the receptive field of the border it is the halo pass; nearer, it is not.
+    tiled = predict_tiled(pool_box(2, 4), image, tile=512, halo=12, align=4)
+    r = 2 + 4 - 1
+    np.testing.assert_array_equal(out[:, r:-r, r:-r], tiled[:, r:-r, r:-r])
+    assert not np.array_equal(out, tiled)
+    with pytest.raises(ValueError, match="image must be"):
+        predict_aligned(box(1), np.zeros((0, 4, 1)), halo=0, align=1)
 
 
 def test_tiled_differs_when_halo_too_small(rng):

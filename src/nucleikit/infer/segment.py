@@ -15,7 +15,10 @@ Pipeline for an (H, W, C) image in [0, 1]:
    input record one (DSB2018 models record none: they run at input resolution);
 3. the network's maps, tiled through
    :class:`~nucleikit.infer.predict.DensePredictor` (halo = the trained
-   network's measured receptive field, stored with the weights);
+   network's measured receptive field, stored with the weights); with
+   ``padding="align"``, an image no larger than one tile's read window is run
+   in one window padded only to the network's alignment
+   (:func:`~nucleikit.infer.tiling.predict_aligned`);
 4. instances, by the kind of head the weights record (``target``):
 
    * ``"mask"`` (Alom et al.'s binary U-Net / R2U-Net): the foreground
@@ -47,14 +50,16 @@ import numpy as np
 from ..errors import ConfigError, WeightsError
 from ..io.images import convert_mode
 from ..postprocess import MARKER_KINDS, instances_from_maps, instances_from_probability, label_measurements
-from ..transforms import percentile_normalise, resample, resize_labels, scale_factor, scale_points
+from ..transforms import percentile_normalise, resample, resize_labels, scale_factor, scale_points, standardise
 from .predict import DensePredictor, Detector, InferenceConfig
+from .tiling import TileGrid, aligned_window, predict_aligned
 from .tta import average_over_transforms, dihedral_transforms
 
 __all__ = [
     "INTENSITY_MODES",
     "SEED_KINDS",
     "HEAD_KINDS",
+    "PADDINGS",
     "Segmentation",
     "Segmenter",
     "resize_labels",
@@ -72,6 +77,8 @@ SEED_KINDS = ("distance", "detector")
 INTENSITY_MODES = ("none", "percentile")
 #: Segmentation heads: a foreground probability, or foreground + boundary + distance maps.
 HEAD_KINDS = ("mask", "instance")
+#: Context of an image as large as one read window: the measured halo (tiled == untiled) or only the alignment.
+PADDINGS = ("halo", "align")
 #: Bundled detector used for ``seeds="detector"`` unless the weights name another.
 DEFAULT_SEED_DETECTOR = "micronet"
 
@@ -185,6 +192,12 @@ def _check_tta(tta: int) -> int:
     return int(tta)
 
 
+def _check_padding(padding: str) -> str:
+    if padding not in PADDINGS:
+        raise ConfigError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    return padding
+
+
 def _check_seeds(seeds: str) -> str:
     if seeds not in SEED_KINDS:
         raise ConfigError(f"seeds must be one of {', '.join(SEED_KINDS)}, got {seeds!r}")
@@ -218,6 +231,19 @@ class Segmenter:
         flipped / transposed views of the image
         (:func:`~nucleikit.infer.tta.average_over_transforms`); 1 (default)
         runs the network once. Costs ``tta`` forward passes per image.
+    padding : {"halo", "align"}
+        "halo" (default): the image is tiled (``config.tile``) and every tile
+        read with the network's receptive field of reflected context, so the
+        maps equal an untiled pass's exactly. "align": an image whose
+        alignment-padded size holds no more pixels than one tile's read window
+        (``(tile + 2 * halo)**2``: no more memory than "halo") is run in one
+        window padded only to the network's alignment
+        (:func:`~nucleikit.infer.tiling.predict_aligned`): the network's pixels
+        and no more (256 x 256 with a 96 px halo: 3.1x fewer; 520 x 696 with
+        512-px tiles: 4 windows of 704 x 704, 5.3x fewer), with the network's
+        own zero padding at the border, as on its training crops, so maps
+        within the receptive field of the border differ from "halo"'s. Larger
+        images are tiled with the halo either way.
     """
 
     def __init__(
@@ -229,6 +255,7 @@ class Segmenter:
         seeds: str | None = None,
         detector: Detector | None = None,
         tta: int = 1,
+        padding: str = "halo",
     ) -> None:
         if meta.get("task", "segmentation") != "segmentation":
             raise WeightsError(meta.get("name", "weights"), f"is a {meta.get('task')} model, not a segmenter")
@@ -257,6 +284,7 @@ class Segmenter:
         self.seed_detector_name = str(post.get("seed_detector", DEFAULT_SEED_DETECTOR))
         self._detector = detector
         self.tta = _check_tta(tta)
+        self.padding = _check_padding(padding)
         self.predictor = DensePredictor(
             model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config
         )
@@ -270,6 +298,7 @@ class Segmenter:
         seeds: str | None = None,
         detector: Detector | None = None,
         tta: int = 1,
+        padding: str = "halo",
     ) -> "Segmenter":
         """Load bundled weights by name (e.g. ``"r2unet"``) or a ``.safetensors`` file.
 
@@ -285,7 +314,7 @@ class Segmenter:
         if meta.get("task") != "segmentation":
             raise WeightsError(path, f"is a {meta.get('task')!r} model, not a segmentation model "
                                      "(`nucleikit detect` runs detectors)")
-        return cls(model, meta, config=config, seeds=seeds, detector=detector, tta=tta)
+        return cls(model, meta, config=config, seeds=seeds, detector=detector, tta=tta, padding=padding)
 
     @property
     def name(self) -> str:
@@ -308,8 +337,18 @@ class Segmenter:
         With ``tta`` > 1, the mean over that many flipped / transposed views.
         """
         if self.tta == 1:
-            return self.predictor(pixels)
-        return average_over_transforms(self.predictor, pixels, self.tta)
+            return self._maps(pixels)
+        return average_over_transforms(self._maps, pixels, self.tta)
+
+    def _maps(self, pixels: np.ndarray) -> np.ndarray:
+        """One view's (K, H, W) maps, with the context ``padding`` asks for."""
+        p = self.predictor
+        if self.padding == "align":
+            window = aligned_window(pixels.shape[:2], halo=p.halo, align=p.align)
+            read = TileGrid(pixels.shape[:2], tile=self.config.tile, halo=p.halo, align=p.align).read_shape
+            if window.shape[0] * window.shape[1] <= read[0] * read[1]:
+                return predict_aligned(p.forward, standardise(pixels, p.mean, p.std), halo=p.halo, align=p.align)
+        return p(pixels)
 
     def instances_from_output(
         self,
@@ -471,6 +510,8 @@ class AutoSegmenter:
         Passed to every :class:`Segmenter` (mask heads only).
     tta : {1, 2, 4, 8}
         Test-time augmentation views, passed to every :class:`Segmenter`.
+    padding : {"halo", "align"}
+        Context of one-tile images, passed to every :class:`Segmenter`.
 
     Examples
     --------
@@ -479,9 +520,10 @@ class AutoSegmenter:
     """
 
     def __init__(self, config: InferenceConfig = InferenceConfig(), *, models: dict | None = None,
-                 seeds: str | None = None, tta: int = 1) -> None:
+                 seeds: str | None = None, tta: int = 1, padding: str = "halo") -> None:
         self.config = config
         self.tta = _check_tta(tta)
+        self.padding = _check_padding(padding)
         self.models = dict(AUTO_SEGMENTERS if models is None else models)
         unknown = set(self.models) - set(IMAGE_KINDS)
         if unknown or not self.models:
@@ -495,7 +537,7 @@ class AutoSegmenter:
             raise ConfigError(f"no segmenter for {kind!r} images (have: {', '.join(self.models)})")
         if kind not in self._loaded:
             self._loaded[kind] = Segmenter.from_weights(self.models[kind], self.config, seeds=self.seeds,
-                                                         tta=self.tta)
+                                                         tta=self.tta, padding=self.padding)
         return self._loaded[kind]
 
     def for_image(self, pixels: np.ndarray) -> Segmenter:

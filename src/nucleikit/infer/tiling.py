@@ -49,6 +49,14 @@ suite); nothing here assumes a value. Whoever lays out windows uses these two fu
 The "untiled" pass is :func:`predict_tiled` with ``tile >= max(H, W)``: one tile whose core
 is the whole image (its side rounded up to ``align``).
 
+An image that fits in one tile can also be run with **no halo** (:func:`predict_aligned`):
+one window, the image padded only to the network's alignment, so the network's own zero
+padding meets the image border as it met the border of its training crops. That costs the
+network's pixels and nothing more (a 256 x 256 image with a 96 px halo reads 448 x 448, 3.1x
+the pixels), but its output within the receptive field of the border is not the halo pass's:
+a choice of the caller (:class:`~nucleikit.infer.segment.Segmenter` ``padding="align"``, for
+images no larger than one read window), never a tiling of a larger image.
+
 Ownership of objects
 --------------------
 An object (a detected centre) found on a tile's output belongs to the tile whose *core*
@@ -77,6 +85,8 @@ __all__ = [
     "read_window",
     "predict_tiles",
     "predict_tiled",
+    "aligned_window",
+    "predict_aligned",
     "measure_halo",
     "measure_halo_grown",
     "lattice_halo",
@@ -415,6 +425,78 @@ def predict_tiled(
         if progress is not None:
             progress(done, total)
     assert out is not None  # a grid has at least one tile
+    return out
+
+
+def aligned_window(shape: tuple[int, int], *, halo: int, align: int) -> Window:
+    """The one read window of an image run without a halo, on the tiled pass's lattice.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (H, W) of the image.
+    halo : int
+        The halo a tiled pass would read with (its lattice is ``-lattice_halo(halo, align)``
+        modulo ``align``, module docstring condition 3).
+    align : int
+        Total downsampling factor of the network.
+
+    Returns
+    -------
+    Window
+        Starts at ``-p`` on both axes, ``p = lattice_halo(halo, align) % align`` (0 when the
+        halo is a multiple of ``align``, as for the bundled networks), and ends at the
+        smallest multiple of ``align`` past the image: the image padded only to the network's
+        alignment, bottom and right (plus ``p`` top and left to stay on the lattice).
+
+    Examples
+    --------
+    >>> aligned_window((256, 250), halo=96, align=16)
+    Window(y0=0, x0=0, y1=256, x1=256)
+    >>> aligned_window((100, 100), halo=8, align=16)
+    Window(y0=-8, x0=-8, y1=104, x1=104)
+    """
+    h = _as_int(shape[0], "image height", minimum=1)
+    w = _as_int(shape[1], "image width", minimum=1)
+    align = _as_int(align, "align", minimum=1)
+    p = lattice_halo(halo, align) % align
+    return Window(-p, -p, _round_up(h + p, align) - p, _round_up(w + p, align) - p)
+
+
+def predict_aligned(
+    forward: Forward,
+    image: Any,
+    *,
+    halo: int,
+    align: int,
+    pad_mode: str = "reflect",
+) -> np.ndarray:
+    """Dense network output for a whole image in one window padded only to the alignment.
+
+    Parameters
+    ----------
+    forward : callable
+        ``(1, C, h, w) float32 ndarray -> (1, K, h, w)``; see :func:`predict_tiles`.
+    image : (H, W, C) array_like
+        Network input (already normalised), channels last.
+    halo, align : int
+        As for :func:`aligned_window` (the halo only places the window on the lattice).
+    pad_mode : str
+        How the few pixels past the image are made up (see :func:`read_window`).
+
+    Returns
+    -------
+    (K, H, W) float32 ndarray
+        Equal to :func:`predict_tiled` at pixels farther than the receptive-field radius from
+        the image border; nearer, the network sees its own zero padding instead of reflected
+        context (module docstring).
+    """
+    shape = tuple(image.shape)
+    if len(shape) != 3 or shape[0] < 1 or shape[1] < 1 or shape[2] < 1:
+        raise ValueError(f"image must be (H, W, C) with H, W, C >= 1, got shape {shape}")
+    tile = Tile(index=0, position=(0, 0), read=aligned_window(shape[:2], halo=halo, align=align),
+                core=Window(0, 0, shape[0], shape[1]))
+    ((_, out),) = _run_batch(forward, image, [tile], pad_mode)
     return out
 
 
