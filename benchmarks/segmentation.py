@@ -180,6 +180,9 @@ def main() -> None:
     ap.add_argument("--no-20x-override", action="store_true",
                     help="MoNuSeg: read the three TCGA-HE images at the nominal 0.25 um/px")
     ap.add_argument("--bf16", action="store_true", help="run nucleikit under bf16 autocast (the reference stays fp32)")
+    ap.add_argument("--padding", choices=("halo", "align"), default="halo",
+                    help="context of images no larger than one read window (Segmenter padding; the reference "
+                         "is always padded to the alignment only)")
     ap.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1,
                     help="test-time augmentation views of nucleikit's segmenters (the reference stays one pass)")
     args = ap.parse_args()
@@ -202,6 +205,7 @@ def main() -> None:
         "protocol": args.limit is None,
         "bf16": args.bf16,
         "tta": args.tta,
+        "padding": args.padding,
         "mpp_20x_override": args.dataset == "monuseg" and not args.no_20x_override,
         "papers": PAPER_ROWS[args.dataset],
         "models": {},
@@ -219,7 +223,7 @@ def main() -> None:
         name = str(meta.get("name", Path(source).stem))
 
         def factory(path=path):
-            return Segmenter.from_weights(path, config, tta=args.tta)
+            return Segmenter.from_weights(path, config, tta=args.tta, padding=args.padding)
 
         entry: dict = {"weights": str(path), "num_params": meta.get("num_params"), "head": meta.get("target")}
         if not args.no_accuracy:
@@ -247,6 +251,7 @@ def main() -> None:
     tag = ("monuseg_" if args.dataset == "monuseg" else "") + "_".join(results["models"]) + ("_bf16" if args.bf16 else "")
     tag += "_nominal_mpp" if results["mpp_20x_override"] is False and args.dataset == "monuseg" else ""
     tag += f"_tta{args.tta}" if args.tta > 1 else ""
+    tag += f"_{args.padding}" if args.padding != "halo" else ""
     tag += f"_limit{args.limit}" if args.limit is not None else ""  # quick checks: not for the README
     print(f"wrote {save(f'segmentation_{tag}', results)}")
 
