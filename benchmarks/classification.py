@@ -2,7 +2,7 @@
 
     python benchmarks/classification.py --weights-dir RUNS [--models densenet dcrn] [--threads 2]
                                         [--detector micronet] [--limit-images N]
-                                        [--speed-patches N]
+                                        [--speed-patches N] [--protocol image|patch] [--tta N]
 
 Evaluates trained classifiers; it never trains (train them with
 benchmarks/train_classifiers.sh). RUNS holds ``<model>/fold<k>/best.safetensors``
@@ -55,6 +55,19 @@ summary always comes from --weights-dir.
 ``--limit-images N`` keeps the first N test images of each fold: a smoke
 test whose figures are labelled as such in the JSON and are not protocol
 figures.
+
+``--protocol patch`` scores Alom et al.'s protocol instead, beside the
+headline and never as it: RUNS holds ``<model>/patch/best.safetensors``
+(``PROTOCOL=patch benchmarks/train_classifiers.sh``), trained on the
+patch-level random split of all classified CRCHisto patches
+(:func:`nucleikit.train.patches.crchisto_patch_split`: 70/10/20 per class,
+seed 0; patches of one image on both sides); its test patches are scored
+once, with the same figures, into ``results/classification_patch.json``.
+With ``--limit-images N`` the split is drawn over the first N images only,
+as the training did (a smoke test).
+
+``--tta N`` classifies with N flips/rotations per patch (default: what each
+weights file records, 1 for the bundled ones).
 """
 
 from __future__ import annotations
@@ -85,7 +98,7 @@ def fold_weights(weights_dir: Path, model: str) -> dict[int, Path]:
 
 def test_patches(root: Path, fold: int, clf, limit: int | None):
     from nucleikit.io.datasets.crchisto import CRCHisto
-    from nucleikit.train.classify import PatchSet
+    from nucleikit.train.patches import PatchSet
 
     samples = list(CRCHisto(root, split=fold, subset="test", task="classification"))
     samples = samples[:limit] if limit else samples
@@ -199,15 +212,14 @@ STAIN_SHIFT = ((1.6, 1.4, 1.0), (0.0, 0.1, 0.0))
 def stain_shift_study(clf, ps) -> dict | None:
     """Weighted F1 on the test patches as they are and re-stained, each without and with normalisation."""
     from nucleikit.metrics import classification_report
-    from nucleikit.train.classify import _jitter_stains
-    from nucleikit.transforms import reinhard_normalise
+    from nucleikit.transforms import jitter_stains, reinhard_normalise
 
     if "lab_mean" not in clf.meta:
         print(f"stain shift skipped: {clf.name} has no lab_mean (tools/stain_moments.py)")
         return None
     scale = np.asarray(STAIN_SHIFT[0], np.float64).reshape(1, 1, 1, 3)
     shift = np.asarray(STAIN_SHIFT[1], np.float64).reshape(1, 1, 1, 3)
-    shifted = np.rint(_jitter_stains(ps.patches.astype(np.float32) / 255.0, scale, shift) * 255.0).astype(np.uint8)
+    shifted = np.rint(jitter_stains(ps.patches.astype(np.float32) / 255.0, scale, shift) * 255.0).astype(np.uint8)
 
     def normalised(patches: np.ndarray) -> np.ndarray:
         out = np.empty_like(patches)
@@ -361,6 +373,62 @@ def plot_all(results: dict, fixed: dict, features: dict, classes: tuple[str, ...
     return written
 
 
+# --------------------------------------------------------------------------- the paper's protocol
+
+
+def patch_protocol(args, config) -> None:
+    """Alom et al.'s protocol: each model's patch-split weights scored on the patch-level test patches."""
+    from nucleikit.infer.classify import Classifier
+    from nucleikit.metrics import classification_report
+    from nucleikit.train.patches import PATCH_SPLIT_FRACTIONS, PATCH_SPLIT_SEED, crchisto_patch_split
+
+    root = shared_data() / "crchisto"
+    label = ("Alom et al.'s protocol: patch-level random split of all classified patches, "
+             f"{'/'.join(str(round(100 * f)) for f in PATCH_SPLIT_FRACTIONS)} per class, seed {PATCH_SPLIT_SEED} "
+             "(patches of one image on both sides); NOT the headline, which is the image-level split")
+    results: dict = {"machine": machine(), "protocol": "patch", "label": label, "weights_dir": str(args.weights_dir),
+                     "limit_images": args.limit_images, "models": {}}
+    for m in args.models:
+        path = args.weights_dir / m / "patch" / "best.safetensors"
+        if not path.is_file():
+            print(f"{m}: no patch-protocol weights at {path}")
+            continue
+        clf = Classifier.from_weights(path, config=config)
+        meta = clf.meta
+        if meta.get("protocol") != "patch" or meta.get("split_seed") != PATCH_SPLIT_SEED or \
+                meta.get("split_fractions") != list(PATCH_SPLIT_FRACTIONS):
+            raise SystemExit(f"{path} was not trained on this patch-level split (protocol {meta.get('protocol')!r}, "
+                             f"seed {meta.get('split_seed')!r}, fractions {meta.get('split_fractions')!r})")
+        limit = meta.get("limit_images") or args.limit_images
+        parts, split = crchisto_patch_split(root, classes=clf.classes, patch=clf.patch, mpp=clf.mpp,
+                                            limit_images=limit)
+        if split["split_patches"] != meta.get("split_patches"):
+            raise SystemExit(f"{path} was trained on {meta.get('split_patches')} patches, the split now has "
+                             f"{split['split_patches']}: the data changed")
+        test = parts["test"]
+        probs = clf.predict_patches(test.patches)
+        names = np.asarray(clf.classes)
+        report = classification_report(names[test.labels], names[probs.argmax(axis=1)], probs, clf.classes)
+        report.update({"weights": str(path), "epoch": meta.get("epoch"), "tta": clf.tta, "split": split,
+                       "train_config": meta.get("train_config")})
+        results["models"][m] = report
+        print(f"{m} (patch protocol): accuracy {report['accuracy']:.4f}  weighted F1 {report['weighted_f1']:.4f}  "
+              f"macro F1 {report['macro_f1']:.4f}  ({report['n']} test patches)")
+    if not results["models"]:
+        raise SystemExit(f"no patch-protocol weights under {args.weights_dir} (<model>/patch/best.safetensors)")
+    stem = "classification_patch" if args.limit_images is None and not any(
+        r["split"]["split_images"] < 100 for r in results["models"].values()) else "classification_patch_smoke"
+    out = save(stem, results)
+    print(f"\n{label}\n")
+    print("| classifier (paper's protocol) | test patches | accuracy | weighted F1 | macro F1 | as reported by Alom et al. |")
+    print("|---|---:|---:|---:|---:|---:|")
+    reported = {"dcrn": "0.811", "densenet": "0.794"}
+    for m, r in results["models"].items():
+        print(f"| {m} | {r['n']} | {r['accuracy']:.3f} | {r['weighted_f1']:.3f} | {r['macro_f1']:.3f} | "
+              f"{reported.get(m, 'n/a')} |")
+    print(f"\nwrote {out}")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -378,6 +446,11 @@ def main() -> None:
                     help="weights of the fixed-split studies (plots, speed, stain shift, typed end to end): fold 4 "
                          "of --weights-dir (cv) or the bundled weights of each model (bundled)")
     ap.add_argument("--limit-images", type=int, default=None, metavar="N", help="smoke test: first N test images")
+    ap.add_argument("--protocol", choices=["image", "patch"], default="image",
+                    help="image: PROTOCOL.md's image-level split (default, the headline); patch: Alom et al.'s "
+                         "patch-level random split (RUNS/<model>/patch), reported beside it")
+    ap.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=None,
+                    help="test-time augmentation views (default: each weights file's own)")
     args = ap.parse_args()
 
     import torch
@@ -386,6 +459,9 @@ def main() -> None:
     from nucleikit.io.datasets.crchisto import read_split
 
     torch.set_num_threads(args.threads)
+    if args.protocol == "patch":
+        patch_protocol(args, PatchInferenceConfig(batch_size=args.batch_size, threads=args.threads, tta=args.tta))
+        return
     root = shared_data() / "crchisto"
     splits = root.resolve().parent.parent / "splits" / "crchisto.json"
     # The fixed-split figures come from fold 4's run: check that they are the same split.
@@ -410,7 +486,7 @@ def main() -> None:
         if not found:
             continue
         entry: dict = {"folds": {}, "missing_folds": missing}
-        config = PatchInferenceConfig(batch_size=args.batch_size, threads=args.threads)
+        config = PatchInferenceConfig(batch_size=args.batch_size, threads=args.threads, tta=args.tta)
         fixed_run = None
         for k, path in found.items():
             run = evaluate_fold(path, root, k, config, args.limit_images)

@@ -11,6 +11,11 @@
 #
 #     RUNS=runs/classify THREADS=2 bash benchmarks/train_classifiers.sh [MODEL...]
 #
+# PROTOCOL=patch trains Alom et al.'s protocol instead (beside the headline,
+# never as it): one run per model on the patch-level random split of all
+# classified patches (70/10/20 per class, seed 0), into RUNS/<model>/patch;
+# then `python benchmarks/classification.py --weights-dir "$RUNS" --protocol patch`.
+#
 # EPOCHS overrides the config's epoch count. Each run writes
 # RUNS/<model>/fold<k>/{best.safetensors,checkpoint.pt,log.jsonl}; running the
 # script again resumes every unfinished run from its checkpoint (a finished
@@ -33,6 +38,18 @@ CONFIG="${CONFIG:-$here/configs/crchisto_classify_cv.json}"
 extra=()
 if [ -n "${EPOCHS:-}" ]; then
     extra=(--epochs "$EPOCHS")
+fi
+
+if [ "${PROTOCOL:-image}" = "patch" ]; then
+    for model in "${MODELS[@]}"; do
+        out="$RUNS/$model/patch"
+        echo "== $model patch-level protocol -> $out"
+        nucleikit train classification -o "$out" \
+            --config "${CONFIG//\{model\}/$model}" \
+            --dataset crchisto --protocol patch --model "$model" \
+            --threads "$THREADS" --seed "$SEED" --no-progress "${extra[@]}"
+    done
+    exit 0
 fi
 
 for fold in 4 0 1 2 3; do
