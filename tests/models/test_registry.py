@@ -14,7 +14,7 @@ from nucleikit.errors import ConfigError
 from nucleikit.models import registry
 from nucleikit.models.micronet import MicroNet
 
-DETECTION = ["fcrn_a", "fcrn_b", "micronet", "udnet", "unet_regressor"]
+DETECTION = ["faster_rcnn", "fcn", "fcrn_a", "fcrn_b", "micronet", "udnet", "unet_regressor"]
 SEGMENTATION = ["r2unet", "r2unet_instance", "unet", "unet_instance"]
 
 

@@ -6,12 +6,12 @@ nothing else happens at import time.
 
 >>> from nucleikit.models import build_model, list_models
 >>> list_models(task="detection")
-['fcrn_a', 'fcrn_b', 'micronet', 'udnet', 'unet_regressor']
+['faster_rcnn', 'fcn', 'fcrn_a', 'fcrn_b', 'micronet', 'udnet', 'unet_regressor']
 """
 
 from __future__ import annotations
 
-from . import fcrn, micronet, unet  # noqa: F401  (imported to register the builders)
+from . import faster_rcnn, fcn, fcrn, micronet, unet  # noqa: F401  (imported to register the builders)
 from . import densenet  # noqa: F401  (registers "densenet" and "dcrn")
 from .blocks import freeze_blocks
 from .registry import ModelSpec, build_model, get_spec, list_models, register_model

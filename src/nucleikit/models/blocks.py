@@ -13,6 +13,9 @@ One definition per block, reused by every network (the idea of torchvision's
   (R2U-Net, UD-Net) or pre-activation (``order="pre"``, DCRN's dense layers).
 * :class:`RecurrentResidualBlock` — the R2 unit (1x1 conv, two recurrent
   convolutional layers, residual addition) of R2U-Net and UD-Net.
+* :class:`ResidualEncoder` — a stem conv-BN-act and stride-2 stages (each a
+  stride-2 conv-BN-act and a :class:`ResidualBlock`), returning the feature
+  map of every level (FCN, Faster R-CNN's backbone).
 * :func:`pad_to_match` — bring an upsampled map to a skip connection's size
   (odd sizes: 75 -> 37 -> 74 is padded back to 75).
 * :class:`FreezableModel` and :func:`freeze_blocks` — freeze the first k
@@ -39,6 +42,7 @@ __all__ = [
     "ResidualBlock",
     "RecurrentConv",
     "RecurrentResidualBlock",
+    "ResidualEncoder",
     "pad_to_match",
     "FreezableModel",
     "freeze_blocks",
@@ -301,6 +305,51 @@ class RecurrentResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(x)
         return y + self.body(y)
+
+
+class ResidualEncoder(nn.Module):
+    """A downsampling encoder: stem, then stride-2 stages with a residual unit each.
+
+    Level 0 is a 3x3 conv-BN-act at full resolution (``widths[0]`` channels);
+    level k >= 1 is a stride-2 3x3 conv-BN-act followed by a
+    :class:`ResidualBlock`, with ``widths[k]`` channels at 1/2**k of the input.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels.
+    widths : sequence of int
+        Channels of levels 0, 1, ..., K (K = ``len(widths) - 1`` downsamplings).
+    activation : str
+        One of :data:`ACTIVATIONS`.
+
+    Notes
+    -----
+    ``forward``: (N, in_channels, H, W) -> list of K + 1 tensors, level k of
+    shape (N, widths[k], ceil(H / 2**k), ceil(W / 2**k)) (exactly H / 2**k when
+    H is a multiple of 2**K). ``self.levels[k]`` is level k's module, so a
+    network can number them as freezable blocks.
+    """
+
+    def __init__(self, in_channels: int, widths, *, activation: str = "relu") -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if not widths:
+            raise ConfigError("an encoder needs at least one level width")
+        _check_positive(in_channels=in_channels, **{f"widths[{k}]": w for k, w in enumerate(widths)})
+        levels: list[nn.Module] = [ConvBNAct(in_channels, widths[0], 3, activation=activation)]
+        for prev, width in zip(widths[:-1], widths[1:]):
+            levels.append(nn.Sequential(ConvBNAct(prev, width, 3, stride=2, activation=activation),
+                                        ResidualBlock(width, width, activation=activation)))
+        self.levels = nn.ModuleList(levels)
+        self.widths = tuple(widths)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for level in self.levels:
+            x = level(x)
+            feats.append(x)
+        return feats
 
 
 def pad_to_match(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

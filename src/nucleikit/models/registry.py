@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 TASKS = ("detection", "segmentation", "classification")
-TARGETS = ("proximity", "density", "mask", "instance", "label")
+TARGETS = ("proximity", "density", "mask", "instance", "label", "boxes")
 
 #: Training recipe of Xing et al.'s detectors (MicroNet, FCRN, U-Net regressor).
 XING_RECIPE = MappingProxyType(
@@ -90,7 +90,10 @@ class ModelSpec:
         ``"proximity"`` (Xing's proximity map), ``"density"`` (Gaussian
         density map), ``"mask"`` (foreground probability), ``"instance"``
         (foreground, boundary and normalised distance:
-        :func:`nucleikit.targets.instance_targets`), ``"label"`` (class scores).
+        :func:`nucleikit.targets.instance_targets`), ``"label"`` (class scores),
+        ``"boxes"`` (a box detector trained on fixed-size boxes around the
+        points, whose output is a detection map:
+        :mod:`nucleikit.models.faster_rcnn`, trained by :mod:`nucleikit.train.boxes`).
     loss : str
         Training loss name (:mod:`nucleikit.losses`), e.g. ``"weighted_mse"``.
     mpp : float or None

@@ -293,8 +293,14 @@ def train_dense(
     averaged, process 0 validates, logs and saves, and broadcasts the
     validation score so that all processes follow one learning-rate schedule.
     """
-    trainer = Trainer(train_sets, val_samples, cfg, out_dir, set_weights=set_weights, resume=resume,
-                      extra_meta=extra_meta, task=task)
+    trainer_class = Trainer
+    from ..models import get_spec
+
+    if get_spec(cfg.model).target == "boxes":
+        # box detectors (Faster R-CNN) learn from boxes around the points, not from a dense map
+        from .boxes import BoxTrainer as trainer_class
+    trainer = trainer_class(train_sets, val_samples, cfg, out_dir, set_weights=set_weights, resume=resume,
+                            extra_meta=extra_meta, task=task)
     return trainer.run(progress=progress, on_validate=on_validate)
 
 
@@ -413,8 +419,6 @@ class Trainer:
         """SGD (Nesterov) or Adam over the trainable parameters, a plateau schedule, the loss."""
         import torch
 
-        from ..losses import get_loss
-
         cfg = self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
@@ -425,8 +429,14 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
         )
-        loss_kwargs = {"lam": cfg.lam} if self.spec.loss == "weighted_mse" else {}
-        self.loss_fn = get_loss(self.spec.loss, **loss_kwargs)
+        self.loss_fn = self._make_loss()
+
+    def _make_loss(self):
+        """The model's registry loss (:mod:`nucleikit.losses`), as a function of (output, target)."""
+        from ..losses import get_loss
+
+        loss_kwargs = {"lam": self.cfg.lam} if self.spec.loss == "weighted_mse" else {}
+        return get_loss(self.spec.loss, **loss_kwargs)
 
     def _meta_base(self, extra_meta: dict | None) -> dict:
         """The metadata every saved best weights carry (validation figures are added per save)."""
@@ -506,12 +516,9 @@ class Trainer:
         import torch
 
         x, y, w = batch
-        x = standardise(x, self.mean, self.std)
-        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        xt = self._inputs(x)
         # (B, H, W) one-channel targets, (B, H, W, K) for multi-channel heads
         yt = torch.from_numpy(np.ascontiguousarray(y[:, None] if y.ndim == 3 else y.transpose(0, 3, 1, 2)))
-        if self.cfg.channels_last:
-            xt = xt.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
             o = self.net(xt)
         o = o.float()
@@ -525,6 +532,16 @@ class Trainer:
         self.opt.step()
         self.state.step += 1
         return float(loss.detach())
+
+    def _inputs(self, x: np.ndarray):
+        """A (B, H, W, C) batch in [0, 1] as the network's standardised (B, C, H, W) float tensor."""
+        import torch
+
+        x = standardise(x, self.mean, self.std)
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        if self.cfg.channels_last:
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        return xt
 
     def validate(self) -> Validation:
         """The adapter's score of the network's maps of the validation images (eval mode)."""
