@@ -137,4 +137,19 @@ def test_baselines_table_over_datasets(make_config, tmp_path):
     f1s = [float(r["f1"]) for r in per if r["model"] == "unet_regressor"]
     assert rows[1]["f1"].startswith(f"{sum(f1s) / 2:.3f}")
     text = report.read_text()
-    assert "Faster R-CNN" in text and "not run" in text
+    assert "FCN, FCRN-A, FCRN-B, Faster R-CNN of the paper's table were not run" in text
+
+
+def test_baselines_train_and_score_the_fcn_and_faster_rcnn(make_config, tmp_path):
+    study = {"datasets": ["a"], "models": ["fcn", "faster_rcnn"],
+             "model_kwargs": {"fcn": {"width": 4}, "faster_rcnn": {"width": 4, "hidden": 32, "box_um": 3.5}}}
+    report, _ = _run(make_config("baselines", study), tmp_path / "out")
+    per = _csv(tmp_path / "out" / "baselines_per_dataset.csv")
+    assert [r["model"] for r in per] == ["fcn", "faster_rcnn"]
+    assert all(0 <= float(r["f1"]) <= 1 for r in per)
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    frcnn = [c for c in res["cells"] if c["cell"]["config"]["model"] == "faster_rcnn"]
+    assert frcnn and frcnn[0]["cell"]["config"]["model_kwargs"]["box_um"] == 3.5
+    text = report.read_text()
+    assert "FCRN-A, FCRN-B, U-Net, MicroNet of the paper's table were not run" in text
+    assert "boxes of one nucleus size centred on the points" in text
