@@ -8,6 +8,12 @@ What is done depends on the model's task in the registry (``SHIPPERS``). Always 
 weights are rounded through float16 storage, and everything below is measured on the weights
 as shipped.
 
+detection, pooled (``--experiment-config configs/experiments/pooled_he.json``)
+    a detector trained by ``nucleikit experiment pooled``: the halo as below; xi, the peak
+    distance and the floor tuned on the pooled validation images of the study's validation
+    data sets (each matched at its own radius) over the finer grid below, by the study's
+    ``--rule`` (default ``both``, the training loop's); the test images of every test data set
+    scored once at its own radius, CRCHisto also at r = 6 and 8 px in its own pixels.
 detection (CRCHisto)
     the receptive field of the trained network measured with an impulse (512 px probe, 1024 px
     if needed; relative tolerance 1e-4) and stored as the tiling halo; xi and the peak distance
@@ -191,6 +197,65 @@ def ship_detector(args, model, meta: dict, log: list[dict]) -> dict:
     return meta
 
 
+def ship_pooled_detector(args, model, meta: dict, log: list[dict]) -> dict:
+    from nucleikit.experiments.cells import CellRunner
+    from nucleikit.experiments.config import load_config, prepare
+    from nucleikit.experiments.pooled import pool_rows, tune_rule, validation_tables
+    from nucleikit.infer.predict import Detector, InferenceConfig
+    from nucleikit.models.weights import save_weights
+
+    if args.limit_images is not None:
+        sys.exit("--limit-images is not supported with --experiment-config")
+    config = load_config(args.experiment_config)
+    if config.experiment != "pooled":
+        sys.exit(f"{args.experiment_config} is a {config.experiment!r} study, not 'pooled'")
+    collection = prepare(config)
+    p = config.params
+    halo = trained_halo(model, len(meta["mean"]))
+    meta = dict(meta, name=args.name, halo=halo)
+    print(f"halo (trained receptive field, tol 1e-4): {halo} px")
+    det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
+    tables = validation_tables(det, collection, p.validation, xi_grid=np.round(np.arange(0.05, 0.91, 0.025), 3),
+                               min_distance_grid=range(2, 11))
+    chosen = tune_rule(pool_rows(list(tables.values())), args.rule)
+    meta["postprocess"] = {"threshold_rel": chosen["threshold_rel"], "min_distance": chosen["min_distance"],
+                           "threshold_abs": chosen["threshold_abs"]}
+    per_set = {n: next(r for r in t if (r["min_distance"], r["threshold_rel"], r["threshold_abs"])
+                       == (chosen["min_distance"], chosen["threshold_rel"], chosen["threshold_abs"]))["f1"]
+               for n, t in tables.items()}
+    meta["validation"] = {"f1": chosen["f1"], "precision": chosen["precision"], "recall": chosen["recall"],
+                          "sets": list(p.validation), "f1_per_set": per_set, "rule": args.rule,
+                          "radius": "each data set's own (PROTOCOL.md)", "tuned_by": "tools/ship_weights.py"}
+    print(f"validation ({args.rule}): xi {chosen['threshold_rel']}, min distance {chosen['min_distance']}, "
+          f"floor {chosen['threshold_abs']}, pooled F1 {chosen['f1']:.4f}, per set {per_set}")
+    score_key = "score" if "score" in log[0] else "val_f1"
+    meta["training"] = training_summary(log, score_key=score_key, count_key="step", name=args.name,
+                                        command=args.command)
+    tmp = args.run / ".ship.scoring.safetensors"
+    save_weights(tmp, model, meta, storage="float16")
+    try:
+        runner = CellRunner(collection, args.run, log=lambda _: None)
+        scored = runner.score(tmp, p.tests, args.threads, False)
+    finally:
+        tmp.unlink()
+    figures: dict[str, Any] = {"split": "per data set test images (PROTOCOL.md)", "protocol": True}
+    for name, fig in scored.items():
+        figures[name] = {k: fig[k] for k in ("precision", "recall", "f1", "ed", "mean_image_f1", "tp", "fp", "fn",
+                                             "radius_um", "images")}
+    if "crchisto" in p.tests:
+        from nucleikit.infer.evaluate import run_detector, score_run
+
+        test = collection["crchisto"].samples("test")
+        det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
+        native = score_run(run_detector(det, test), xi=det.threshold_rel, radii=(6.0, 8.0))
+        for r in ("6", "8"):
+            d = native["radius"][r]
+            for k in ("precision", "recall", "f1", "ed", "mean_image_f1", "tp", "fp", "fn"):
+                figures[f"crchisto_{k}_r{r}"] = d[k]
+    meta["test"] = figures
+    return meta
+
+
 def instance_grid() -> list[dict]:
     """Post-processing values of an instance head tried on validation (a finer grid than training's)."""
     thresholds = np.round(np.arange(0.35, 0.66, 0.05), 2)
@@ -344,6 +409,10 @@ def main() -> None:
     ap.add_argument("--limit-images", type=int, default=None, metavar="N",
                     help="quick check on the first N validation and test images (not protocol figures)")
     ap.add_argument("--out", type=Path, default=None, help="weights file to write (default: see above)")
+    ap.add_argument("--experiment-config", type=Path, default=None,
+                    help="a detector trained by `nucleikit experiment pooled`: its configuration")
+    ap.add_argument("--rule", choices=("relative", "absolute", "both"), default="both",
+                    help="pooled detectors: the threshold rule tuned on the pooled validation images")
     args = ap.parse_args()
 
     import torch
@@ -361,7 +430,8 @@ def main() -> None:
     model, diff = float16_round_trip(model, meta, out.parent)
     print(f"{task}: float16 storage changes the output by at most {diff:.2e} on a random input")
     log = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines() if line.strip()]
-    meta = SHIPPERS[task](args, model, meta, log)
+    shipper = ship_pooled_detector if args.experiment_config is not None else SHIPPERS[task]
+    meta = shipper(args, model, meta, log)
     save_weights(out, model, meta, storage="float16")
     if args.limit_images is None and args.out is None:
         shutil.copy(args.run / "log.jsonl", REPO / "docs" / "training" / f"{args.name}.log.jsonl")

@@ -37,7 +37,7 @@ from ..train.tuning import FLOOR_GRID, FLOOR_TOLERANCE, score_grid
 from .cells import Cell, CellRunner, TrainSet, figures_row
 from .report import Figure, StudyResult
 
-__all__ = ["Params", "run", "TITLE", "RULES", "tune_rule", "pool_rows"]
+__all__ = ["Params", "run", "TITLE", "RULES", "tune_rule", "pool_rows", "threshold_transfer", "validation_tables"]
 
 TITLE = "A detector for any H&E image: pooled data sets, and the threshold rule that transfers"
 PAPER = ("Xing et al. (Figs. 6-8) find that auxiliary data from other organs, mixed into the target's training "
@@ -178,13 +178,31 @@ def _apply(rows: list[dict], chosen: dict) -> dict:
     return next(r for r in rows if (r["min_distance"], r["threshold_rel"], r["threshold_abs"]) == key)
 
 
-def _validation_tables(weights, collection, names: Sequence[str], cfg) -> dict[str, list[dict]]:
-    """Per validation data set: the full grid table of the model's maps, at the data set's own radius."""
-    from ..infer.predict import Detector, InferenceConfig
+def validation_tables(detector, collection, names: Sequence[str], *, xi_grid: Sequence[float],
+                      min_distance_grid: Sequence[float],
+                      threshold_abs_grid: Sequence[float] = FLOOR_GRID) -> dict[str, list[dict]]:
+    """Per validation data set: the full grid table of a detector's maps, at the data set's own radius.
+
+    Parameters
+    ----------
+    detector : nucleikit.infer.predict.Detector
+        Its maps are computed at its own resolution (images resampled from theirs).
+    collection : Collection
+        Holds the named data sets (their ``"validation"`` samples and radii).
+    names : sequence of str
+    xi_grid, min_distance_grid, threshold_abs_grid : sequences of float
+        The grid (xi = 0 is always added, for the absolute rule); distances in
+        the detector's pixels.
+
+    Returns
+    -------
+    dict
+        Name -> :func:`~nucleikit.train.tuning.score_grid` rows, matched with
+        ``radius_um / detector.mpp`` pixels.
+    """
     from ..transforms import scale_factor, scale_points
 
-    detector = Detector.from_weights(weights, config=InferenceConfig(threads=cfg.threads, bf16=cfg.bf16))
-    xis = sorted({0.0, *(float(x) for x in cfg.xi_grid)})
+    xis = sorted({0.0, *(float(x) for x in xi_grid)})
     tables = {}
     for name in names:
         ds = collection[name]
@@ -194,8 +212,8 @@ def _validation_tables(weights, collection, names: Sequence[str], cfg) -> dict[s
             maps.append(det.prob)
             truths.append(scale_points(np.asarray(s.points, float).reshape(-1, 2), scale_factor(s.mpp, detector.mpp)))
         tables[name] = score_grid(maps, truths, radius=ds.radius_um / detector.mpp,
-                                  min_distance_grid=cfg.min_distance_grid, xi_grid=xis,
-                                  threshold_abs_grid=FLOOR_GRID)
+                                  min_distance_grid=min_distance_grid, xi_grid=xis,
+                                  threshold_abs_grid=threshold_abs_grid)
     return tables
 
 
@@ -205,7 +223,7 @@ def threshold_transfer(tables: dict[str, list[dict]]) -> list[dict]:
     Parameters
     ----------
     tables : dict
-        Data set name -> its full grid table (:func:`_validation_tables`).
+        Data set name -> its full grid table (:func:`validation_tables`).
 
     Returns
     -------
@@ -248,7 +266,12 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
     res.table_notes["test"] = ("Test images of each data set, matched at its own radius (PROTOCOL.md), with the "
                                "post-processing values each model carries.")
     if len(p.validation) >= 2:
-        transfer = threshold_transfer(_validation_tables(weights, collection, p.validation, config.train))
+        from ..infer.predict import Detector, InferenceConfig
+
+        cfg = config.train
+        detector = Detector.from_weights(weights, config=InferenceConfig(threads=cfg.threads, bf16=cfg.bf16))
+        transfer = threshold_transfer(validation_tables(detector, collection, p.validation, xi_grid=cfg.xi_grid,
+                                                        min_distance_grid=cfg.min_distance_grid))
         res.tables["threshold_transfer"] = transfer
         res.table_notes["threshold_transfer"] = (
             "Validation images only: each rule tuned on the other data sets' validation images, scored on the "
