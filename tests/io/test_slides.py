@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +239,46 @@ def test_damaged_tile_is_an_input_error_when_read(pyramid, tmp_path):
         assert slide.read_region(Window(100, 100, 120, 120)).shape == (20, 20, 3)  # other tiles fine
         with pytest.raises(InputError, match="damaged tile data at level 0"):
             slide.read_region(Window(0, 0, 8, 8))
+
+
+_DAMAGED_READ = """
+import sys
+from nucleikit.errors import InputError
+from nucleikit.io import slides
+if sys.argv[2] == "unsettled":  # the reader before the fix, to show the test can fail
+    slides._settle_zarr_reads = lambda *args, **kwargs: None
+try:
+    with slides.open_slide(sys.argv[1], mpp=0.5) as slide:
+        slide.thumbnail(256)
+except InputError as exc:
+    print(exc.reason)
+"""
+
+
+def test_damaged_tiles_give_one_message_and_no_asyncio_tracebacks(tmp_path, rng):
+    # issue 16: one line, then asyncio/zarr "Task exception was never retrieved" /
+    # "Task was destroyed but it is pending!" from the reads of the other tiles
+    path = tmp_path / "bad.tif"
+    tifffile.imwrite(path, (rng.random((1024, 1024, 3)) * 255).astype(np.uint8), tile=(256, 256),
+                     photometric="rgb", compression="jpeg")
+    with tifffile.TiffFile(path) as tif:
+        spans = list(zip(tif.pages[0].dataoffsets, tif.pages[0].databytecounts))[:8]
+    with path.open("r+b") as f:
+        for offset, count in spans:
+            f.seek(offset)
+            f.write(b"\x00" * count)
+    script = tmp_path / "read.py"
+    script.write_text(_DAMAGED_READ)
+
+    def run(mode: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(path), mode], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    fixed = run("settled")
+    assert fixed.stdout.startswith("damaged tile data at level 0")
+    assert fixed.stderr == ""
+    # Before the fix (zarr 3.1): 12 "Task was destroyed but it is pending!" and a
+    # "coroutine ... was never awaited" warning; run("unsettled") shows them.
 
 
 # --- routing ------------------------------------------------------------------------

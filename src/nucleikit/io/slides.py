@@ -154,6 +154,7 @@ class SlideLevel:
                 raw = np.asarray(self._array[rows, cols])
         except (OSError, ValueError, RuntimeError, KeyError, IndexError) as exc:
             # imagecodecs reports a corrupt tile as RuntimeError, a short read as ValueError.
+            _settle_zarr_reads()
             raise InputError(self._path, f"damaged tile data at level {self._level} ({exc})") from exc
         if raw.ndim == 2:
             raw = raw[:, :, np.newaxis]
@@ -162,6 +163,44 @@ class SlideLevel:
         elif self._channels == 4:  # RGBA: alpha dropped
             raw = raw[:, :, :3]
         return raw.astype(np.float32) / self._max
+
+
+def _settle_zarr_reads(timeout: float = 10.0) -> None:
+    """Let the tile reads a failed read left running finish, and take their errors.
+
+    zarr decodes the tiles of one read concurrently on its own event loop (a background
+    thread) and hands back the first error; the other tiles' reads go on, and when they
+    fail too, or the process exits while they are still pending, asyncio prints "Task
+    exception was never retrieved" / "Task was destroyed but it is pending!" tracebacks
+    after nucleikit's one-line message. Waiting here for every task of that loop (at most
+    ``timeout`` seconds) and retrieving their exceptions keeps the report to that line.
+    Only zarr's loop is touched; nothing is done when it is not running or this zarr
+    keeps its loop elsewhere.
+    """
+    import asyncio
+
+    try:
+        from zarr.core import sync as zarr_sync
+
+        zarr_loop = zarr_sync.loop[0]
+    except (ImportError, AttributeError, IndexError, TypeError):
+        return
+    if not isinstance(zarr_loop, asyncio.AbstractEventLoop) or zarr_loop.is_closed() or not zarr_loop.is_running():
+        return
+
+    async def settle() -> None:
+        me = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not me]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: no "never retrieved" report
+
+    try:
+        asyncio.run_coroutine_threadsafe(settle(), zarr_loop).result(timeout + 1.0)
+    except Exception:  # noqa: BLE001 - best effort: the read's own error is what matters
+        pass
 
 
 def _two_slices(key: Any) -> tuple[slice, slice]:
