@@ -4,10 +4,16 @@ Header ``[id,]x,y[,column...]``; coordinates rounded to 2 decimals (4 in nucleus
 an ``id``), floating columns to 4, written in their shortest form so that
 ``pandas.read_csv`` gives back the rounded values. Points are 0-based pixel centres
 (:mod:`nucleikit.export`).
+
+Written with the standard library's :mod:`csv` (pandas is an optional extra), in the form
+``pandas.DataFrame.to_csv(index=False)`` gives: floats as NumPy's shortest repr (``12.5``,
+``3.0``, ``1e-05``), NaN as an empty field, booleans as ``True``/``False``, text quoted only
+when it must be, ``\n`` line ends.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterable, Mapping
 from os import PathLike
@@ -63,8 +69,6 @@ def write_points_csv(
     A file written with ``write_points_csv(p, [[1.234, 5.0]], columns={"score": [0.91]})``
     reads ``x,y,score`` / ``1.23,5.0,0.91``.
     """
-    import pandas as pd
-
     p = _as_points(points)
     cols = dict(columns or {})
     for reserved in ("x", "y"):
@@ -74,8 +78,28 @@ def write_points_csv(
     data: dict[str, Any] = {"x": np.round(p[:, 0], precision) + 0.0, "y": np.round(p[:, 1], precision) + 0.0}
     data.update(_rounded_columns(cols, len(p), value_precision))
     with atomic_write(path, "w", newline="") as f:
-        pd.DataFrame(data).to_csv(f, index=False, lineterminator="\n")
+        _write_rows(f, data, header=True)
     return Path(path)
+
+
+def _column_text(values: np.ndarray) -> list[str]:
+    """One column as the text of its fields (as ``DataFrame.to_csv`` writes them)."""
+    v = np.asarray(values)
+    if v.dtype.kind == "f":
+        text = v.astype(str).astype(object)
+        text[np.isnan(v)] = ""  # pandas' na_rep
+        return text.tolist()
+    if v.dtype.kind in "iub":
+        return v.astype(str).tolist()
+    return ["" if x is None or (isinstance(x, float) and x != x) else str(x) for x in v.tolist()]
+
+
+def _write_rows(f, data: Mapping[str, np.ndarray], *, header: bool) -> None:
+    """Equal-length columns as CSV rows (and their names first when ``header``)."""
+    writer = csv.writer(f, lineterminator="\n")
+    if header:
+        writer.writerow(list(data))
+    writer.writerows(zip(*(_column_text(v) for v in data.values())))
 
 
 def _rounded_columns(cols: Mapping[str, Any], n: int, precision: int) -> dict[str, np.ndarray]:
@@ -101,15 +125,13 @@ def write_table_csv(
     (written in their shortest form, as :func:`write_points_csv`); others as is. Written
     atomically; no rows writes the header only.
     """
-    import pandas as pd
-
     cols = dict(columns)
     if not cols:
         raise ValueError("give at least one column")
     n = len(np.asarray(next(iter(cols.values()))))
     data = _rounded_columns(cols, n, value_precision)
     with atomic_write(path, "w", newline="") as f:
-        pd.DataFrame(data).to_csv(f, index=False, lineterminator="\n")
+        _write_rows(f, data, header=True)
     return Path(path)
 
 
@@ -143,8 +165,6 @@ def write_points_csv_chunks(
     Path
         ``path``.
     """
-    import pandas as pd
-
     cols = _check_columns(columns)
     next_id = 1
     with atomic_write(path, "w", newline="") as f:
@@ -158,7 +178,7 @@ def write_points_csv_chunks(
             data |= {"x": np.round(p[:, 0], precision) + 0.0, "y": np.round(p[:, 1], precision) + 0.0}
             for name, v in values.items():
                 data[name] = np.round(v.astype(np.float64), value_precision) + 0.0 if v.dtype.kind == "f" else v
-            pd.DataFrame(data).to_csv(f, index=False, header=False, lineterminator="\n")
+            _write_rows(f, data, header=False)
     return Path(path)
 
 

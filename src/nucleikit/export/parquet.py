@@ -1,4 +1,8 @@
-"""Parquet tables of a slide's nuclei, streamed one row group per chunk (GeoParquet with outlines)."""
+"""Parquet tables of a slide's nuclei, streamed one row group per chunk (GeoParquet with outlines).
+
+Needs pyarrow, the ``parquet`` extra (``pip install "nucleikit[parquet]"``): without it the
+format is left out of the slides' default formats, and asking for it says which extra to install.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import require
 from ._stream import PointChunk, ShapeChunk, _check_columns, _chunks, _wkb
 from .files import atomic_path
 from .registry import SlideTable, Writer, register_writer
@@ -45,8 +50,8 @@ def write_points_parquet(
     Path
         ``path``. A file with no rows still has the schema.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = require("pyarrow", "Parquet tables")
+    pq = require("pyarrow.parquet", "Parquet tables")
 
     cols = _check_columns(columns)
     fields = [("id", pa.int64())] * ids + [("x", pa.float64()), ("y", pa.float64())]
@@ -89,4 +94,4 @@ def _slide_parquet(path: Path, table: SlideTable) -> Path:
     return write_points_parquet(path, chunks, columns=table.schema, ids=table.ids, geometry=table.outlines)
 
 
-register_writer(Writer("parquet", ".parquet", write_slide=_slide_parquet))
+register_writer(Writer("parquet", ".parquet", write_slide=_slide_parquet, needs="pyarrow"))

@@ -111,11 +111,18 @@ class Nuclei:
 
 @dataclass(frozen=True, eq=False)
 class ImageOutput:
-    """What an image's writers get: its nuclei, and the pixels and labels some formats draw."""
+    """What an image's writers get: its nuclei, and the pixels and labels some formats draw.
+
+    ``mpp`` is the input's resolution (µm/px) the coordinates refer to and ``mpp_source``
+    where it came from (``option``, ``metadata`` or ``model``), recorded in the GeoJSON;
+    None: not recorded.
+    """
 
     nuclei: Nuclei
     pixels: np.ndarray | None = None
     labels: np.ndarray | None = None
+    mpp: float | None = None
+    mpp_source: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,12 +140,15 @@ class SlideTable:
         Tables start with an ``id`` column 1, 2, ... (the SQLite row ids).
     outlines : bool
         Chunks carry outlines: WKB ``geometry`` columns in Parquet and SQLite.
+    mpp : float or None
+        The slide's level-0 resolution (µm/px), recorded in the GeoJSON; None: not recorded.
     """
 
     chunks: Callable[[], Iterable[Nuclei]]
     schema: Mapping[str, str]
     ids: bool = False
     outlines: bool = False
+    mpp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,12 @@ class Writer:
         ``(path, SlideTable) -> Path``; None: not for slides.
     tagged : bool
         The command's tag is part of the name (False: ``<stem><suffix>`` for every command).
+    needs : str or None
+        Optional module the format needs (:mod:`nucleikit.extras`); without it the format
+        is not a default and asking for it names the extra to install.
+    default : bool
+        Part of the slides' default formats (:func:`slide_formats`) when ``needs`` is met;
+        False: written only when asked for by name.
     """
 
     name: str
@@ -164,6 +180,15 @@ class Writer:
     write_image: Callable[[Path, ImageOutput], Path] | None = None
     write_slide: Callable[[Path, SlideTable], Path] | None = None
     tagged: bool = True
+    needs: str | None = None
+    default: bool = True
+
+    @property
+    def available(self) -> bool:
+        """Its optional module (if any) is installed."""
+        from ..extras import available
+
+        return self.needs is None or available(self.needs)
 
     def path(self, out: Path, stem: str, command: str) -> Path:
         """Where this format's file of input ``stem`` goes when ``command`` writes it."""
@@ -199,23 +224,42 @@ def writer(name: str) -> Writer:
         raise ConfigError(f"unknown output format {name!r}; known: {', '.join(WRITERS)}") from None
 
 
-def slide_formats() -> tuple[str, ...]:
-    """Names of the formats a slide can be written in, in a fixed order (csv first)."""
-    _load_formats()
+def _ordered(names: Iterable[str]) -> tuple[str, ...]:
     order = ("csv", "geojson", "parquet", "sqlite")  # the historical default order; others after
-    names = [n for n, w in WRITERS.items() if w.write_slide is not None]
     return tuple(sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n)))
 
 
+def slide_formats(*, every: bool = False) -> tuple[str, ...]:
+    """The slides' default formats, in a fixed order (csv first).
+
+    Those whose optional module is installed (Parquet needs pyarrow) and that are not opt-in
+    (``Writer.default``); ``every=True``: every registered slide format.
+    """
+    _load_formats()
+    return _ordered(n for n, w in WRITERS.items()
+                    if w.write_slide is not None and (every or (w.default and w.available)))
+
+
 def check_slide_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
-    """``formats`` (names, or one comma-separated string) checked against :func:`slide_formats`."""
+    """``formats`` (names, or one comma-separated string) checked against the slide formats.
+
+    Raises :class:`~nucleikit.errors.ConfigError` for an unknown name and
+    :class:`~nucleikit.extras.MissingExtraError` (naming the extra) for a format whose
+    optional module is not installed.
+    """
     if isinstance(formats, str):
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     out = tuple(dict.fromkeys(str(f).lower() for f in formats))
-    known = slide_formats()
+    known = slide_formats(every=True)
     unknown = [f for f in out if f not in known]
     if unknown or not out:
         raise ConfigError(f"formats must be one or more of {', '.join(known)}; got {', '.join(unknown) or 'none'}")
+    for name in out:
+        w = WRITERS[name]
+        if not w.available:
+            from ..extras import MissingExtraError
+
+            raise MissingExtraError(w.needs, f"--formats {name}")
     return out
 
 
