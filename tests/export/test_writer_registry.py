@@ -32,10 +32,11 @@ def _points(n: int = 3) -> Nuclei:
 
 
 def test_every_format_is_registered_once_with_its_kind():
-    assert set(WRITERS) == {"csv", "geojson", "parquet", "sqlite", "overlay", "labels"}
+    assert set(WRITERS) == {"csv", "geojson", "parquet", "sqlite", "overlay", "labels", "napari"}
     images = {n for n, w in WRITERS.items() if w.write_image is not None}
-    assert images == {"csv", "geojson", "overlay", "labels"}
-    assert slide_formats() == ("csv", "geojson", "parquet", "sqlite")
+    assert images == {"csv", "geojson", "overlay", "labels", "napari"}
+    assert slide_formats() == ("csv", "geojson", "parquet", "sqlite")  # napari is opt-in: not a default
+    assert slide_formats(every=True) == ("csv", "geojson", "parquet", "sqlite", "napari")
     with pytest.raises(ValueError, match="already registered"):
         register_writer(Writer("csv", ".other"))
 
@@ -98,7 +99,7 @@ def test_formats_of_the_wrong_kind_or_unknown_are_config_errors(tmp_path):
         write_slide_outputs(tmp_path, "s", "detect", ("overlay",), SlideTable(lambda: [], schema={}))
     with pytest.raises(ConfigError, match="unknown output format 'xlsx'"):
         write_image_outputs(tmp_path, "img", "detect", ("xlsx",), ImageOutput(_points()))
-    with pytest.raises(ConfigError, match="formats must be one or more of csv, geojson, parquet, sqlite; got tsv"):
+    with pytest.raises(ConfigError, match="formats must be one or more of csv, geojson, parquet, sqlite, napari; got tsv"):
         check_slide_formats("csv,tsv")
 
 

@@ -4,7 +4,8 @@ Formats (each a module that registers a :class:`~nucleikit.export.registry.Write
 :mod:`~nucleikit.export.csv` (points and nucleus tables, in memory or streamed),
 :mod:`~nucleikit.export.geojson` (QuPath), :mod:`~nucleikit.export.parquet`,
 :mod:`~nucleikit.export.sqlite` (R*Tree region queries), :mod:`~nucleikit.export.overlay`
-(PNG), :mod:`~nucleikit.export.label_tiff` (uint16 labels). :mod:`~nucleikit.export.registry`
+(PNG), :mod:`~nucleikit.export.label_tiff` (uint16 labels), :mod:`~nucleikit.export.napari`
+(points tables napari opens as a points layer; opt-in). :mod:`~nucleikit.export.registry`
 names the files (:data:`OUTPUT_TAGS`) and writes an image's or a slide's outputs in the formats
 asked for; :mod:`~nucleikit.export.files` writes every file atomically and turns a full disk
 into one line. Every name of the former ``nucleikit.export`` and ``nucleikit.export_store``
@@ -34,8 +35,9 @@ from ._common import DEFAULT_CLASS_COLORS, class_colors
 from ._stream import PointChunk, ShapeChunk, polygons_from_rings
 from .csv import write_points_csv, write_points_csv_chunks, write_table_csv
 from .files import atomic_path, atomic_write, storage_errors
-from .geojson import qupath_features, write_geojson
+from .geojson import geojson_metadata, qupath_features, write_geojson
 from .label_tiff import UINT16_MAX_LABEL, write_label_tiff
+from .napari import napari_csv, write_napari_points, write_napari_points_chunks
 from .overlay import write_overlay
 from .parquet import write_points_parquet
 from .registry import (
@@ -69,7 +71,9 @@ __all__ = [
     "atomic_write",
     "check_slide_formats",
     "class_colors",
+    "geojson_metadata",
     "has_rtree",
+    "napari_csv",
     "output_stem",
     "polygons_from_rings",
     "query_polygons",
@@ -81,6 +85,8 @@ __all__ = [
     "write_geojson",
     "write_image_outputs",
     "write_label_tiff",
+    "write_napari_points",
+    "write_napari_points_chunks",
     "write_overlay",
     "write_points_csv",
     "write_points_csv_chunks",

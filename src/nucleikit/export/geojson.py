@@ -7,6 +7,11 @@ left out: JSON has no NaN and QuPath shows a missing measurement as NaN);
 ``properties.classification`` is ``{"name": str, "color": [r, g, b]}``; each feature has
 ``"type": "Feature"``, a UUID ``"id"`` and a ``Point`` or closed ``Polygon`` geometry.
 Coordinates get +0.5 (``offset``): nucleikit's pixel centres to QuPath's pixel corners.
+
+The collection also carries a top-level ``"nucleikit"`` member (a GeoJSON "foreign member",
+RFC 7946 section 6.1, which QuPath's reader ignores) saying what the coordinates are: pixels
+(level 0 for slides), the pixel-corner origin, and the resolution ``mpp`` (µm/px; null when
+not known) to turn them into microns (:func:`geojson_metadata`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from ._common import _as_column, _as_points, _as_polygons, class_colors
 from .files import atomic_write
 from .registry import ImageOutput, SlideTable, Writer, register_writer
 
-__all__ = ["qupath_features", "write_geojson"]
+__all__ = ["COORDINATE_CONVENTION", "geojson_metadata", "qupath_features", "write_geojson"]
+
+#: What the ``"nucleikit"`` member of every GeoJSON says about its coordinates.
+COORDINATE_CONVENTION = (
+    "pixels of the input image (level 0 of a slide), x right, y down; (0, 0) is the top-left corner "
+    "of the top-left pixel (QuPath's convention), so the pixel in row i, column j is centred on "
+    "(j + 0.5, i + 0.5), which nucleikit's CSV tables give as (j, i)"
+)
 
 _OBJECT_TYPES = ("detection", "annotation", "cell")
 
@@ -141,8 +153,30 @@ def _uuids(n: int, seed: int | None) -> list[str]:
     return text.view("S36").ravel().astype(str).tolist()
 
 
+def geojson_metadata(mpp: float | None = None, mpp_source: str | None = None) -> dict[str, Any]:
+    """The top-level ``"nucleikit"`` member: version, units, coordinate convention and ``mpp``.
+
+    ``mpp_source`` (``option``, ``metadata``, ``model``: the file records none and the model's
+    own was assumed) is included when given.
+
+    >>> geojson_metadata(0.5)["mpp"], geojson_metadata()["units"]
+    (0.5, 'pixel')
+    """
+    from .. import __version__
+
+    value = None if mpp is None else float(mpp)
+    if value is not None and not np.isfinite(value):
+        value = None
+    meta = {"version": __version__, "units": "pixel", "mpp": value, "mpp_units": "um/px"}
+    if mpp_source is not None:
+        meta["mpp_source"] = str(mpp_source)
+    meta["coordinates"] = COORDINATE_CONVENTION
+    return meta
+
+
 def write_geojson(
-    path: str | os.PathLike[str], features: Iterable[Mapping[str, Any]], *, chunk: int = 4096
+    path: str | os.PathLike[str], features: Iterable[Mapping[str, Any]], *, chunk: int = 4096,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write features as a GeoJSON ``FeatureCollection`` that QuPath imports.
 
@@ -155,6 +189,9 @@ def write_geojson(
         generator over a whole slide's nuclei need not fit in memory as one list.
     chunk : int
         Features encoded per write.
+    metadata : mapping or None
+        Written as the collection's top-level ``"nucleikit"`` member (e.g.
+        :func:`geojson_metadata`); None: no such member.
 
     Returns
     -------
@@ -168,7 +205,10 @@ def write_geojson(
     """
     encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
     with atomic_write(path, "w") as f:
-        f.write('{"type":"FeatureCollection","features":[')
+        f.write('{"type":"FeatureCollection",')
+        if metadata is not None:
+            f.write('"nucleikit":' + encoder.encode(dict(metadata)) + ",")
+        f.write('"features":[')
         buffer: list[str] = []
         first = True
         for feature in features:
@@ -193,11 +233,12 @@ def _features(n: Any) -> list[dict[str, Any]]:
 
 
 def _image_geojson(path: Path, output: ImageOutput) -> Path:
-    return write_geojson(path, _features(output.nuclei))
+    return write_geojson(path, _features(output.nuclei), metadata=geojson_metadata(output.mpp, output.mpp_source))
 
 
 def _slide_geojson(path: Path, table: SlideTable) -> Path:
-    return write_geojson(path, (feature for chunk in table.chunks() for feature in _features(chunk)))
+    return write_geojson(path, (feature for chunk in table.chunks() for feature in _features(chunk)),
+                         metadata=geojson_metadata(table.mpp))
 
 
 register_writer(Writer("geojson", ".geojson", write_image=_image_geojson, write_slide=_slide_geojson))

@@ -159,7 +159,8 @@ def detect_file(
     det = detector.detect(image.pixels, mpp=use_mpp, threshold_rel=threshold_rel, min_distance=min_distance)
     nuclei = Nuclei(det.xy, columns={"score": det.scores}, measurements={f"{detector.name} score": det.scores})
     formats = ("csv", "geojson", "overlay") if overlay else ("csv", "geojson")
-    outputs = write_image_outputs(out, path.stem, "detect", formats, ImageOutput(nuclei, pixels=image.pixels))
+    outputs = write_image_outputs(out, path.stem, "detect", formats, ImageOutput(nuclei, pixels=image.pixels, mpp=use_mpp,
+                                                                                  mpp_source=source))
     return FileResult(
         path=path,
         count=len(det),
@@ -275,7 +276,8 @@ def analyze_file(
     )
     formats = ("csv", "geojson", "overlay") if overlay else ("csv", "geojson")
     outputs = write_image_outputs(out, path.stem, "analyze", formats,
-                                  ImageOutput(_typed_nuclei(typed, f"{detector.name} score"), pixels=image.pixels))
+                                  ImageOutput(_typed_nuclei(typed, f"{detector.name} score"), pixels=image.pixels,
+                                              mpp=use_mpp, mpp_source=source))
     return FileResult(
         path=path,
         count=len(typed),
@@ -452,7 +454,8 @@ def segment_file(
         raise InputError(path, f"{top} nuclei: more than a uint16 label TIFF holds ({UINT16_MAX_LABEL})")
     outlines = label_outlines(seg.labels)
     formats = ("labels", "geojson", "csv", "overlay") if overlay else ("labels", "geojson", "csv")
-    output = ImageOutput(segmentation_nuclei(seg.measurements, outlines), pixels=image.pixels, labels=seg.labels)
+    output = ImageOutput(segmentation_nuclei(seg.measurements, outlines), pixels=image.pixels, labels=seg.labels,
+                         mpp=use_mpp, mpp_source=source)
     outputs = write_image_outputs(out, path.stem, "segment", formats, output)
     return FileResult(
         path=path,
