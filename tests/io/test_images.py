@@ -243,6 +243,26 @@ def test_two_channels_saved_as_pages_are_named(tmp_path):
         read_image(path)
 
 
+def test_reading_plane_sets_the_plane_of_reads_without_one(tmp_path):
+    # the CLI's --plane K: every read_image inside the block takes plane K
+    from nucleikit.io.images import reading_plane
+
+    path = _tif(tmp_path / "s.tif", np.stack([np.full((6, 8), v, np.uint8) for v in (10, 20, 30)]), photometric="minisblack")
+    with reading_plane(2):
+        assert read_image(path, mode="grey").pixels[0, 0, 0] == pytest.approx(30 / 255)
+        assert read_image(path, mode="grey", plane=0).pixels[0, 0, 0] == pytest.approx(10 / 255)  # explicit wins
+        with pytest.raises(InputError, match="single plane"):
+            read_image(_tif(tmp_path / "one.tif", RGB, photometric="rgb"))
+    with pytest.raises(InputError, match="holds 3 planes"):  # outside the block: as before
+        read_image(path)
+    with reading_plane(None):
+        with pytest.raises(InputError, match="choose one with --plane K"):
+            read_image(path)
+    with pytest.raises(ConfigError, match="plane must be an integer >= 0"):
+        with reading_plane(-1):
+            pass
+
+
 def test_plane_of_a_single_plane_file(tmp_path):
     assert read_image(_tif(tmp_path / "a.tif", RGB, photometric="rgb"), plane=0).pixels.shape == RGB.shape
     with pytest.raises(InputError, match="single plane"):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import NucleikitError
+from . import verbosity
 
 #: ``mpp_source`` of an input whose file records no pixel size: the model's own was assumed.
 ASSUMED = "model"
@@ -25,6 +26,9 @@ class BatchReport:
     The resolution each input was processed at (``ok(..., mpp=, mpp_source=)``)
     is written beside the outputs, in ``OUTDIR/<command>_run.json``, and the
     summary says once which inputs had none in their file and what was assumed.
+
+    How much it prints follows ``--quiet``/``--verbose`` (:mod:`nucleikit.cli.verbosity`):
+    the per-file lines are left out when quiet; verbose adds a line as each input starts.
     """
 
     command: str
@@ -38,7 +42,7 @@ class BatchReport:
         if mpp_source is not None:
             self.resolutions[str(item)] = {"mpp": _finite_or_none(mpp), "mpp_source": mpp_source}
         extra = f", {detail}" if detail else ""
-        print(f"{item}: {summary} ({seconds:.2f} s{extra})")
+        verbosity.say(f"{item}: {summary} ({seconds:.2f} s{extra})")
 
     def fail(self, item, reason: str) -> None:
         self.failed.append((str(item), reason))
@@ -46,6 +50,7 @@ class BatchReport:
 
     @contextlib.contextmanager
     def item(self, path):
+        verbosity.detail(f"{path}: started")
         try:
             yield
         except NucleikitError as exc:

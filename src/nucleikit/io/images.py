@@ -34,7 +34,8 @@ Geometry rules
 - A multi-page or stacked TIFF (the first series, ``tifffile``, with one
   non-channel, non-spatial axis longer than 1: the pages of a ``QYX`` stack,
   the Z of a ``ZYX`` stack) is refused unless ``plane=K`` names the plane to
-  read: taking the first one silently analyses a plane nobody chose. A stack
+  read (the CLI's ``--plane K``, :func:`reading_plane`): taking the first one
+  silently analyses a plane nobody chose. A stack
   with two or more such axes (e.g. ``TZYX``) is refused: save the plane to
   analyse as its own file. A stack of planes at most 4 pixels wide is named for
   what it almost always is: an (H, W, 2) array that tifffile saved as H pages
@@ -72,8 +73,11 @@ Looked up in this order; the first plausible value wins:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 import warnings
+from collections.abc import Iterator
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from importlib.resources import files
@@ -92,6 +96,7 @@ __all__ = [
     "as_float_image",
     "convert_mode",
     "read_image",
+    "reading_plane",
     "sample_image_path",
 ]
 
@@ -121,6 +126,30 @@ _PILLOW_FORMATS = ("PNG", "BMP", "JPEG")
 # How much larger than one plane a TIFF series may be before we refuse to read
 # it whole (a stack is read in full, then its first plane kept).
 _MAX_STACK_FACTOR = 4
+
+
+#: The plane read_image takes when its caller gives none (None: none); set by reading_plane.
+_DEFAULT_PLANE: contextvars.ContextVar[int | None] = contextvars.ContextVar("nucleikit_plane", default=None)
+
+
+@contextlib.contextmanager
+def reading_plane(plane: int | None) -> Iterator[None]:
+    """Within the block, :func:`read_image` called without ``plane`` reads plane ``plane``.
+
+    How the CLI's ``--plane K`` reaches every image a command reads without each pipeline
+    passing it on. The setting is local to the block (and to the thread or task it runs in);
+    ``None`` changes nothing. A file with a single plane still refuses ``plane`` > 0.
+
+    >>> with reading_plane(2):
+    ...     pass
+    """
+    if plane is not None and (isinstance(plane, bool) or not isinstance(plane, (int, np.integer)) or plane < 0):
+        raise ConfigError(f"plane must be an integer >= 0, not {plane!r}")
+    token = _DEFAULT_PLANE.set(plane)
+    try:
+        yield
+    finally:
+        _DEFAULT_PLANE.reset(token)
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +220,8 @@ def read_image(
         A TIFF stack is also refused above ``4 * max_pixels`` samples in all.
     plane : int or None
         0-based plane of a multi-page or Z/T-stacked TIFF to read; required
-        for such a file, refused (unless 0) for any other.
+        for such a file, refused (unless 0) for any other. None: the plane
+        set by :func:`reading_plane` (the CLI's ``--plane``), if any.
 
     Returns
     -------
@@ -218,13 +248,15 @@ def read_image(
         raise ConfigError(f"image mode must be one of {_MODES}, not {mode!r}")
     path = Path(path)
     head = _check_file(path)
+    if plane is None:
+        plane = _DEFAULT_PLANE.get()
     if plane is not None and (isinstance(plane, bool) or not isinstance(plane, (int, np.integer)) or plane < 0):
         raise ConfigError(f"plane must be an integer >= 0, not {plane!r}")
     if head[:4] in _TIFF_MAGIC:
         decoded = _decode_tiff(path, max_pixels, plane)
     else:
         if plane not in (None, 0):
-            raise InputError(path, f"has a single plane; plane={plane} applies to multi-page TIFFs only")
+            raise InputError(path, f"has a single plane; plane {plane} (--plane) applies to multi-page TIFFs only")
         decoded = _decode_pillow(path, head, max_pixels)
     pixels = _to_unit_float(decoded.array, path)
     if decoded.invert:
@@ -470,7 +502,7 @@ def _chosen_plane(path: Path, axes: str, shape: tuple[int, ...], stack_axis: int
     """The index to read along the TIFF's one stack axis (0 when it has none)."""
     if stack_axis is None:
         if plane not in (None, 0):
-            raise InputError(path, f"has a single plane (axes {axes}, shape {shape}); plane={plane} does not exist")
+            raise InputError(path, f"has a single plane (axes {axes}, shape {shape}); plane {plane} (--plane) does not exist")
         return 0
     count = shape[stack_axis]
     width, height = shape[axes.index("X")], shape[axes.index("Y")]
@@ -479,7 +511,7 @@ def _chosen_plane(path: Path, axes: str, shape: tuple[int, ...], stack_axis: int
             raise InputError(path, f"{count} pages of {width} x {height} pixels: an image with {width} channels "
                                    "saved without a colour model? Save it with 1, 3 or 4 channels")
         raise InputError(path, f"holds {count} planes (axes {axes}, shape {shape}); choose one with "
-                               "read_image(path, plane=K) or save the plane to analyse as its own file")
+                               "--plane K (Python: read_image(path, plane=K)), K from 0")
     if plane >= count:
         raise InputError(path, f"holds {count} planes (0 to {count - 1}); there is no plane {plane}")
     return int(plane)
