@@ -17,6 +17,32 @@ def test_main_api_is_exported_lazily():
     assert out.stdout.strip() == "ok"
 
 
+def test_import_nucleikit_loads_no_heavy_module():
+    # not a timing (the machine may be busy): the modules that make an import slow stay out
+    heavy = ("torch", "numpy", "scipy", "skimage", "pandas", "pyarrow", "matplotlib", "tifffile", "PIL")
+    code = ("import sys, nucleikit; "
+            f"print(sorted(m for m in sys.modules if m.partition('.')[0] in {heavy!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_api_without_a_model_needs_no_torch():
+    code = ("import sys, nucleikit; nucleikit.to_dataframe; nucleikit.classification_dataframe; "
+            "nucleikit.napari_csv; nucleikit.read_image; nucleikit.sample_image_path; "
+            "assert 'torch' not in sys.modules, 'torch'; assert 'pandas' not in sys.modules, 'pandas'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_every_exported_name_resolves():
+    import nucleikit
+
+    for name in nucleikit.__all__:
+        assert getattr(nucleikit, name) is not None, name
+
+
 def test_unknown_attribute_and_dir():
     import nucleikit
 
