@@ -182,6 +182,9 @@ def ship_detector(args, model, meta: dict, log: list[dict]) -> dict:
                               recall=tuned.recall, radius_px=6.0, tuned_by="tools/ship_weights.py")
     print(f"validation: xi {tuned.threshold_rel}, min distance {tuned.min_distance}, "
           f"floor {tuned.threshold_abs}, F1 {tuned.f1:.4f}")
+    meta["calibration"] = score_calibration(maps, [s.points for s in val], [6.0] * len(val),
+                                            min_distance=tuned.min_distance, lowest_xi=0.05,
+                                            fitted_on="CRCHisto fixed-split validation images, r = 6 px")
     score_key = "score" if "score" in log[0] else "val_f1"
     meta["training"] = training_summary(log, score_key=score_key, count_key="step", name=args.name,
                                         command=args.command)
@@ -197,10 +200,32 @@ def ship_detector(args, model, meta: dict, log: list[dict]) -> dict:
     return meta
 
 
+def score_calibration(maps, truths, radii, *, min_distance: float, lowest_xi: float, fitted_on: str) -> dict:
+    """The ``calibration`` metadata: raw peak scores -> validation precision (nucleikit.infer.calibration).
+
+    Fitted on every peak above ``lowest_xi * max`` (the lowest xi of the tuning grid, so
+    scores seen after lowering xi are covered) at the shipped peak distance.
+    """
+    from nucleikit.infer.calibration import fit_calibration, peak_outcomes
+    from nucleikit.postprocess import find_peaks
+
+    peaks = []
+    for m in maps:
+        pmax = float(m.max()) if m.size else 0.0
+        peaks.append(find_peaks(m, min_distance=min_distance, threshold=lowest_xi * pmax) if pmax > 0
+                     else (np.zeros((0, 2)), np.zeros(0)))
+    scores, matched = peak_outcomes(peaks, truths, radii)
+    cal = fit_calibration(scores, matched, fitted_on=fitted_on)
+    print(f"calibration: {cal.n_peaks} validation peaks, {len(cal.map_values)} knots, "
+          f"P(true) {cal.probabilities[0]:.2f} at {cal.map_values[0]:.3g} to {cal.probabilities[-1]:.2f} at "
+          f"{cal.map_values[-1]:.3g}")
+    return cal.to_meta()
+
+
 def ship_pooled_detector(args, model, meta: dict, log: list[dict]) -> dict:
     from nucleikit.experiments.cells import CellRunner
     from nucleikit.experiments.config import load_config, prepare
-    from nucleikit.experiments.pooled import pool_rows, tune_rule, validation_tables
+    from nucleikit.experiments.pooled import pool_rows, tune_rule, validation_maps, validation_tables
     from nucleikit.infer.predict import Detector, InferenceConfig
     from nucleikit.models.weights import save_weights
 
@@ -215,8 +240,9 @@ def ship_pooled_detector(args, model, meta: dict, log: list[dict]) -> dict:
     meta = dict(meta, name=args.name, halo=halo)
     print(f"halo (trained receptive field, tol 1e-4): {halo} px")
     det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
-    tables = validation_tables(det, collection, p.validation, xi_grid=np.round(np.arange(0.05, 0.91, 0.025), 3),
-                               min_distance_grid=range(2, 11))
+    xi_grid = np.round(np.arange(0.05, 0.91, 0.025), 3)
+    maps = validation_maps(det, collection, p.validation)
+    tables = validation_tables(maps, xi_grid=xi_grid, min_distance_grid=range(2, 11))
     chosen = tune_rule(pool_rows(list(tables.values())), args.rule)
     meta["postprocess"] = {"threshold_rel": chosen["threshold_rel"], "min_distance": chosen["min_distance"],
                            "threshold_abs": chosen["threshold_abs"]}
@@ -228,6 +254,10 @@ def ship_pooled_detector(args, model, meta: dict, log: list[dict]) -> dict:
                           "radius": "each data set's own (PROTOCOL.md)", "tuned_by": "tools/ship_weights.py"}
     print(f"validation ({args.rule}): xi {chosen['threshold_rel']}, min distance {chosen['min_distance']}, "
           f"floor {chosen['threshold_abs']}, pooled F1 {chosen['f1']:.4f}, per set {per_set}")
+    meta["calibration"] = score_calibration(
+        [m for v in maps.values() for m in v[0]], [t for v in maps.values() for t in v[1]],
+        [v[2] for v in maps.values() for _ in v[0]], min_distance=chosen["min_distance"], lowest_xi=float(xi_grid[0]),
+        fitted_on=f"validation images of {', '.join(p.validation)}, each at its own radius")
     score_key = "score" if "score" in log[0] else "val_f1"
     meta["training"] = training_summary(log, score_key=score_key, count_key="step", name=args.name,
                                         command=args.command)

@@ -9,9 +9,10 @@ from nucleikit.infer.calibration import ScoreCalibration, fit_calibration, peak_
 def test_fit_pools_adjacent_violators_by_hand():
     # rates 0, 1, 0, 1 by score: the middle pair violates order and pools to 0.5
     cal = fit_calibration([0.1, 0.2, 0.3, 0.4], [False, True, False, True])
-    assert cal.map_values == pytest.approx((0.1, 0.25, 0.4))
-    assert cal.probabilities == pytest.approx((0.0, 0.5, 1.0))
-    np.testing.assert_allclose(cal([0.0, 0.1, 0.175, 0.25, 0.4, 2.0]), [0, 0, 0.25, 0.5, 1, 1], atol=1e-7)
+    # knots at both ends of the pooled block: every observed score keeps its fitted value
+    assert cal.map_values == pytest.approx((0.1, 0.2, 0.3, 0.4))
+    assert cal.probabilities == pytest.approx((0.0, 0.5, 0.5, 1.0))
+    np.testing.assert_allclose(cal([0.0, 0.1, 0.15, 0.25, 0.35, 0.4, 2.0]), [0, 0, 0.25, 0.5, 0.75, 1, 1], atol=1e-7)
     assert cal.n_peaks == 4
 
 

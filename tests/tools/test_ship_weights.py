@@ -63,3 +63,18 @@ def test_float16_round_trip_changes_outputs_little(ship, make_segmenter_weights,
     name = next(iter(weights))
     w16 = original[name].detach().numpy().astype(np.float16).astype(np.float32)
     assert np.array_equal(weights[name].detach().numpy(), w16)
+
+
+def test_score_calibration_of_maps_gives_loadable_monotone_metadata(ship):
+    import numpy as np
+
+    from nucleikit.infer.calibration import ScoreCalibration
+
+    m = np.zeros((40, 40), np.float32)
+    m[10, 10], m[30, 30], m[10, 30] = 1.0, 0.8, 0.2  # two nuclei and a faint false peak
+    truth = np.array([[10.0, 10.0], [30.0, 30.0]])
+    meta = ship.score_calibration([m, m], [truth, truth], [3.0, 3.0], min_distance=3, lowest_xi=0.05,
+                                  fitted_on="test")
+    cal = ScoreCalibration.from_meta(meta)
+    assert cal.n_peaks == 6 and meta["fitted_on"] == "test"
+    np.testing.assert_allclose(cal([0.2, 0.8, 1.0]), [0.0, 1.0, 1.0])

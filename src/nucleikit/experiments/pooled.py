@@ -37,7 +37,8 @@ from ..train.tuning import FLOOR_GRID, FLOOR_TOLERANCE, score_grid
 from .cells import Cell, CellRunner, TrainSet, figures_row
 from .report import Figure, StudyResult
 
-__all__ = ["Params", "run", "TITLE", "RULES", "tune_rule", "pool_rows", "threshold_transfer", "validation_tables"]
+__all__ = ["Params", "run", "TITLE", "RULES", "tune_rule", "pool_rows", "threshold_transfer", "validation_maps",
+           "validation_tables"]
 
 TITLE = "A detector for any H&E image: pooled data sets, and the threshold rule that transfers"
 PAPER = ("Xing et al. (Figs. 6-8) find that auxiliary data from other organs, mixed into the target's training "
@@ -178,10 +179,8 @@ def _apply(rows: list[dict], chosen: dict) -> dict:
     return next(r for r in rows if (r["min_distance"], r["threshold_rel"], r["threshold_abs"]) == key)
 
 
-def validation_tables(detector, collection, names: Sequence[str], *, xi_grid: Sequence[float],
-                      min_distance_grid: Sequence[float],
-                      threshold_abs_grid: Sequence[float] = FLOOR_GRID) -> dict[str, list[dict]]:
-    """Per validation data set: the full grid table of a detector's maps, at the data set's own radius.
+def validation_maps(detector, collection, names: Sequence[str]) -> dict[str, tuple[list, list, float]]:
+    """Per validation data set: the detector's maps, the true centres and the radius, in its pixels.
 
     Parameters
     ----------
@@ -190,20 +189,16 @@ def validation_tables(detector, collection, names: Sequence[str], *, xi_grid: Se
     collection : Collection
         Holds the named data sets (their ``"validation"`` samples and radii).
     names : sequence of str
-    xi_grid, min_distance_grid, threshold_abs_grid : sequences of float
-        The grid (xi = 0 is always added, for the absolute rule); distances in
-        the detector's pixels.
 
     Returns
     -------
     dict
-        Name -> :func:`~nucleikit.train.tuning.score_grid` rows, matched with
-        ``radius_um / detector.mpp`` pixels.
+        Name -> (list of (H, W) maps, list of (M, 2) true centres (x, y), matching
+        radius ``radius_um / detector.mpp``), all in the detector's pixels.
     """
     from ..transforms import scale_factor, scale_points
 
-    xis = sorted({0.0, *(float(x) for x in xi_grid)})
-    tables = {}
+    out = {}
     for name in names:
         ds = collection[name]
         maps, truths = [], []
@@ -211,10 +206,32 @@ def validation_tables(detector, collection, names: Sequence[str], *, xi_grid: Se
             det = detector.detect(s.load_image(), mpp=s.mpp, keep_map=True)
             maps.append(det.prob)
             truths.append(scale_points(np.asarray(s.points, float).reshape(-1, 2), scale_factor(s.mpp, detector.mpp)))
-        tables[name] = score_grid(maps, truths, radius=ds.radius_um / detector.mpp,
-                                  min_distance_grid=min_distance_grid, xi_grid=xis,
-                                  threshold_abs_grid=threshold_abs_grid)
-    return tables
+        out[name] = (maps, truths, ds.radius_um / detector.mpp)
+    return out
+
+
+def validation_tables(maps: dict[str, tuple[list, list, float]], *, xi_grid: Sequence[float],
+                      min_distance_grid: Sequence[float],
+                      threshold_abs_grid: Sequence[float] = FLOOR_GRID) -> dict[str, list[dict]]:
+    """Per validation data set: the full grid table of its maps, at the data set's own radius.
+
+    Parameters
+    ----------
+    maps : dict
+        :func:`validation_maps`'s result.
+    xi_grid, min_distance_grid, threshold_abs_grid : sequences of float
+        The grid (xi = 0 is always added, for the absolute rule); distances in
+        the detector's pixels.
+
+    Returns
+    -------
+    dict
+        Name -> :func:`~nucleikit.train.tuning.score_grid` rows.
+    """
+    xis = sorted({0.0, *(float(x) for x in xi_grid)})
+    return {name: score_grid(m, t, radius=r, min_distance_grid=min_distance_grid, xi_grid=xis,
+                             threshold_abs_grid=threshold_abs_grid)
+            for name, (m, t, r) in maps.items()}
 
 
 def threshold_transfer(tables: dict[str, list[dict]]) -> list[dict]:
@@ -270,7 +287,8 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
 
         cfg = config.train
         detector = Detector.from_weights(weights, config=InferenceConfig(threads=cfg.threads, bf16=cfg.bf16))
-        transfer = threshold_transfer(validation_tables(detector, collection, p.validation, xi_grid=cfg.xi_grid,
+        maps = validation_maps(detector, collection, p.validation)
+        transfer = threshold_transfer(validation_tables(maps, xi_grid=cfg.xi_grid,
                                                         min_distance_grid=cfg.min_distance_grid))
         res.tables["threshold_transfer"] = transfer
         res.table_notes["threshold_transfer"] = (

@@ -133,8 +133,8 @@ def fit_calibration(scores: Any, matched: Any, *, fitted_on: str = "", max_knots
         Stored with the result.
     max_knots : int
         The fit's step function (one level per block of the pool-adjacent-violators
-        solution, placed at the block's mean score) is thinned to at most this many
-        knots, evenly by rank, always keeping the first and last.
+        solution, with knots at the block's lowest and highest score) is thinned to at
+        most this many knots, evenly by rank, always keeping the first and last.
 
     Returns
     -------
@@ -157,11 +157,14 @@ def fit_calibration(scores: Any, matched: Any, *, fitted_on: str = "", max_knots
     values, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
     rate = np.bincount(inverse, weights=y) / counts
     fit = isotonic_regression(rate, weights=counts, increasing=True).x
-    # one knot per block of equal fitted value, at the block's weighted mean score
+    # a block of equal fitted value spans [its lowest, its highest] score: knots at both ends, so
+    # every observed score gets exactly its fitted value and the map is linear only between blocks
     starts = np.flatnonzero(np.r_[True, np.diff(fit) > 1e-12])
-    weight = np.add.reduceat(counts, starts)
-    xs = np.add.reduceat(values * counts, starts) / weight
-    ys = fit[starts]
+    ends = np.r_[starts[1:], values.size] - 1
+    xs = np.column_stack([values[starts], values[ends]]).ravel()
+    ys = np.repeat(fit[starts], 2)
+    single = np.repeat(starts == ends, 2) & np.tile([False, True], starts.size)
+    xs, ys = xs[~single], ys[~single]
     if xs.size > max_knots:
         keep = np.unique(np.round(np.linspace(0, xs.size - 1, max_knots)).astype(int))
         xs, ys = xs[keep], ys[keep]
