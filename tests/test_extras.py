@@ -15,6 +15,12 @@ from nucleikit.extras import EXTRAS, MissingExtraError, available, extra_for, mi
 def without(monkeypatch):
     """Make modules unimportable, as in an install without their extra."""
 
+    # Modules that read the installed formats once, at import, are imported first: hiding
+    # pyarrow must not leave them with the wrong default for later tests.
+    import nucleikit.cli.main  # noqa: F401
+    import nucleikit.cli.options  # noqa: F401
+    import nucleikit.infer.wsi  # noqa: F401
+
     def hide(*names: str) -> None:
         for name in names:
             for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
@@ -124,3 +130,17 @@ def test_to_dataframe_without_pandas(without):
     without("pandas")
     with pytest.raises(MissingExtraError, match=r'DataFrames: pandas is not installed; pip install "nucleikit\[pandas\]"'):
         to_dataframe(Detections(np.zeros((0, 2)), np.zeros(0, np.float32), 0.0))
+
+
+def test_readme_no_deps_install_lists_every_dependency_but_torch():
+    # "Into an environment that already has a torch": the second pip install must stay in step
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    readme = (root / "README.md").read_text()
+    block = readme.split("**Into an environment that already has a torch**", 1)[1].split("```", 2)[1]
+    listed = re.findall(r'"([^"]+)"', block)
+    assert listed == [d for d in deps if not d.startswith("torch")]
