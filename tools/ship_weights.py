@@ -225,7 +225,7 @@ def score_calibration(maps, truths, radii, *, min_distance: float, lowest_xi: fl
 def ship_pooled_detector(args, model, meta: dict, log: list[dict]) -> dict:
     from nucleikit.experiments.cells import CellRunner
     from nucleikit.experiments.config import load_config, prepare
-    from nucleikit.experiments.pooled import pool_rows, tune_rule, validation_maps, validation_tables
+    from nucleikit.experiments.pooled import GridTables, validation_maps
     from nucleikit.infer.predict import Detector, InferenceConfig
     from nucleikit.models.weights import save_weights
 
@@ -242,13 +242,11 @@ def ship_pooled_detector(args, model, meta: dict, log: list[dict]) -> dict:
     det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
     xi_grid = np.round(np.arange(0.05, 0.91, 0.025), 3)
     maps = validation_maps(det, collection, p.validation)
-    tables = validation_tables(maps, xi_grid=xi_grid, min_distance_grid=range(2, 11))
-    chosen = tune_rule(pool_rows(list(tables.values())), args.rule)
+    grid = GridTables(maps)
+    chosen = grid.choose(list(p.validation), args.rule, xi_grid=xi_grid, md_grid=range(2, 11))
     meta["postprocess"] = {"threshold_rel": chosen["threshold_rel"], "min_distance": chosen["min_distance"],
                            "threshold_abs": chosen["threshold_abs"]}
-    per_set = {n: next(r for r in t if (r["min_distance"], r["threshold_rel"], r["threshold_abs"])
-                       == (chosen["min_distance"], chosen["threshold_rel"], chosen["threshold_abs"]))["f1"]
-               for n, t in tables.items()}
+    per_set = {n: grid.score(n, chosen)["f1"] for n in p.validation}
     meta["validation"] = {"f1": chosen["f1"], "precision": chosen["precision"], "recall": chosen["recall"],
                           "sets": list(p.validation), "f1_per_set": per_set, "rule": args.rule,
                           "radius": "each data set's own (PROTOCOL.md)", "tuned_by": "tools/ship_weights.py"}

@@ -11,10 +11,10 @@ import pytest
 from nucleikit.errors import ConfigError
 from nucleikit.experiments.cells import Cell, TrainSet
 from nucleikit.experiments.config import load_config
-from nucleikit.experiments.pooled import Params, pool_rows, threshold_transfer, tune_rule
+from nucleikit.experiments.pooled import RULES, GridTables, Params, pool_rows, threshold_transfer, tune_rule
 from nucleikit.experiments.runner import run_experiment
 from nucleikit.train.config import TrainConfig
-from nucleikit.train.tuning import score_grid
+from nucleikit.train.tuning import FLOOR_GRID, score_grid
 
 
 def _row(md, xi, floor, tp, fp, fn):
@@ -60,15 +60,40 @@ def test_pool_rows_sums_counts_and_recomputes_f1():
         pool_rows([TABLE, other])
 
 
-def test_threshold_transfer_tunes_on_the_others_only():
-    # set "a" wants xi 0.5, sets "b" and "c" want the floor 0.1 without xi: held out, a gets b+c's choice
-    b = [_row(3, 0.0, 0.0, 10, 10, 0), _row(3, 0.0, 0.1, 10, 0, 0), _row(3, 0.0, 0.2, 5, 0, 5),
-         _row(3, 0.5, 0.0, 5, 0, 5), _row(3, 0.5, 0.1, 5, 0, 5), _row(3, 0.5, 0.2, 5, 0, 5)]
-    rows = threshold_transfer({"a": TABLE, "b": b, "c": b})
-    a = next(r for r in rows if r["held_out"] == "a")
-    assert a["absolute_f1"] == pytest.approx(TABLE[1]["f1"])
-    assert a["own_f1"] == pytest.approx(0.9)
-    assert a["absolute_values"] == "xi 0, floor 0.1, d 3"
+def _maps(seed, faint):
+    """Maps of 3 images with 6 nuclei each (peak 1, or 0.12 when ``faint``) and 4 false bumps of 0.15 x the peak."""
+    rng = np.random.default_rng(seed)
+    maps, truths = [], []
+    for _ in range(3):
+        m = np.zeros((64, 64), np.float32)
+        pts = rng.choice(np.arange(4, 60, 8), size=(10, 2))
+        pts = np.unique(pts, axis=0)[:10]
+        for i, (x, y) in enumerate(pts):
+            m[y, x] = (0.12 if faint else 1.0) * (0.15 if i >= 6 else 1.0)
+        maps.append(m)
+        truths.append(pts[:6].astype(float))
+    return maps, truths, 2.0
+
+
+def test_lazy_grid_choices_equal_the_full_grid_and_transfer_uses_the_others():
+    maps = {"a": _maps(0, faint=False), "b": _maps(1, faint=False), "c": _maps(2, faint=True)}
+    grid = GridTables(maps)
+    xis, mds, floors = (0.1, 0.3, 0.5), (3.0, 5.0), FLOOR_GRID
+    full = pool_rows([score_grid(m, t, radius=r, min_distance_grid=mds, xi_grid=(0.0, *xis), threshold_abs_grid=floors)
+                      for m, t, r in maps.values()])
+    for rule in RULES:
+        lazy = grid.choose(list(maps), rule, xi_grid=xis, md_grid=mds, floors=floors)
+        want = tune_rule([r for r in full if rule == "absolute" or r["threshold_rel"] > 0], rule)
+        key = ("min_distance", "threshold_rel", "threshold_abs", "f1")
+        assert [lazy[k] for k in key] == [want[k] for k in key], rule
+    rows = threshold_transfer(grid, xi_grid=xis, md_grid=mds)
+    assert [r["held_out"] for r in rows] == ["a", "b", "c"]
+    c = rows[2]
+    # tuned on a + b (bright nuclei) an absolute floor above the faint nuclei's 0.12 loses all of c;
+    # the relative rule follows c's own maximum and finds them
+    assert c["relative_f1"] == pytest.approx(1.0) and c["own_f1"] == pytest.approx(1.0)
+    assert c["absolute_f1"] < 0.5
+    assert all(r[f"{rule}_f1"] <= r["own_f1"] + 1e-12 for r in rows for rule in ("relative", "absolute"))
 
 
 def test_score_grid_counts_peaks_of_a_map_by_hand():

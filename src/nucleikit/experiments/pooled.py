@@ -28,7 +28,7 @@ tuning on it would reach), as a ceiling.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from .cells import Cell, CellRunner, TrainSet, figures_row
 from .report import Figure, StudyResult
 
 __all__ = ["Params", "run", "TITLE", "RULES", "tune_rule", "pool_rows", "threshold_transfer", "validation_maps",
-           "validation_tables"]
+           "GridTables"]
 
 TITLE = "A detector for any H&E image: pooled data sets, and the threshold rule that transfers"
 PAPER = ("Xing et al. (Figs. 6-8) find that auxiliary data from other organs, mixed into the target's training "
@@ -174,11 +174,6 @@ def tune_rule(rows: list[dict], rule: str, tolerance: float = FLOOR_TOLERANCE) -
     return max(cand, key=lambda r: r["f1"])  # max keeps the first of equal F1
 
 
-def _apply(rows: list[dict], chosen: dict) -> dict:
-    key = (chosen["min_distance"], chosen["threshold_rel"], chosen["threshold_abs"])
-    return next(r for r in rows if (r["min_distance"], r["threshold_rel"], r["threshold_abs"]) == key)
-
-
 def validation_maps(detector, collection, names: Sequence[str]) -> dict[str, tuple[list, list, float]]:
     """Per validation data set: the detector's maps, the true centres and the radius, in its pixels.
 
@@ -210,55 +205,86 @@ def validation_maps(detector, collection, names: Sequence[str]) -> dict[str, tup
     return out
 
 
-def validation_tables(maps: dict[str, tuple[list, list, float]], *, xi_grid: Sequence[float],
-                      min_distance_grid: Sequence[float],
-                      threshold_abs_grid: Sequence[float] = FLOOR_GRID) -> dict[str, list[dict]]:
-    """Per validation data set: the full grid table of its maps, at the data set's own radius.
+class GridTables:
+    """Score-grid rows of each validation data set's maps, computed on demand and kept.
+
+    A full (distance x xi x floor) grid costs one matching per image and
+    combination; a rule needs only a slice of it (the relative rule: floor 0;
+    the absolute rule: xi 0; ``both``: the relative slice, then the floors at
+    the chosen xi and distance), so slices are computed when first asked for.
 
     Parameters
     ----------
     maps : dict
-        :func:`validation_maps`'s result.
-    xi_grid, min_distance_grid, threshold_abs_grid : sequences of float
-        The grid (xi = 0 is always added, for the absolute rule); distances in
-        the detector's pixels.
-
-    Returns
-    -------
-    dict
-        Name -> :func:`~nucleikit.train.tuning.score_grid` rows.
+        :func:`validation_maps`'s result: name -> (maps, truths, radius in pixels).
     """
-    xis = sorted({0.0, *(float(x) for x in xi_grid)})
-    return {name: score_grid(m, t, radius=r, min_distance_grid=min_distance_grid, xi_grid=xis,
-                             threshold_abs_grid=threshold_abs_grid)
-            for name, (m, t, r) in maps.items()}
+
+    def __init__(self, maps: dict[str, tuple[list, list, float]]) -> None:
+        self.maps = maps
+        self._cache: dict[tuple, list[dict]] = {}
+
+    def rows(self, name: str, mds: Sequence[float], xis: Sequence[float], floors: Sequence[float]) -> list[dict]:
+        """:func:`~nucleikit.train.tuning.score_grid` rows of one data set."""
+        key = (name, tuple(float(v) for v in mds), tuple(float(v) for v in xis), tuple(float(v) for v in floors))
+        if key not in self._cache:
+            m, t, r = self.maps[name]
+            self._cache[key] = score_grid(m, t, radius=r, min_distance_grid=key[1], xi_grid=key[2],
+                                          threshold_abs_grid=key[3])
+        return self._cache[key]
+
+    def pooled(self, names: Sequence[str], mds, xis, floors) -> list[dict]:
+        """Rows of several data sets pooled (each matched at its own radius)."""
+        return pool_rows([self.rows(n, mds, xis, floors) for n in names])
+
+    def choose(self, names: Sequence[str], rule: str, *, xi_grid: Sequence[float], md_grid: Sequence[float],
+               floors: Sequence[float] = FLOOR_GRID, tolerance: float = FLOOR_TOLERANCE) -> dict:
+        """The row ``rule`` picks on the pooled validation images of ``names`` (:func:`tune_rule`)."""
+        if rule not in RULES:
+            raise ValueError(f"unknown threshold rule {rule!r} (known: {', '.join(RULES)})")
+        if rule == "absolute":
+            return tune_rule(self.pooled(names, md_grid, (0.0,), floors), "absolute")
+        relative = self.pooled(names, md_grid, sorted(xi_grid), (0.0,))
+        step1 = tune_rule(relative, "relative")
+        if rule == "relative":
+            return step1
+        xis = sorted({min(xi_grid), step1["threshold_rel"]})
+        return tune_rule(relative + self.pooled(names, (step1["min_distance"],), xis, floors), "both", tolerance)
+
+    def score(self, name: str, chosen: Mapping[str, float]) -> dict:
+        """The figures of one data set at a chosen row's values."""
+        (row,) = self.rows(name, (chosen["min_distance"],), (chosen["threshold_rel"],), (chosen["threshold_abs"],))
+        return row
 
 
-def threshold_transfer(tables: dict[str, list[dict]]) -> list[dict]:
+def threshold_transfer(grid: GridTables, *, xi_grid: Sequence[float], md_grid: Sequence[float]) -> list[dict]:
     """Leave one data set out: each rule tuned on the others, scored on the held-out one.
 
     Parameters
     ----------
-    tables : dict
-        Data set name -> its full grid table (:func:`validation_tables`).
+    grid : GridTables
+        The validation data sets' maps.
+    xi_grid, md_grid : sequences of float
+        The grids the rules are tuned over (floors: :data:`~nucleikit.train.tuning.FLOOR_GRID`).
 
     Returns
     -------
     list of dict
         One row per held-out data set: F1 of each rule, the values it chose,
-        and ``own`` (best F1 of the grid on the held-out set itself).
+        and ``own_f1``, the best F1 of the relative and absolute grids on the
+        held-out set itself (what tuning on it would reach).
     """
+    names = list(grid.maps)
     out = []
-    for held in tables:
-        others = pool_rows([t for n, t in tables.items() if n != held])
+    for held in names:
+        others = [n for n in names if n != held]
         row: dict = {"held_out": held}
         for rule in RULES:
-            chosen = tune_rule(others, rule)
-            got = _apply(tables[held], chosen)
-            row[f"{rule}_f1"] = got["f1"]
+            chosen = grid.choose(others, rule, xi_grid=xi_grid, md_grid=md_grid)
+            row[f"{rule}_f1"] = grid.score(held, chosen)["f1"]
             row[f"{rule}_values"] = (f"xi {chosen['threshold_rel']:g}, floor {chosen['threshold_abs']:g}, "
                                      f"d {chosen['min_distance']:g}")
-        row["own_f1"] = max(r["f1"] for r in tables[held])
+        own = [grid.choose([held], r, xi_grid=xi_grid, md_grid=md_grid)["f1"] for r in ("relative", "absolute")]
+        row["own_f1"] = max(own)
         out.append(row)
     return out
 
@@ -287,13 +313,12 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
 
         cfg = config.train
         detector = Detector.from_weights(weights, config=InferenceConfig(threads=cfg.threads, bf16=cfg.bf16))
-        maps = validation_maps(detector, collection, p.validation)
-        transfer = threshold_transfer(validation_tables(maps, xi_grid=cfg.xi_grid,
-                                                        min_distance_grid=cfg.min_distance_grid))
+        grid = GridTables(validation_maps(detector, collection, p.validation))
+        transfer = threshold_transfer(grid, xi_grid=cfg.xi_grid, md_grid=cfg.min_distance_grid)
         res.tables["threshold_transfer"] = transfer
         res.table_notes["threshold_transfer"] = (
             "Validation images only: each rule tuned on the other data sets' validation images, scored on the "
-            "held-out data set's; own = best of the grid on the held-out set itself.")
+            "held-out data set's; own = the better of the relative and absolute rules tuned on the held-out set itself.")
         means = {r: float(np.mean([t[f"{r}_f1"] for t in transfer])) for r in RULES}
         best = max(RULES, key=lambda r: means[r])
         res.findings.append(
