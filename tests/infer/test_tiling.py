@@ -14,9 +14,14 @@ import pytest
 from scipy import ndimage
 
 from nucleikit.infer.tiling import (
+    MAX_HALO_OVERHEAD,
     TileGrid,
     Window,
     aligned_window,
+    halo_overhead,
+    plan_tiles,
+    tile_for_memory,
+    tile_for_overhead,
     lattice_halo,
     lattice_margin,
     measure_halo,
@@ -403,3 +408,103 @@ def test_measure_halo_grown_uses_a_bigger_probe_when_needed():
     assert measure_halo_grown(box, in_channels=1, sizes=(64, 128), tol=1e-6, align=16) == 48
     with pytest.raises(ValueError):
         measure_halo_grown(box, in_channels=1, sizes=(32, 64), tol=1e-6, align=16)
+
+
+# ----------------------------------------------------------------------------- tile plans (issue 15)
+
+GIB = 2 ** 30
+
+
+@pytest.mark.parametrize("halo, align", [(96, 16), (112, 16), (144, 16), (256, 16), (96, 32), (40, 8), (0, 16)])
+def test_tile_for_overhead_is_the_smallest_aligned_core_meeting_the_target(halo, align):
+    core = tile_for_overhead(halo, align)
+    h = lattice_halo(halo, align)
+    assert core % align == 0
+    assert (core + 2 * h) ** 2 <= MAX_HALO_OVERHEAD * core**2
+    assert core == align or (core - align + 2 * h) ** 2 > MAX_HALO_OVERHEAD * (core - align) ** 2
+    if h:
+        assert core > 8 * h  # 8 halos give 1.56x: not enough for 1.3x
+
+
+@pytest.mark.parametrize("bpp", [300.0, 774.0 * 1.5, 2000.0])
+def test_tile_for_memory_is_the_largest_aligned_window_in_the_budget(bpp):
+    core = tile_for_memory(112, 16, bytes_per_pixel=bpp, budget=GIB)
+    assert core % 16 == 0
+    assert (core + 224) ** 2 * bpp <= GIB < (core + 16 + 224) ** 2 * bpp
+
+
+@pytest.mark.parametrize("shape", [(10000, 10000), (20000, 9000), (40000, 31000), (12345, 70001)])
+@pytest.mark.parametrize("halo", [96, 112, 144, 256])
+def test_large_images_get_at_most_the_target_overhead_when_the_budget_allows(shape, halo):
+    # a budget holding windows 1.5x the side of the target core (module docstring)
+    side = int(1.5 * tile_for_overhead(halo, 16)) + 2 * lattice_halo(halo, 16)
+    budget = side * side * 300
+    plan = plan_tiles(shape, halo=halo, align=16, bytes_per_pixel=300, budget=budget)
+    grid = TileGrid(shape, tile=plan.tile, halo=halo, align=16)
+    assert plan.rule == "budget"
+    assert plan.overhead == pytest.approx(halo_overhead(grid)) and plan.overhead <= MAX_HALO_OVERHEAD
+    assert all(c % 16 == 0 for c in plan.tile) and all(r % 16 == 0 for r in plan.read_shape)
+    assert grid.read_shape == plan.read_shape
+    assert plan.read_shape[0] * plan.read_shape[1] * 300 * plan.batch_size <= budget  # the budget holds
+    # balanced: the last row and column of cores are not slivers
+    for side, core in zip(shape, plan.tile):
+        assert side - (-(-side // core) - 1) * core > core - 16 * -(-side // core)
+    # against the 512 px cores used before: far less halo per pixel
+    assert plan.overhead < halo_overhead(TileGrid(shape, tile=512, halo=halo, align=16)) - 0.4
+
+
+def test_the_rule_says_whether_the_target_was_met():
+    # a budget that only just holds the target core: equal cores cut from 10,000 px fall below it
+    plan = plan_tiles((10000, 10000), halo=112, align=16, bytes_per_pixel=300, budget=GIB)
+    assert plan.rule == "memory" and MAX_HALO_OVERHEAD < plan.overhead < 1.4
+    assert plan_tiles((40000, 31000), halo=96, align=16, bytes_per_pixel=300, budget=GIB).rule == "budget"
+
+
+def test_memory_wins_over_the_overhead_target_and_says_so():
+    # MicroNet in fp32 (~1.1 KiB per window pixel): 1.3x would need ~3.4 MP windows, 3.7 GiB
+    plan = plan_tiles((2014, 2692), halo=112, align=16, bytes_per_pixel=1161, budget=GIB)
+    assert plan.rule == "memory" and plan.batch_size == 1
+    assert plan.window_bytes <= GIB
+    assert plan.overhead < halo_overhead(TileGrid((2014, 2692), tile=512, halo=112, align=16))
+    assert tile_for_overhead(112, 16) > tile_for_memory(112, 16, bytes_per_pixel=1161, budget=GIB)
+
+
+def test_an_image_that_fits_runs_in_one_window_and_a_given_tile_is_kept():
+    plan = plan_tiles((500, 500), halo=96, align=16, bytes_per_pixel=1161, budget=GIB)
+    assert (plan.rule, plan.tile, plan.read_shape, plan.batch_size) == ("one window", (512, 512), (704, 704), 1)
+    # a 2000 x 2000 mosaic: one 2192 px window when the budget holds it, not 16 windows of 704
+    assert plan_tiles((2000, 2000), halo=96, align=16, bytes_per_pixel=200, budget=GIB).tile == (2000, 2000)
+    given = plan_tiles((2000, 2000), halo=96, align=16, bytes_per_pixel=200, budget=GIB, tile=64)
+    assert given.rule == "given" and given.tile == (64, 64) and given.read_shape == (256, 256)
+
+
+@pytest.mark.parametrize("bpp, budget", [(1000, GIB), (300, GIB), (300, 256 * 2**20), (50, GIB)])
+def test_batch_size_fills_the_budget_and_no_more(bpp, budget):
+    plan = plan_tiles((5000, 5000), halo=96, align=16, bytes_per_pixel=bpp, budget=budget, tile=256)
+    one = plan.read_shape[0] * plan.read_shape[1] * bpp
+    assert plan.batch_size >= 1 and plan.window_bytes == plan.batch_size * one
+    assert plan.batch_size == 1 or plan.window_bytes <= budget
+    assert plan.batch_size == 8 or (plan.batch_size + 1) * one > budget  # as many as fit, at most 8
+    assert plan_tiles((5000, 5000), halo=96, align=16, bytes_per_pixel=bpp, budget=budget, tile=256,
+                      batch_size=3).batch_size == 3
+    # never more windows per pass than there are tiles
+    assert plan_tiles((100, 100), halo=8, align=16, bytes_per_pixel=1, budget=GIB, tile=64).batch_size == 4
+
+
+def test_planned_tiling_equals_untiled(rng):
+    # the plan only moves seams: a pooling forward tiled by the plan equals its one-window pass
+    img = int_image(rng, 300, 230)
+    plan = plan_tiles(img.shape, halo=10, align=4, bytes_per_pixel=100, budget=100 * 60 * 60 * 3)
+    assert plan.rule in ("budget", "memory") and plan.tile[0] < 300
+    tiled = predict_tiled(pool_box(5, 4), img, tile=plan.tile, halo=10, align=4, batch_size=plan.batch_size)
+    untiled = predict_tiled(pool_box(5, 4), img, tile=1024, halo=10, align=4)
+    np.testing.assert_array_equal(tiled, untiled)
+
+
+def test_plan_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        plan_tiles((100, 100), halo=8, align=16, bytes_per_pixel=0, budget=GIB)
+    with pytest.raises(ValueError):
+        plan_tiles((100, 100), halo=8, align=16, bytes_per_pixel=10, budget=-1)
+    with pytest.raises(ValueError):
+        tile_for_overhead(96, 16, max_overhead=1.0)

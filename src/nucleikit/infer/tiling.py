@@ -57,6 +57,32 @@ the pixels), but its output within the receptive field of the border is not the 
 a choice of the caller (:class:`~nucleikit.infer.segment.Segmenter` ``padding="align"``, for
 images no larger than one read window), never a tiling of a larger image.
 
+How large a tile
+----------------
+Every read window pays for its halo: the network runs ``(core + 2 * halo)**2`` pixels to keep
+``core**2``. That ratio, the **halo overhead** (:func:`halo_overhead`: pixels run over pixels
+kept, for a whole grid), is 2.07x for a 512 px core with MicroNet's 112 px slide halo and falls
+only as the core grows: it is at most ``r`` once ``core >= 2 * halo / (sqrt(r) - 1)``, 14.3 halos
+for 1.3x (:func:`tile_for_overhead`; 8 halos still give 1.56x). Larger windows cost memory,
+though: a network holds several full-resolution activations at once (MicroNet in fp32 about
+1.1 KiB per window pixel, :meth:`~nucleikit.infer.predict.DensePredictor.bytes_per_pixel`).
+:func:`plan_tiles` therefore works within a memory budget for one forward pass:
+
+1. the **whole image in one window** when that window fits the budget (one window has the
+   least halo any tiling can have);
+2. otherwise the **largest cores whose window fits** (:func:`tile_for_memory`), **balanced**
+   per axis (``n = ceil(side / largest)`` cores of ``ceil(side / n)`` rounded up to ``align``),
+   so no thin last row of tiles pays a full window for a few pixels. On a large image the
+   overhead is then at most :data:`MAX_HALO_OVERHEAD` when the budget holds windows about 1.5
+   times the side of :func:`tile_for_overhead`'s core (equal cores cut from the side can fall
+   below that core when the budget only just holds it); when it does not, **memory wins** and
+   the plan says so (``rule="memory"``);
+3. as many windows per forward pass as the budget leaves room for (at most :data:`MAX_BATCH`).
+
+An explicit tile size overrides steps 1-2; the batch is still taken from the budget unless
+given. The plan changes which pixels share a window, never the output (tiled equals
+untiled, above).
+
 Ownership of objects
 --------------------
 An object (a detected centre) found on a tile's output belongs to the tile whose *core*
@@ -68,6 +94,7 @@ with ``.shape`` and NumPy slicing (ndarray, memmap, zarr array of a slide level)
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import KW_ONLY, dataclass, field
@@ -91,6 +118,13 @@ __all__ = [
     "measure_halo_grown",
     "lattice_halo",
     "lattice_margin",
+    "MAX_HALO_OVERHEAD",
+    "MAX_BATCH",
+    "TilePlan",
+    "halo_overhead",
+    "tile_for_overhead",
+    "tile_for_memory",
+    "plan_tiles",
 ]
 
 
@@ -307,6 +341,176 @@ class TileGrid:
 
     def __iter__(self) -> Iterator[Tile]:
         return (self[k] for k in range(len(self)))
+
+
+#: Halo overhead (pixels run / pixels kept) a large image should not exceed when the memory
+#: budget allows it (:func:`plan_tiles`, issue 15).
+MAX_HALO_OVERHEAD = 1.3
+#: Most read windows :func:`plan_tiles` puts in one forward pass, whatever the budget.
+MAX_BATCH = 8
+
+
+def halo_overhead(grid: TileGrid) -> float:
+    """Pixels the network runs over pixels kept: ``len(grid) * read window area / image area``.
+
+    Examples
+    --------
+    >>> halo_overhead(TileGrid((512, 512), tile=512, halo=64, align=16))
+    1.5625
+    """
+    rh, rw = grid.read_shape
+    return len(grid) * rh * rw / (grid.shape[0] * grid.shape[1])
+
+
+def tile_for_overhead(halo: int, align: int, max_overhead: float = MAX_HALO_OVERHEAD) -> int:
+    """The smallest core (a multiple of ``align``) whose square window costs at most ``max_overhead``.
+
+    ``((core + 2 * h) / core) ** 2 <= max_overhead`` with ``h = lattice_halo(halo, align)``.
+
+    Examples
+    --------
+    >>> tile_for_overhead(96, 16), tile_for_overhead(112, 16), tile_for_overhead(0, 16)
+    (1376, 1600, 16)
+    """
+    align = _as_int(align, "align", minimum=1)
+    h = lattice_halo(halo, align)
+    if not max_overhead > 1:
+        raise ValueError(f"max_overhead must be above 1, got {max_overhead}")
+    core = max(align, _round_up(math.ceil(2 * h / (math.sqrt(max_overhead) - 1)), align))
+    while core > align and (core - align + 2 * h) ** 2 <= max_overhead * (core - align) ** 2:
+        core -= align
+    while (core + 2 * h) ** 2 > max_overhead * core ** 2:
+        core += align
+    return core
+
+
+def tile_for_memory(halo: int, align: int, *, bytes_per_pixel: float, budget: float) -> int:
+    """The largest core (a multiple of ``align``) whose square read window fits ``budget`` bytes.
+
+    ``(core + 2 * h) ** 2 * bytes_per_pixel <= budget``, ``h = lattice_halo(halo, align)``;
+    ``align`` when not even that fits (a window cannot be smaller).
+
+    Examples
+    --------
+    >>> tile_for_memory(96, 16, bytes_per_pixel=1000, budget=2 ** 30)
+    832
+    """
+    align = _as_int(align, "align", minimum=1)
+    h = lattice_halo(halo, align)
+    if not (bytes_per_pixel > 0 and budget > 0):
+        raise ValueError(f"bytes_per_pixel and budget must be positive, got {bytes_per_pixel} and {budget}")
+    side = math.isqrt(int(budget / bytes_per_pixel))
+    return max(align, (side - 2 * h) // align * align)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How an image of a given size is cut and batched (:func:`plan_tiles`).
+
+    Attributes
+    ----------
+    tile : (int, int)
+        Core (height, width) for :class:`TileGrid`; multiples of ``align``.
+    batch_size : int
+        Read windows per forward pass.
+    read_shape : (int, int)
+        Size of every read window.
+    overhead : float
+        :func:`halo_overhead` of the grid: pixels run over pixels kept.
+    window_bytes : float
+        Estimated memory of one forward pass: ``batch_size`` windows at ``bytes_per_pixel``.
+    rule : str
+        What decided the tile: ``"given"`` (the caller's), ``"one window"`` (the whole image
+        fits the budget), ``"budget"`` (the largest balanced cores that fit, and the overhead
+        is at most the target) or ``"memory"`` (the same, but the budget is too small for
+        the overhead target).
+    """
+
+    tile: tuple[int, int]
+    batch_size: int
+    read_shape: tuple[int, int]
+    overhead: float
+    window_bytes: float
+    rule: str
+
+
+def _balanced(side: int, largest: int, align: int) -> int:
+    """Cores of about equal size covering ``side``, none above ``largest`` (a multiple of ``align``)."""
+    n = -(-side // largest)
+    return min(largest, _round_up(-(-side // n), align))
+
+
+def plan_tiles(
+    shape: tuple[int, int],
+    *,
+    halo: int,
+    align: int,
+    bytes_per_pixel: float,
+    budget: float,
+    tile: int | tuple[int, int] | None = None,
+    batch_size: int | None = None,
+    max_overhead: float = MAX_HALO_OVERHEAD,
+    max_batch: int = MAX_BATCH,
+) -> TilePlan:
+    """Tile size and batch size for an (H, W) image under a memory budget (module docstring).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (H, W) of the image (or a slide's model grid); trailing entries ignored.
+    halo, align : int
+        As for :class:`TileGrid`.
+    bytes_per_pixel : float
+        Working memory of the network per pixel of a read window (> 0).
+    budget : float
+        Bytes one forward pass may use (> 0).
+    tile : int, (int, int) or None
+        A core size to use as given (``--tile``); None chooses one.
+    batch_size : int or None
+        Windows per forward pass as given; None: as many as fit the budget (>= 1, at most
+        ``max_batch`` and the number of tiles).
+    max_overhead : float
+        The halo overhead the plan is checked against (``rule``).
+
+    Returns
+    -------
+    TilePlan
+
+    Examples
+    --------
+    >>> plan = plan_tiles((10000, 10000), halo=96, align=16, bytes_per_pixel=300, budget=2 ** 30)
+    >>> plan.tile, plan.rule, round(plan.overhead, 2)
+    ((1680, 1680), 'budget', 1.26)
+    >>> plan_tiles((10000, 10000), halo=96, align=16, bytes_per_pixel=1200, budget=2 ** 30).rule
+    'memory'
+    >>> plan_tiles((500, 500), halo=96, align=16, bytes_per_pixel=1200, budget=2 ** 30).tile
+    (512, 512)
+    """
+    h = _as_int(shape[0], "image height", minimum=1)
+    w = _as_int(shape[1], "image width", minimum=1)
+    align = _as_int(align, "align", minimum=1)
+    halo = lattice_halo(halo, align)
+    max_batch = _as_int(max_batch, "max_batch", minimum=1)
+    if not (bytes_per_pixel > 0 and budget > 0):
+        raise ValueError(f"bytes_per_pixel and budget must be positive, got {bytes_per_pixel} and {budget}")
+    whole = (_round_up(h, align), _round_up(w, align))
+    if tile is not None:
+        rule, cores = "given", tile
+    elif (whole[0] + 2 * halo) * (whole[1] + 2 * halo) * bytes_per_pixel <= budget:
+        rule, cores = "one window", whole
+    else:
+        largest = tile_for_memory(halo, align, bytes_per_pixel=bytes_per_pixel, budget=budget)
+        rule, cores = "budget", (_balanced(h, largest, align), _balanced(w, largest, align))
+    grid = TileGrid((h, w), tile=cores, halo=halo, align=align)
+    if rule == "budget" and halo_overhead(grid) > max_overhead:
+        rule = "memory"
+    one = grid.read_shape[0] * grid.read_shape[1] * bytes_per_pixel
+    if batch_size is None:
+        batch = max(1, min(max_batch, len(grid), int(budget // one)))
+    else:
+        batch = _as_int(batch_size, "batch_size", minimum=1)
+    return TilePlan(tile=grid.core_shape, batch_size=batch, read_shape=grid.read_shape,
+                    overhead=halo_overhead(grid), window_bytes=batch * one, rule=rule)
 
 
 def predict_tiles(
