@@ -227,3 +227,36 @@ def test_dense_predictor_needs_the_network_alignment():
     predictor = DensePredictor(deep, mean=[0, 0, 0], std=[1, 1, 1], halo=40)
     assert predictor.align == 32
     assert predictor(np.zeros((50, 70, 3), np.float32)).shape == (1, 50, 70)
+
+
+# --- tile and batch sizes from a memory budget (issue 15) ------------------------------------
+
+
+def test_bytes_per_pixel_probe_and_plans_within_the_budget(micronet):
+    from nucleikit.infer.predict import WORKSPACE_FACTOR
+
+    # fp32 whatever the CPU (auto would pick bf16 on an AMX machine: half the bytes)
+    p = Detector(micronet.predictor.model, micronet.meta, config=InferenceConfig(threads=2, precision="fp32")).predictor
+    # tensor bytes at the peak of MicroNet's fp32 forward: 774 per pixel (an allocation trace
+    # with a TorchDispatchMode gives the same), times the workspace factor
+    assert p.bytes_per_pixel == pytest.approx(774 * WORKSPACE_FACTOR, rel=0.05)
+    plan = p.plan((4000, 4000))
+    assert plan.window_bytes <= p.config.memory and plan.batch_size >= 1
+    assert plan.tile[0] % p.align == 0 and plan.rule == "memory"  # MicroNet fp32: 1 GiB cannot hold 1.3x
+    assert p.plan((500, 500)).rule == "one window"
+
+
+def test_auto_tiles_equal_given_tiles(micronet):
+    from nucleikit.infer.predict import Detector, InferenceConfig
+
+    rng = np.random.default_rng(0)
+    image = rng.random((700, 900, 3), dtype=np.float32)
+    budget = 150 * 2**20  # forces a few tiles of ~100-150 px
+    auto = Detector(micronet.predictor.model, micronet.meta, config=InferenceConfig(threads=2, memory=budget,
+                                                                                 precision="fp32"))
+    plan = auto.predictor.plan(image.shape[:2])
+    assert plan.tile[0] < 700 and plan.rule == "memory"
+    given = Detector(micronet.predictor.model, micronet.meta, config=InferenceConfig(threads=2, tile=1024,
+                                                                                  precision="fp32"))
+    # the measured halo (tolerance 1e-3) keeps tiled maps within 1e-3 of untiled ones (README)
+    np.testing.assert_allclose(auto.probability_map(image), given.probability_map(image), atol=1e-3)

@@ -131,6 +131,29 @@ def test_slide_path_equals_one_pass_with_bundled_micronet(mosaic, tmp_path):
     assert len(one_pass) > 100 and res.count == len(one_pass) == m.tp
 
 
+@pytest.mark.skipif(not (bundled_weights_dir() / "micronet.safetensors").is_file(),
+                    reason="bundled micronet weights not shipped yet")
+def test_default_tiles_come_from_the_memory_budget_and_keep_the_nuclei(mosaic, tmp_path):
+    """Issue 15: without a tile size the slide's cores are the largest balanced ones whose read
+    window fits InferenceConfig.memory; the nuclei are those of one pass over the mosaic."""
+    path, pixels = mosaic
+    one_pass = Detector.from_weights("micronet", config=InferenceConfig(threads=1, tile=1024)).detect(
+        pixels.astype(np.float32) / 255, mpp=MOSAIC_MPP)
+    budget = 200 * 2**20  # MicroNet, fp32: ~1.1 KiB per window pixel -> cores of 176 px at most
+    small = Detector.from_weights("micronet", config=InferenceConfig(threads=1, memory=budget, precision="fp32"))
+    plan = small.predictor.plan((320, 480), halo=112)
+    assert plan.tile == (160, 160) and plan.window_bytes <= budget
+    res = detect_slide(path, small, tmp_path / "small", tissue_mask="all", progress=False, formats=("csv",))
+    assert res.model_shape == (320, 480) and res.tiles_total == 2 * 3
+    rows = _csv(res.outputs["csv"])
+    assert len(one_pass) > 100 and res.count == len(one_pass) == match_points(one_pass.xy, rows[:, :2], 1.0).tp
+    # the default budget (1 GiB) holds this small slide in one window
+    default = Detector.from_weights("micronet", config=InferenceConfig(threads=1, precision="fp32"))
+    res = detect_slide(path, default, tmp_path / "default", tissue_mask="all", progress=False, formats=("csv",))
+    assert res.tiles_total == 1
+    assert res.count == len(one_pass) == match_points(one_pass.xy, _csv(res.outputs["csv"])[:, :2], 1.0).tp
+
+
 def test_threshold_is_global_not_per_tile(mosaic, detector, mosaic_run, tmp_path):
     """Peaks are kept above xi times the slide's maximum, whatever their tile's own maximum."""
     path, _ = mosaic

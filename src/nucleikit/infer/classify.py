@@ -58,6 +58,7 @@ from ..errors import WeightsError
 from ..io.points import OUTSIDE_TOLERANCE, clip_points_to_image
 from ..targets import extract_patches
 from ..transforms import reinhard_normalise, resample, scale_factor, scale_points
+from .precision import requested_precision, resolve_precision
 from .tta import TTA_SIZES, dihedral_transforms
 
 __all__ = ["PatchInferenceConfig", "Classifier", "to_uint8"]
@@ -76,9 +77,14 @@ class PatchInferenceConfig:
         Patches per forward pass (256 32x32 patches are about 3 MB of input).
     threads : int or None
         ``torch.set_num_threads`` value; None leaves torch's setting alone.
-    bf16 : bool
-        bfloat16 autocast for the forward pass (probabilities computed in
-        float32 from the logits).
+    precision : {"auto", "fp32", "bf16"}
+        "auto" (default): bfloat16 autocast when the CPU runs it natively and the
+        weights record that their accuracy holds under it (``bf16_ok``), else fp32
+        (:mod:`nucleikit.infer.precision`); probabilities are computed in float32
+        from the logits either way.
+    bf16 : bool or None
+        The older switch, kept: True is ``precision="bf16"``, False ``"fp32"``;
+        None (default) leaves ``precision``.
     channels_last : bool
         Channels-last memory format for the model and the batches.
     fold_bn : bool
@@ -94,13 +100,20 @@ class PatchInferenceConfig:
 
     batch_size: int = 256
     threads: int | None = None
-    bf16: bool = False
+    bf16: bool | None = None
     channels_last: bool = True
     fold_bn: bool = True
     stain_normalise: bool = False
     tta: int | None = None
+    precision: str = "auto"
+
+    @property
+    def requested_precision(self) -> str:
+        """"auto", "fp32" or "bf16", the ``bf16`` switch taken into account."""
+        return requested_precision(self.precision, self.bf16)
 
     def __post_init__(self) -> None:
+        requested_precision(self.precision, self.bf16)  # refuses an unknown or contradictory request
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
@@ -201,6 +214,8 @@ class Classifier:
         #: Test-time augmentation views of :meth:`predict_patches`.
         self.tta = int(tta)
         self.config = config
+        #: What the network runs in and why (:class:`~nucleikit.infer.precision.Precision`).
+        self.precision = resolve_precision(config.requested_precision, meta)
         self.torch = torch
         if config.threads is not None:
             torch.set_num_threads(int(config.threads))
@@ -305,7 +320,7 @@ class Classifier:
             raise ValueError(f"patches must be (N, s, s, {len(self.mean)}) uint8, got {patches.shape} {patches.dtype}")
         out = np.zeros((len(patches), width), dtype=np.float32)
         step = self.config.batch_size
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision.bf16):
             for start in range(0, len(patches), step):
                 x = (patches[start : start + step].astype(np.float32) / 255.0 - self.mean) / self.std
                 xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))

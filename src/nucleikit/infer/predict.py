@@ -2,9 +2,10 @@
 
 :class:`DensePredictor` turns an (H, W, C) image in [0, 1] into the network's
 (K, H, W) output map: standardise with the statistics saved beside the weights,
-cut into overlapping tiles (:mod:`nucleikit.infer.tiling`), run batches under
-``torch.inference_mode`` (channels_last, optional bf16 autocast) and keep each
-tile's core. :class:`Detector` adds resolution handling and peak finding.
+cut into overlapping tiles (:mod:`nucleikit.infer.tiling`; tile and batch sizes
+from a memory budget unless given), run batches under ``torch.inference_mode``
+(channels_last; bf16 autocast where :mod:`nucleikit.infer.precision` chooses it)
+and keep each tile's core. :class:`Detector` adds resolution handling and peak finding.
 
 A peak is a nucleus when its map value exceeds both ``xi * max(p)`` and the
 absolute floor ``threshold_abs`` (:func:`~nucleikit.postprocess.peak_threshold`,
@@ -22,7 +23,9 @@ Images given as arrays are normalised as the file readers normalise files
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,9 +34,18 @@ import numpy as np
 from ..errors import ConfigError, WeightsError
 from ..postprocess import find_peaks, peak_threshold
 from ..transforms import resample, scale_factor, scale_points, standardise
-from .tiling import measure_halo, predict_tiled
+from .precision import Precision, choose_precision, cpu_flags, requested_precision
+from .tiling import TilePlan, measure_halo, plan_tiles, predict_tiled
 
-__all__ = ["InferenceConfig", "DensePredictor", "Detections", "Detector", "model_alignment"]
+__all__ = ["InferenceConfig", "DensePredictor", "Detections", "Detector", "model_alignment", "DEFAULT_MEMORY"]
+
+
+#: Default memory budget of one forward pass (``InferenceConfig.memory``, ``--memory``): 1 GiB.
+DEFAULT_MEMORY = 2 ** 30
+#: Measured tensor bytes of a forward pass times this is what the process really holds (oneDNN
+#: reorders and scratch, allocator slack): MicroNet windows of 704-1568 px, peak RSS growth over
+#: the probe's estimate, 1.37-1.45x; :meth:`DensePredictor.bytes_per_pixel`.
+WORKSPACE_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -42,15 +54,24 @@ class InferenceConfig:
 
     Attributes
     ----------
-    tile : int
-        Side of a tile's core in model pixels (rounded up to the alignment).
-    batch_size : int
-        Tiles per forward pass.
+    tile : int or None
+        Side of a tile's core in model pixels (rounded up to the alignment); None (default)
+        chooses it per image from the memory budget (:func:`~nucleikit.infer.tiling.plan_tiles`:
+        the whole image in one window when it fits, else the largest balanced tiles that do).
+    batch_size : int or None
+        Tiles per forward pass; None (default): as many as the memory budget holds.
     threads : int or None
         ``torch.set_num_threads`` value; None leaves torch's setting alone.
-    bf16 : bool
-        Run under bfloat16 autocast (AMX/AVX-512 CPUs); see benchmarks/ for the
-        accuracy and speed it gives.
+    precision : {"auto", "fp32", "bf16"}
+        "auto" (default): bf16 autocast when the CPU runs bf16 natively (AMX or AVX512-BF16)
+        and the weights record that their accuracy holds under it (``bf16_ok``), else fp32
+        (:mod:`nucleikit.infer.precision`).
+    bf16 : bool or None
+        The older switch, kept: True is ``precision="bf16"``, False ``precision="fp32"``;
+        None (default) leaves ``precision``.
+    memory : int
+        Bytes one forward pass may use (default :data:`DEFAULT_MEMORY`, 1 GiB), which decides
+        the tile and batch sizes left to None.
     channels_last : bool
         Use the channels-last memory format, which oneDNN convolutions prefer.
     fold_bn : bool
@@ -58,12 +79,24 @@ class InferenceConfig:
         over memory; :func:`nucleikit.models.optimize.fold_batchnorm`).
     """
 
-    tile: int = 512
-    batch_size: int = 4
+    tile: int | None = None
+    batch_size: int | None = None
     threads: int | None = None
-    bf16: bool = False
+    bf16: bool | None = None
     channels_last: bool = True
     fold_bn: bool = True
+    precision: str = "auto"
+    memory: int = DEFAULT_MEMORY
+
+    def __post_init__(self) -> None:
+        requested_precision(self.precision, self.bf16)  # refuses an unknown or contradictory request
+        if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 1:
+            raise ConfigError(f"memory must be a positive number of bytes, got {self.memory!r}")
+
+    @property
+    def requested_precision(self) -> str:
+        """"auto", "fp32" or "bf16", the ``bf16`` switch taken into account."""
+        return requested_precision(self.precision, self.bf16)
 
 
 class DensePredictor:
@@ -83,6 +116,14 @@ class DensePredictor:
         Total downsampling factor of the network, the lattice of the tiles
         (:mod:`nucleikit.infer.tiling`). None reads ``model.alignment``, which
         :func:`~nucleikit.models.registry.build_model` sets from the model's spec.
+    bf16_ok : bool or None
+        The weights' stored verdict on bf16 (``meta["bf16_ok"]``), which
+        ``precision="auto"`` needs to choose bf16; None: not measured (fp32).
+
+    Attributes
+    ----------
+    precision : Precision
+        What the network runs in and why (:func:`~nucleikit.infer.precision.choose_precision`).
 
     Raises
     ------
@@ -100,11 +141,14 @@ class DensePredictor:
         halo: int | None = None,
         config: InferenceConfig = InferenceConfig(),
         align: int | None = None,
+        bf16_ok: bool | None = None,
     ) -> None:
         import torch
 
         self.torch = torch
         self.config = config
+        self.precision: Precision = choose_precision(config.requested_precision, cpu_flags=cpu_flags(),
+                                                     bf16_ok=bf16_ok)
         self.align = model_alignment(model) if align is None else int(align)
         if config.threads is not None:
             torch.set_num_threads(int(config.threads))
@@ -127,20 +171,76 @@ class DensePredictor:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision.bf16):
             y = self.model(x)
         return y.float().contiguous().numpy()
+
+    @cached_property
+    def bytes_per_pixel(self) -> float:
+        """Memory one read-window pixel costs in a forward pass, measured once with a probe.
+
+        One forward pass over a small random window (``4 * align``, at least 128 px a side)
+        with hooks on every module that note each tensor going in or out and drop it once
+        it is freed (weak references); the peak of the live bytes (what a tensor-level
+        allocation trace gives: MicroNet 774 B/px in fp32, 393 in bf16; the bundled U-Nets
+        about 320 in fp32) times :data:`WORKSPACE_FACTOR`. Activations grow with the
+        window's area, so one small probe gives the rate for any window.
+        """
+        torch = self.torch
+        live: dict[int, tuple[Any, int]] = {}
+        peak = 0
+
+        def note(tensors: Any) -> None:
+            nonlocal peak
+            for t in tensors if isinstance(tensors, (tuple, list)) else (tensors,):
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    live.setdefault(storage.data_ptr(), (weakref.ref(t), storage.nbytes()))
+            for key in [k for k, (ref, _) in live.items() if ref() is None]:
+                del live[key]
+            peak = max(peak, sum(n for _, n in live.values()))
+
+        def before(module: Any, args: Any) -> None:
+            note(args)
+
+        def after(module: Any, args: Any, out: Any) -> None:
+            note(args)
+            note(out)
+
+        modules = list(self.model.modules())
+        handles = [m.register_forward_pre_hook(before) for m in modules]
+        handles += [m.register_forward_hook(after) for m in modules]
+        side = max(128, 4 * self.align)
+        side = -(-side // self.align) * self.align
+        try:
+            self.forward(np.random.default_rng(0).random((1, len(self.mean), side, side), dtype=np.float32))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return max(peak, 4 * len(self.mean)) / (side * side) * WORKSPACE_FACTOR
+
+    def plan(self, shape: tuple[int, int], *, halo: int | None = None, tile: Any = None) -> TilePlan:
+        """Tile and batch sizes for an (H, W) image (:func:`~nucleikit.infer.tiling.plan_tiles`).
+
+        ``tile`` (else ``config.tile``) and ``config.batch_size`` are used when set; the
+        rest comes from ``config.memory`` and :attr:`bytes_per_pixel`. ``halo`` defaults to
+        the predictor's (a whole-slide run reads with more).
+        """
+        return plan_tiles(shape[:2], halo=self.halo if halo is None else halo, align=self.align,
+                          bytes_per_pixel=self.bytes_per_pixel, budget=self.config.memory,
+                          tile=self.config.tile if tile is None else tile, batch_size=self.config.batch_size)
 
     def __call__(self, pixels: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Dense output for an (H, W, C) image in [0, 1]: (K, H, W) float32."""
         x = standardise(pixels, self.mean, self.std)
+        plan = self.plan(x.shape[:2])
         return predict_tiled(
             self.forward,
             x,
-            tile=self.config.tile,
+            tile=plan.tile,
             halo=self.halo,
             align=self.align,
-            batch_size=self.config.batch_size,
+            batch_size=plan.batch_size,
             progress=progress,
         )
 
@@ -192,8 +292,14 @@ class Detector:
         self.threshold_abs = _floor(post.get("threshold_abs", 0.0), meta.get("name", "weights"))
         self.min_distance = float(post.get("min_distance", 3))
         self.predictor = DensePredictor(
-            model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config
+            model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config,
+            bf16_ok=meta.get("bf16_ok"),
         )
+
+    @property
+    def precision(self) -> Precision:
+        """What the network runs in and why."""
+        return self.predictor.precision
 
     @classmethod
     def from_weights(cls, name_or_path: str | Path, *, config: InferenceConfig = InferenceConfig()) -> "Detector":

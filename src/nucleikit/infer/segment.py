@@ -52,7 +52,7 @@ from ..io.images import convert_mode
 from ..postprocess import MARKER_KINDS, instances_from_maps, instances_from_probability, label_measurements
 from ..transforms import percentile_normalise, resample, resize_labels, scale_factor, scale_points, standardise
 from .predict import DensePredictor, Detector, InferenceConfig
-from .tiling import TileGrid, aligned_window, predict_aligned
+from .tiling import aligned_window, predict_aligned
 from .tta import average_over_transforms, dihedral_transforms
 
 __all__ = [
@@ -232,11 +232,12 @@ class Segmenter:
         (:func:`~nucleikit.infer.tta.average_over_transforms`); 1 (default)
         runs the network once. Costs ``tta`` forward passes per image.
     padding : {"halo", "align"}
-        "halo" (default): the image is tiled (``config.tile``) and every tile
+        "halo" (default): the image is tiled (``config.tile``, else the memory
+        budget's plan, :meth:`DensePredictor.plan`) and every tile
         read with the network's receptive field of reflected context, so the
         maps equal an untiled pass's exactly. "align": an image whose
         alignment-padded size holds no more pixels than one tile's read window
-        (``(tile + 2 * halo)**2``: no more memory than "halo") is run in one
+        (no more memory than "halo") is run in one
         window padded only to the network's alignment
         (:func:`~nucleikit.infer.tiling.predict_aligned`): the network's pixels
         and no more (256 x 256 with a 96 px halo: 3.1x fewer; 520 x 696 with
@@ -286,8 +287,14 @@ class Segmenter:
         self.tta = _check_tta(tta)
         self.padding = _check_padding(padding)
         self.predictor = DensePredictor(
-            model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config
+            model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config,
+            bf16_ok=meta.get("bf16_ok"),
         )
+
+    @property
+    def precision(self):
+        """What the network runs in and why (:class:`~nucleikit.infer.precision.Precision`)."""
+        return self.predictor.precision
 
     @classmethod
     def from_weights(
@@ -345,7 +352,7 @@ class Segmenter:
         p = self.predictor
         if self.padding == "align":
             window = aligned_window(pixels.shape[:2], halo=p.halo, align=p.align)
-            read = TileGrid(pixels.shape[:2], tile=self.config.tile, halo=p.halo, align=p.align).read_shape
+            read = p.plan(pixels.shape[:2]).read_shape  # the read window of a tiled pass
             if window.shape[0] * window.shape[1] <= read[0] * read[1]:
                 return predict_aligned(p.forward, standardise(pixels, p.mean, p.std), halo=p.halo, align=p.align)
         return p(pixels)
@@ -539,6 +546,11 @@ class AutoSegmenter:
             self._loaded[kind] = Segmenter.from_weights(self.models[kind], self.config, seeds=self.seeds,
                                                          tta=self.tta, padding=self.padding)
         return self._loaded[kind]
+
+    @property
+    def loaded(self) -> dict[str, Segmenter]:
+        """The segmenters loaded so far, by image kind."""
+        return dict(self._loaded)
 
     def for_image(self, pixels: np.ndarray) -> Segmenter:
         """The segmenter for this (H, W, C) image in [0, 1]."""

@@ -648,6 +648,17 @@ def _slide_halo(halo: int, margin: int, align: int) -> int:
     return lattice_halo(halo, align) + lattice_margin(margin, align)
 
 
+def slide_tile(predictor: Any, tile: int | None, halo: int) -> Any:
+    """The core size of a slide's tiles: ``tile``, else ``predictor.config.tile``, else a function
+    of the model grid's shape giving the memory budget's choice for reads with ``halo``
+    (:meth:`DensePredictor.plan <nucleikit.infer.predict.DensePredictor.plan>`; the largest
+    balanced cores whose window fits ``config.memory``)."""
+    given = tile or getattr(getattr(predictor, "config", None), "tile", None)
+    if given:
+        return given
+    return lambda shape: predictor.plan(shape, halo=halo).tile
+
+
 def _grown(tile: Tile, margin: int, shape: tuple[int, int]) -> Tile:
     """``tile`` with its core grown by ``margin`` on each side, clipped to the grid."""
     c = tile.core
@@ -709,10 +720,12 @@ class _SlidePlan:
 
 
 def _plan_slide(slide: Any, slide_path: Path, model_mpp: float | None, *, level: int | None, tissue_mask: Any,
-                tile: int, halo: int, align: int) -> _SlidePlan:
+                tile: Any, halo: int, align: int) -> _SlidePlan:
     """Level, model grid, tissue mask and the tiles with tissue (module docstring, steps 1-4).
 
-    ``align`` is the network's total downsampling factor (the grid's lattice).
+    ``align`` is the network's total downsampling factor (the grid's lattice). ``tile`` is a
+    core size, or a function of the model grid's (H, W) giving one (the memory budget's plan,
+    :meth:`DensePredictor.plan <nucleikit.infer.predict.DensePredictor.plan>`).
 
     Raises
     ------
@@ -721,6 +734,8 @@ def _plan_slide(slide: Any, slide_path: Path, model_mpp: float | None, *, level:
     """
     geometry = slide_geometry(slide, model_mpp, level=level)
     mask, mask_scale = _tissue(slide, tissue_mask)
+    if callable(tile):
+        tile = tile(geometry.model_shape)
     grid = TileGrid(geometry.model_shape, tile=tile, halo=halo, align=align)
     if mask is None:
         selected = np.ones(len(grid), dtype=bool)
@@ -810,7 +825,7 @@ def detect_slide(
     detector : Detector
         Its network, µm/px, xi (``threshold_rel``), floor (``threshold_abs``) and peak
         distance, and its
-        ``predictor.config`` (tile size, batch size, threads) are used.
+        ``predictor.config`` (tile size, batch size, memory budget, threads) and precision are used.
     out_dir : str or Path
         Output folder (created); see the module docstring for the files.
     mpp : float or None
@@ -818,7 +833,9 @@ def detect_slide(
     level : int or None
         Pyramid level to read; None: the coarsest level not coarser than the model.
     tile : int or None
-        Tile core side in model pixels; None: ``detector.predictor.config.tile``.
+        Tile core side in model pixels; None: ``detector.predictor.config.tile``, else the
+        largest balanced cores whose read window fits the predictor's memory budget
+        (``config.memory``, :func:`slide_tile`).
     tissue_mask : None, "all", str, Path or (h, w) bool ndarray
         None: detected on a thumbnail; ``"all"``: every tile runs; a path: a mask image
         (:func:`~nucleikit.infer.tissue.load_mask`); an array: a mask covering the whole
@@ -869,13 +886,14 @@ def detect_slide(
     stem = slide_path.stem
     named = output_stem(stem, "detect")  # the stem of this command's files (unchanged for detect)
 
+    halo = _slide_halo(predictor.halo, md, predictor.align)
     with open_slide(slide_path, mpp=mpp) as slide:
         plan = _plan_slide(slide, slide_path, detector.mpp, level=level, tissue_mask=tissue_mask,
-                           tile=tile or predictor.config.tile, halo=_slide_halo(predictor.halo, md, predictor.align),
-                           align=predictor.align)
+                           tile=slide_tile(predictor, tile, halo), halo=halo, align=predictor.align)
         geometry, grid = plan.geometry, plan.grid
+        batch = predictor.plan(geometry.model_shape, halo=halo, tile=grid.core_shape).batch_size
         settings = {"task": "detection", "min_distance": md, "xi": xi, "threshold_abs": floor,
-                    "bf16": bool(predictor.config.bf16)}
+                    "bf16": predictor.precision.bf16}
         fingerprint = _fingerprint(slide_path, detector.meta, predictor.model, geometry, grid, plan.selected,
                                    settings)
         store = _TileStore(resume_path(out, named), fingerprint, resume=resume, slide=slide_path)
@@ -884,7 +902,8 @@ def detect_slide(
             _, running_max, candidates = store.finished()
             total = len(plan.tissue_tiles)
             model_grid = _ModelGrid(slide.level_view(geometry.level), geometry, predictor.mean, predictor.std)
-            results = _detect_tiles(predictor, model_grid, geometry, grid, pending, md, xi, floor, running_max)
+            results = _detect_tiles(predictor, model_grid, geometry, grid, pending, md, xi, floor, running_max,
+                                    batch)
             _run_tiles(store, results, name=stem, total=total, done=len(done_before), stored=candidates,
                        progress=progress, on_tile=on_tile)
             _, map_max, _ = store.finished()
@@ -915,14 +934,14 @@ def detect_slide(
 
 
 def _detect_tiles(predictor: Any, model_grid: _ModelGrid, geometry: SlideGeometry, grid: TileGrid,
-                  pending: list[Tile], md: int, xi: float, floor: float, running_max: float
+                  pending: list[Tile], md: int, xi: float, floor: float, running_max: float, batch_size: int
                   ) -> Iterator[tuple[int, float, int, bytes]]:
     """Peaks of each pending tile as store rows ``(tile, core maximum, peaks, packed peaks)`` (steps 4-5).
 
     ``running_max`` starts at the maximum over the tiles already stored (a resume).
     """
     grown = (_grown(t, md, geometry.model_shape) for t in pending)
-    for big, output in predict_tiles(predictor.forward, model_grid, grown, batch_size=predictor.config.batch_size):
+    for big, output in predict_tiles(predictor.forward, model_grid, grown, batch_size=batch_size):
         prob = output[0]
         own = grid[big.index]
         core = prob[own.core.y0 - big.core.y0 : own.core.y1 - big.core.y0,

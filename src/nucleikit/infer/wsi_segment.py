@@ -90,7 +90,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..export import Nuclei, SlideTable, output_stem, write_slide_outputs
 from ..windows import Window
-from .tiling import Tile, TileGrid, lattice_margin
+from .tiling import Tile, TileGrid, lattice_halo, lattice_margin
 from .wsi import (
     FORMATS,
     SlideGeometry,
@@ -392,7 +392,9 @@ def segment_slide(
         Pyramid level to read; None: the coarsest level not coarser than the model, or
         level 0 for a model without a pixel size.
     tile : int or None
-        Tile core side in model pixels; None: the segmenter's ``config.tile`` (else 512).
+        Tile core side in model pixels; None: the segmenter's ``config.tile``, else the
+        largest balanced cores whose network window (core, seam margin and halo) fits the
+        memory budget (``config.memory``).
     tissue_mask : None, "all", str, Path or (h, w) bool ndarray
         As for :func:`~nucleikit.infer.wsi.detect_slide`.
     resume : bool
@@ -438,10 +440,12 @@ def segment_slide(
         grid_mpp = model_mpp if model_mpp is not None else slide_geometry(slide, None, level=level).level_mpp
         margin = seam_margin(halo, nucleus_diameter_px(diameter_um, grid_mpp), align)
         plan = _plan_slide(slide, slide_path, model_mpp, level=level, tissue_mask=tissue_mask,
-                           tile=tile or getattr(config, "tile", 512), halo=margin, align=align)
+                           tile=_slide_tile(segmenter, tile, margin, halo, align), halo=margin, align=align)
         geometry, grid = plan.geometry, plan.grid
+        precision = getattr(segmenter, "precision", None)
+        bf16 = precision.bf16 if precision is not None else bool(getattr(config, "bf16", False))
         settings = {"task": "segmentation", "margin": margin, "threshold": threshold,
-                    "seeds": getattr(segmenter, "seeds", None), "bf16": bool(getattr(config, "bf16", False)),
+                    "seeds": getattr(segmenter, "seeds", None), "bf16": bf16,
                     # test-time views change the maps: tiles of another --tta are not this run's
                     "tta": int(getattr(segmenter, "tta", 1))}
         padding = getattr(segmenter, "padding", "halo")
@@ -481,6 +485,23 @@ def segment_slide(
         seconds=time.perf_counter() - t_start,
         outputs=outputs,
     )
+
+
+def _slide_tile(segmenter: Any, tile: int | None, margin: int, halo: int, align: int) -> Any:
+    """``tile``, else the segmenter's ``config.tile``, else the memory budget's choice.
+
+    The network sees a tile's core, the seam margin and its own halo on each side, so the
+    plan (:meth:`DensePredictor.plan <nucleikit.infer.predict.DensePredictor.plan>`) is made
+    for reads with ``margin + halo``; a window of that plan then fits the budget as one
+    image and reaches the network whole. A segmenter without a predictor gets 512.
+    """
+    given = tile or getattr(getattr(segmenter, "config", None), "tile", None)
+    if given:
+        return given
+    predictor = getattr(segmenter, "predictor", None)
+    if predictor is None or not hasattr(predictor, "plan"):
+        return 512
+    return lambda shape: predictor.plan(shape, halo=margin + lattice_halo(halo, align)).tile
 
 
 def _context(segmenter: Any) -> int:

@@ -18,7 +18,16 @@ least:
     Version of this layout (currently 1).
 
 Anything else the caller puts in ``meta`` (µm/px, normalisation, detection
-threshold, split, figures, training command) travels with the weights.
+threshold, split, figures, training command) travels with the weights. One
+optional key is read by inference:
+
+``bf16_ok``
+    ``true`` when the model's test figures were measured to hold under
+    bfloat16 autocast, ``false`` when they were measured not to; absent means
+    not measured. ``--precision auto`` runs bf16 only on ``true`` (and a CPU
+    with AMX or AVX512-BF16; :mod:`nucleikit.infer.precision`). The
+    measurement that decided it may travel as ``bf16_evidence``
+    (``tools/weights_meta.py`` sets both without touching the tensors).
 
 Loading never executes code from the file: the tensors are read by
 safetensors and the model is rebuilt through the registry by name. Every
@@ -235,6 +244,7 @@ def _not_safetensors_reason(path: Path, exc: Exception) -> str:
 
 def _check_meta_values(path: Path, meta: dict[str, Any]) -> None:
     """Refuse metadata values that would make inference fail later (e.g. ``mpp: -1``, no ``mean``)."""
+    _check_bf16_ok(path, meta)
     mean, std = meta.get("mean"), meta.get("std")
     if mean is None and std is None:
         return _check_mpp(path, meta)  # load_weights requires them; metadata alone may lack them
@@ -244,6 +254,12 @@ def _check_meta_values(path: Path, meta: dict[str, Any]) -> None:
     if min(std) <= 0:
         raise WeightsError(path, f"metadata std must be positive, got {std!r}")
     _check_mpp(path, meta)
+
+
+def _check_bf16_ok(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a ``bf16_ok`` that is not true, false or absent (``"yes"`` would be read as a verdict)."""
+    if meta.get("bf16_ok") is not None and not isinstance(meta["bf16_ok"], bool):
+        raise WeightsError(path, f"metadata bf16_ok must be true, false or absent, got {meta['bf16_ok']!r}")
 
 
 def _check_mpp(path: Path, meta: dict[str, Any]) -> None:
