@@ -206,11 +206,16 @@ def test_assumed_resolution_is_said_once_and_recorded(tiny_weights, disc_png, tm
     assert stdout.count("no pixel size") == 1
     assert "2 inputs record no pixel size: assumed the model's 0.5 um/px" in stdout.splitlines()[-1]
     record = json.loads((out / "detect_run.json").read_text())
-    assert record["inputs"][str(image)] == {"mpp": 0.5, "mpp_source": "model"}
+    entry = record["inputs"][str(image)]
+    assert {k: entry[k] for k in ("mpp", "mpp_source")} == {"mpp": 0.5, "mpp_source": "model"}
+    # the precision that ran and why: the tiny weights record no bf16 verdict, so auto is fp32 on any CPU
+    assert entry["precision"]["used"] == "fp32" and entry["precision"]["requested"] == "auto"
+    assert entry["precision"]["reason"].startswith("auto: fp32")
     # a later run with --mpp into the same folder updates its inputs and says nothing is assumed
     assert main(["detect", str(image), "-o", str(out), "--model", str(tiny_weights), "--threads", "1",
                  "--no-overlay", "--mpp", "0.25"]) == 0
     assert "no pixel size" not in capsys.readouterr().out
     record = json.loads((out / "detect_run.json").read_text())
-    assert record["inputs"][str(image)] == {"mpp": 0.25, "mpp_source": "option"}
+    entry = record["inputs"][str(image)]
+    assert {k: entry[k] for k in ("mpp", "mpp_source")} == {"mpp": 0.25, "mpp_source": "option"}
     assert record["inputs"][str(second)]["mpp_source"] == "model"

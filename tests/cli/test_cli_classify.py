@@ -37,7 +37,9 @@ def test_classify_writes_header_and_one_valid_row_per_point(tiny_classifier_weig
     assert {r[2] for r in rows} <= set(CLASSES)
     # the chosen class's probability is at least 1/K and at most 1
     assert all(0.25 <= float(r[3]) <= 1.0 for r in rows)
-    assert sorted(p.name for p in out.iterdir()) == ["discs_classified.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["classify_run.json", "discs_classified.csv"]
+    entry = json.loads((out / "classify_run.json").read_text())["inputs"][str(image)]
+    assert entry["mpp_source"] == "model" and entry["precision"]["used"] == "fp32"  # no bf16 verdict: fp32
 
 
 def test_classify_reads_qupath_geojson_points(tiny_classifier_weights, disc_png, tmp_path):

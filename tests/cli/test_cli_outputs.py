@@ -51,7 +51,7 @@ def test_four_commands_in_one_folder_keep_their_own_files(tiny_weights, tiny_cla
         "discs_labels.tif", "discs_outlines.csv", "discs_outlines.geojson", "discs_outlines_overlay.png",
         "segment_run.json",
         "discs_typed.csv", "discs_typed.geojson", "discs_typed_overlay.png", "analyze_run.json",
-        "discs_classified.csv",
+        "discs_classified.csv", "classify_run.json",
     ])
     # detect's table survived the three later commands byte for byte
     assert (out / "discs.csv").read_text() == detected

@@ -229,3 +229,19 @@ def test_tta_reaches_the_segmenter_and_bad_view_counts_are_refused(make_segmente
     with pytest.raises(SystemExit) as exc:
         _run(weights, [image], tmp_path / "bad", "--tta", "3")
     assert exc.value.code == 2 and "--tta" in capsys.readouterr().err
+
+
+def test_padding_align_reaches_the_segmenter(seg_weights, disc_png, tmp_path, monkeypatch):
+    """--padding align: the one-window image runs padded to the alignment only (predict_aligned)."""
+    import nucleikit.infer.segment as segment_module
+
+    calls = []
+    real = segment_module.predict_aligned
+    monkeypatch.setattr(segment_module, "predict_aligned", lambda *a, **k: calls.append(1) or real(*a, **k))
+    image, _ = disc_png
+    assert _run(seg_weights, [image], tmp_path / "halo", "--threshold", "0") == 0
+    assert calls == []  # the default is unchanged: the halo pass
+    assert _run(seg_weights, [image], tmp_path / "align", "--threshold", "0", "--padding", "align") == 0
+    assert calls == [1]
+    record = json.loads((tmp_path / "align" / "segment_run.json").read_text())
+    assert record["inputs"][str(image)]["precision"]["used"] == "fp32"

@@ -73,7 +73,7 @@ def test_slide_options_level_formats_and_tissue_all(tiny_weights, tissue_slide, 
     assert main(["detect", str(tissue_slide), "-o", str(out), "--model", str(tiny_weights), "--threads", "1",
                  "--tile", "64", "--level", "1", "--formats", "sqlite,csv", "--tissue-mask", "all",
                  "--no-resume"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["disc.csv", "disc.sqlite"]
+    assert sorted(p.name for p in out.iterdir()) == ["detect_run.json", "disc.csv", "disc.sqlite"]
     assert "level 1" in capsys.readouterr().out
     rows = pd.read_csv(out / "disc.csv")
     assert rows.x.max() > 200  # every tile ran, glass included
@@ -151,7 +151,7 @@ def test_segment_slide_options_level_formats_and_tissue_all(he_slide, tmp_path, 
     # the DSB2018 unet runs at the level's own pixels (no mpp of its own): two 128 px tiles at level 1
     assert main(["segment", str(he_slide), "-o", str(out), "--threads", "1", "--tile", "128", "--level", "1",
                  "--formats", "sqlite,csv", "--tissue-mask", "all", "--no-resume", "--model", "unet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["he_outlines.csv", "he_outlines.sqlite"]
+    assert sorted(p.name for p in out.iterdir()) == ["he_outlines.csv", "he_outlines.sqlite", "segment_run.json"]
     assert "level 1, 0.5 um/px (metadata), 2 of 2 tiles with tissue" in capsys.readouterr().out
     rows = pd.read_csv(out / "he_outlines.csv")
     assert rows.x.max() < 512 and rows.y.max() < 256  # level-1 nuclei, written in level-0 pixels
@@ -166,8 +166,8 @@ def test_detect_and_segment_of_one_slide_share_a_folder(tiny_weights, make_segme
     detected = (out / "disc.csv").read_bytes()
     assert main(["segment", *common, "--model", str(make_segmenter_weights(model="unet", mpp=0.5))]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "disc.csv", "disc.sqlite", "disc_outlines.csv", "disc_outlines.sqlite", "disc_outlines_tissue.png",
-        "disc_tissue.png"]
+        "detect_run.json", "disc.csv", "disc.sqlite", "disc_outlines.csv", "disc_outlines.sqlite",
+        "disc_outlines_tissue.png", "disc_tissue.png", "segment_run.json"]
     assert (out / "disc.csv").read_bytes() == detected  # segment left detect's table alone
     assert pd.read_csv(out / "disc_outlines.csv").columns.tolist() == ["id", "x", "y", "area", "mean_intensity"]
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     # Both models are loaded before any input is read: a weights problem stops
     # the command before anything is written.
     detector = _load_detector(args.detector, inference_config(args))
-    patch_config = PatchInferenceConfig(batch_size=args.patch_batch, threads=args.threads, bf16=args.bf16,
+    patch_config = PatchInferenceConfig(batch_size=args.patch_batch, threads=args.threads, precision=args.precision,
                                         stain_normalise=args.stain_normalise, tta=args.tta)
     classifier = load_classifier(args.classifier, patch_config, option="--classifier")
     report = BatchReport("analyze")
@@ -92,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
                 f"{int((typed.labels == c).sum())} {c}" for c in classifier.classes
             ) if typed is not None else ""
             report.ok(path, f"{res.count} nuclei ({counts})", seconds=res.seconds,
-                      detail=f"{res.mpp:.3g} um/px ({res.mpp_source})", mpp=res.mpp, mpp_source=res.mpp_source)
+                      detail=f"{res.mpp:.3g} um/px ({res.mpp_source})", mpp=res.mpp, mpp_source=res.mpp_source,
+                      precision={"detector": detector.precision, "classifier": classifier.precision})
     return report.finish(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_mpp_option, add_output_option, positive_int
+from .options import add_mpp_option, add_output_option, add_precision_options, positive_int
 
 #: Bundled classifier weights used when none is named (nucleikit/weights/dcrn.safetensors).
 DEFAULT_CLASSIFIER = "dcrn"
@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch (default: 2)")
     g.add_argument("--batch-size", type=positive_int, default=256, help="patches per forward pass (default: 256)")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on AMX CPUs; see benchmarks)")
+    add_precision_options(g)
     p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=None, metavar="N",
                    help=("classify each nucleus over N flips/rotations of its patch and average (1, 2, 4, 8; "
                          "default: the views the classifier was validated with, 1 for the bundled ones)"))
@@ -48,14 +48,27 @@ def run(args: argparse.Namespace) -> int:
 
     image = require_file(args.image)
     points = require_file(args.points)
-    config = PatchInferenceConfig(batch_size=args.batch_size, threads=args.threads, bf16=args.bf16,
+    config = PatchInferenceConfig(batch_size=args.batch_size, threads=args.threads, precision=args.precision,
                                   stain_normalise=args.stain_normalise, tta=args.tta)
     classifier = load_classifier(args.model, config, option="--model")
-    res = classify_file(image, points, classifier, Path(args.out), mpp=args.mpp)
+    out = Path(args.out)
+    res = classify_file(image, points, classifier, out, mpp=args.mpp)
     counts = _class_counts(res.typed.labels, classifier.classes) if res.typed is not None else ""
     print(f"{image}: {res.count} nuclei typed ({counts}) in {res.seconds:.2f} s, "
           f"{res.mpp:.3g} um/px ({res.mpp_source}); wrote {res.outputs['csv']}")
+    write_run_record(out, "classify", {str(image): {"mpp": res.mpp, "mpp_source": res.mpp_source,
+                                                    "precision": classifier.precision}})
     return 0
+
+
+def write_run_record(out: Path, command: str, inputs: dict) -> None:
+    """``OUTDIR/<command>_run.json`` for a one-input command (:class:`~nucleikit.cli.report.BatchReport`'s record)."""
+    from .report import BatchReport
+
+    report = BatchReport(command)
+    for item, entry in inputs.items():
+        report.record(item, **entry)
+    report.write_run_record(out)
 
 
 def load_classifier(name: str, config, *, option: str):

@@ -83,7 +83,8 @@ def _detect_image(path: Path, detector, out: Path, args: argparse.Namespace, rep
             min_distance=args.min_distance,
         )
         report.ok(path, f"{res.count} nuclei", seconds=res.seconds,
-                  detail=f"{res.mpp:.3g} um/px ({res.mpp_source})", mpp=res.mpp, mpp_source=res.mpp_source)
+                  detail=f"{res.mpp:.3g} um/px ({res.mpp_source})", mpp=res.mpp, mpp_source=res.mpp_source,
+                  precision=detector.precision)
 
 
 def _slide_options(args: argparse.Namespace) -> dict:
@@ -104,7 +105,8 @@ def _detect_slide(path: Path, detector, out: Path, args: argparse.Namespace, rep
     with report.item(path):
         res = detect_slide(path, detector, out, tile=args.tile, **_slide_options(args))
         summary, detail = _slide_summary(res)
-        report.ok(path, summary, seconds=res.seconds, detail=detail)
+        report.ok(path, summary, seconds=res.seconds, detail=detail, mpp=res.mpp, mpp_source=res.mpp_source,
+                  precision=detector.precision)
 
 
 def _detect_slides_dask(slides: list[Path], out: Path, args: argparse.Namespace, report: BatchReport) -> None:
@@ -119,6 +121,8 @@ def _detect_slides_dask(slides: list[Path], out: Path, args: argparse.Namespace,
             report.ok(res.path, summary, seconds=res.seconds, detail=detail)
 
     # One thread per worker: the workers are the parallelism.
-    config = InferenceConfig(tile=args.tile, batch_size=args.batch_size, threads=1, bf16=args.bf16)
+    # Each worker resolves --precision auto for its own CPU.
+    config = InferenceConfig(tile=args.tile, batch_size=args.batch_size, threads=1, precision=args.precision,
+                             memory=args.memory)
     detect_slides_dask(slides, args.model, out, scheduler=args.scheduler, workers=args.workers, config=config,
                        tile=args.tile, on_result=record, **_slide_options(args))

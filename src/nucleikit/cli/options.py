@@ -15,6 +15,7 @@ __all__ = [
     "add_model_option",
     "add_output_option",
     "add_runtime_options",
+    "add_precision_options",
     "add_mpp_option",
     "add_slide_options",
     "add_scale_out_options",
@@ -195,19 +196,60 @@ def add_peak_options(p: argparse.ArgumentParser) -> None:
                         "with the weights)")
 
 
+def memory_size(text: str) -> int:
+    """A memory budget: a number of MiB, or with a unit, ``1.5G``, ``1536M``, ``1GiB``; at least 64 MiB."""
+    units = {"": 2 ** 20, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in ("k", "m", "g") else ""
+    try:
+        value = float(t[: len(t) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a memory size (MiB, or with a unit: 1.5G, 1536M): {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite size, got {text}")
+    size = int(value * units[unit])
+    if size < MEMORY_MIN:
+        raise argparse.ArgumentTypeError(f"must be at least {MEMORY_MIN // 2 ** 20} MiB, got {text}")
+    return size
+
+
+#: Smallest --memory: below it even a 64 px tile of the bundled networks does not fit.
+MEMORY_MIN = 64 * 2 ** 20
+#: --precision choices (:data:`nucleikit.infer.precision.PRECISIONS`, repeated so --help stays light).
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+
+
+def add_precision_options(g) -> None:
+    """``--precision auto|fp32|bf16`` and the older ``--bf16``, an alias of ``--precision bf16``."""
+    g.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                   help="arithmetic of the network: auto (default) runs bf16 autocast where the CPU has "
+                        "AMX or AVX512-BF16 and the weights record that their accuracy holds under bf16, "
+                        "else fp32; fp32 and bf16 force one (the run record says which ran and why)")
+    g.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                   help="deprecated: the same as --precision bf16")
+
+
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch (default: 2)")
-    g.add_argument("--tile", type=tile_size, default=512,
-                   help=f"tile core size in model pixels, {TILE_RANGE[0]} to {TILE_RANGE[1]} (default: 512)")
-    g.add_argument("--batch-size", type=positive_int, default=4, help="tiles per forward pass (default: 4)")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on AMX CPUs; see benchmarks)")
+    g.add_argument("--tile", type=tile_size, default=None,
+                   help=f"tile core size in model pixels, {TILE_RANGE[0]} to {TILE_RANGE[1]} (default: chosen "
+                        "per image from --memory: the whole image in one window when it fits, else the "
+                        "largest tiles that fit, which keeps the halo's share of the work low)")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help="tiles per forward pass (default: as many as --memory holds, at most 8)")
+    g.add_argument("--memory", type=memory_size, default=2 ** 30, metavar="SIZE",
+                   help="memory one forward pass may use, in MiB or with a unit (1.5G, 768M); it sets the "
+                        "tile and batch sizes not given (default: 1G; the whole process then stays under "
+                        "about 1.5 GiB)")
+    add_precision_options(g)
 
 
 def inference_config(args: argparse.Namespace):
     from ..infer.predict import InferenceConfig
 
-    return InferenceConfig(tile=args.tile, batch_size=args.batch_size, threads=args.threads, bf16=args.bf16)
+    return InferenceConfig(tile=args.tile, batch_size=args.batch_size, threads=args.threads,
+                           precision=args.precision, memory=args.memory)
 
 
 def expand_inputs(items: list[str], suffixes: tuple[str, ...]) -> tuple[list[Path], list[tuple[str, str]]]:

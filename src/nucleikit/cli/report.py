@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import NucleikitError
 from . import verbosity
@@ -24,7 +25,9 @@ class BatchReport:
     continue; other exceptions are bugs and propagate.
 
     The resolution each input was processed at (``ok(..., mpp=, mpp_source=)``)
-    is written beside the outputs, in ``OUTDIR/<command>_run.json``, and the
+    and the precision its network ran in, with the reason (``precision=``, a
+    :class:`~nucleikit.infer.precision.Precision` or a dict of them by role),
+    are written beside the outputs, in ``OUTDIR/<command>_run.json``, and the
     summary says once which inputs had none in their file and what was assumed.
 
     How much it prints follows ``--quiet``/``--verbose`` (:mod:`nucleikit.cli.verbosity`):
@@ -37,12 +40,21 @@ class BatchReport:
     resolutions: dict[str, dict] = field(default_factory=dict)
 
     def ok(self, item, summary: str, *, seconds: float = 0.0, detail: str = "",
-           mpp: float | None = None, mpp_source: str | None = None) -> None:
+           mpp: float | None = None, mpp_source: str | None = None, precision: Any = None) -> None:
         self.done.append((str(item), summary, seconds, detail))
-        if mpp_source is not None:
-            self.resolutions[str(item)] = {"mpp": _finite_or_none(mpp), "mpp_source": mpp_source}
+        self.record(item, mpp=mpp, mpp_source=mpp_source, precision=precision)
         extra = f", {detail}" if detail else ""
         verbosity.say(f"{item}: {summary} ({seconds:.2f} s{extra})")
+
+    def record(self, item, *, mpp: float | None = None, mpp_source: str | None = None, precision: Any = None) -> None:
+        """Note what ``item`` was processed with, for the run record (nothing when nothing is known)."""
+        entry: dict[str, Any] = {}
+        if mpp_source is not None:
+            entry.update(mpp=_finite_or_none(mpp), mpp_source=mpp_source)
+        if precision is not None:
+            entry["precision"] = _precision_record(precision)
+        if entry:
+            self.resolutions[str(item)] = entry
 
     def fail(self, item, reason: str) -> None:
         self.failed.append((str(item), reason))
@@ -62,7 +74,7 @@ class BatchReport:
 
     def assumed_note(self) -> str:
         """One sentence naming the inputs processed at an assumed resolution, or ``""``."""
-        assumed = {k: v["mpp"] for k, v in self.resolutions.items() if v["mpp_source"] == ASSUMED}
+        assumed = {k: v["mpp"] for k, v in self.resolutions.items() if v.get("mpp_source") == ASSUMED}
         if not assumed:
             return ""
         values = sorted({f"{m:g}" for m in assumed.values() if m is not None})
@@ -78,7 +90,7 @@ class BatchReport:
         note = self.assumed_note()
         print(f"{self.command}: {len(self.done)} of {total} inputs processed{where}" + (f"; {note}" if note else ""))
         if out is not None and self.resolutions:
-            self._write_run_record(Path(out))
+            self.write_run_record(Path(out))
         if self.failed:
             print(f"{len(self.failed)} failed:", file=sys.stderr)
             for item, reason in self.failed:
@@ -86,7 +98,7 @@ class BatchReport:
             return 2
         return 0
 
-    def _write_run_record(self, out: Path) -> None:
+    def write_run_record(self, out: Path) -> None:
         """Add this run's inputs to ``OUTDIR/<command>_run.json`` (earlier runs' inputs kept)."""
         from ..export import atomic_write
 
@@ -95,13 +107,25 @@ class BatchReport:
         record["command"] = self.command
         record.setdefault("inputs", {}).update(self.resolutions)
         record["mpp_source_meaning"] = {"option": "--mpp", "metadata": "the file's own pixel size",
-                                        ASSUMED: "assumed: the file records none, the model's own was used"}
+                                        ASSUMED: "assumed: the file records none, the model's own was used",
+                                        "unknown": "a slide recording none, read at the level asked for"}
+        record["precision_meaning"] = ("the arithmetic the network ran in (used), what --precision asked for "
+                                       "(requested) and why; auto runs bf16 only where the CPU has AMX or "
+                                       "AVX512-BF16 and the weights record bf16_ok")
         try:
             with atomic_write(path) as handle:
                 json.dump(record, handle, indent=1, sort_keys=True)
                 handle.write("\n")
         except NucleikitError as exc:  # the outputs are written: say so, but do not fail the batch for it
             print(f"nucleikit: warning: {exc}", file=sys.stderr)
+
+
+def _precision_record(precision: Any) -> dict:
+    """``Precision.record``, or one per role for a dict of them (``analyze``: detector and classifier)."""
+    if isinstance(precision, dict):
+        return {role: _precision_record(p) for role, p in precision.items() if p is not None}
+    record = getattr(precision, "record", None)
+    return dict(record) if record is not None else {"used": str(precision)}
 
 
 def _read_record(path: Path) -> dict:

@@ -45,6 +45,7 @@ DEFAULT_SEGMENTER = "auto"
 SLIDE_AUTO_KIND = "stained"
 
 SEED_CHOICES = ("distance", "detector")  # nucleikit.infer.segment.SEED_KINDS, repeated so --help stays light
+PADDING_CHOICES = ("halo", "align")  # nucleikit.infer.segment.PADDINGS, likewise
 
 #: A slide tile is segmented as one window, its core (--tile) plus a margin on each side; the
 #: segmenter used for slides tiles its input by this many cores, so that a window (up to 1.5
@@ -67,6 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: average the network's maps over N flipped/transposed views "
                         "(1, 2, 4 or 8; N times the network's work; default 1). unet_he on MoNuSeg validation: "
                         "AJI 0.615 with 1 view, 0.622 with 4, 0.624 with 8")
+    p.add_argument("--padding", choices=PADDING_CHOICES, default="halo",
+                   help="context of an image no larger than one tile's window: halo (default) reads the "
+                        "network's receptive field of reflected context around it, so maps equal a tiled "
+                        "pass's exactly; align pads it only to the network's alignment (fewer pixels, faster; "
+                        "maps near the border differ). Larger images and slides are tiled with the halo")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs (images only)")
     add_runtime_options(p)
     add_slide_options(p)
@@ -90,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
         for path in images:
             _segment_image(path, segmenter, out, args, report)
     if slides:
-        segmenter = _load_segmenter(args, replace(config, tile=SLIDE_WINDOW_TILES * args.tile), slides=True)
+        # Without --tile the slide's tiles are planned so that each window fits the memory budget whole.
+        slide_config = replace(config, tile=SLIDE_WINDOW_TILES * args.tile) if args.tile else config
+        segmenter = _load_segmenter(args, slide_config, slides=True)
         for path in slides:
             _segment_slide(path, segmenter, out, args, report)
     return report.finish(out)
@@ -100,13 +108,13 @@ def _load_segmenter(args: argparse.Namespace, config, *, slides: bool = False):
     from ..infer.segment import AutoSegmenter, Segmenter
 
     if args.model == "auto":
-        auto = AutoSegmenter(config, seeds=args.seeds, tta=args.tta)
+        auto = AutoSegmenter(config, seeds=args.seeds, tta=args.tta, padding=args.padding)
         if slides:
             return auto.load(SLIDE_AUTO_KIND)
         for kind in auto.models:  # all loaded now: damaged bundled weights fail before the batch
             auto.load(kind)
         return auto
-    segmenter = Segmenter.from_weights(args.model, config, seeds=args.seeds, tta=args.tta)
+    segmenter = Segmenter.from_weights(args.model, config, seeds=args.seeds, tta=args.tta, padding=args.padding)
     if segmenter.seeds == "detector":
         _ = segmenter.detector
     return segmenter
@@ -121,7 +129,7 @@ def _segment_image(path: Path, segmenter, out: Path, args: argparse.Namespace, r
         where = f"{res.mpp:.3g} um/px ({res.mpp_source})" if res.mpp == res.mpp else "input resolution"
         seg = res.segmentation
         report.ok(path, f"{res.count} nuclei", seconds=res.seconds, detail=f"{res.model}, {where}, {seg.seeds} markers",
-                  mpp=res.mpp, mpp_source=res.mpp_source)
+                  mpp=res.mpp, mpp_source=res.mpp_source, precision=_precision_of(segmenter, res.model))
 
 
 def _segment_slide(path: Path, segmenter, out: Path, args: argparse.Namespace, report: BatchReport) -> None:
@@ -133,4 +141,13 @@ def _segment_slide(path: Path, segmenter, out: Path, args: argparse.Namespace, r
                             tissue_mask=args.tissue_mask, resume=args.resume, formats=args.formats,
                             threshold=args.threshold)
         summary, detail = _slide_summary(res)
-        report.ok(path, summary, seconds=res.seconds, detail=f"{segmenter.name}, {detail}")
+        report.ok(path, summary, seconds=res.seconds, detail=f"{segmenter.name}, {detail}", mpp=res.mpp,
+                  mpp_source=res.mpp_source, precision=segmenter.precision)
+
+
+def _precision_of(segmenter, model_name: str):
+    """The precision of the model that segmented an image (``auto`` picks one per image)."""
+    for candidate in getattr(segmenter, "loaded", {}).values():
+        if candidate.name == model_name:
+            return candidate.precision
+    return getattr(segmenter, "precision", None)
