@@ -30,9 +30,13 @@ def machine() -> dict:
                                 cwd=HERE).stdout.strip()
     except OSError:
         commit = ""
+    from nucleikit.infer.precision import native_bf16
+
     return {
         "cpu": _cpu_model() or platform.processor() or platform.machine(),
         "cpu_flags": _cpu_flags(),
+        # what --precision auto needs from the CPU (AMX or AVX512-BF16); the weights' verdict is per model
+        "native_bf16": native_bf16(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -40,27 +44,17 @@ def machine() -> dict:
     }
 
 
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
 def _cpu_model() -> str:
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return ""
+    from nucleikit.infer.precision import cpu_model
+
+    return cpu_model()
 
 
 def _cpu_flags() -> list[str]:
-    """The CPU features that decide bf16 speed (AMX, AVX-512 BF16/VNNI, AVX2)."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return sorted(f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")))
-    return []
+    """The CPU features that decide bf16 speed (AMX, AVX-512 BF16/VNNI, AVX2), read as the package reads them."""
+    from nucleikit.infer.precision import cpu_flags
+
+    return sorted(f for f in cpu_flags() if f.startswith(("amx", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")))
 
 
 def save(name: str, data: dict) -> Path:
