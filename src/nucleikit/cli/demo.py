@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     res = detect_file(sample, detector, Path(args.out))
     det = res.detections
     print(f"sample: {sample.name} ({res.mpp:g} um/px from {res.mpp_source}); model: {detector.name} "
-          f"(trained at {detector.mpp:g} um/px, xi={detector.threshold_rel:g}, min distance {detector.min_distance:g} px)")
+          f"(trained at {detector.mpp:g} um/px, xi={detector.threshold_rel:g}, min distance {detector.min_distance:g} px); "
+          f"precision {detector.precision.used} ({detector.precision.reason})")
     if det is not None and len(det):
         print(f"found {res.count} nuclei in {res.seconds:.2f} s; score median {float(np.median(det.scores)):.3f}")
     else:
