@@ -260,3 +260,31 @@ def test_auto_tiles_equal_given_tiles(micronet):
                                                                                   precision="fp32"))
     # the measured halo (tolerance 1e-3) keeps tiled maps within 1e-3 of untiled ones (README)
     np.testing.assert_allclose(auto.probability_map(image), given.probability_map(image), atol=1e-3)
+
+
+# --- calibrated scores (issue 13 item 4) -------------------------------------------------------
+
+
+def test_calibrated_weights_write_validation_precision_and_keep_raw_values(micronet, crc_image):
+    from nucleikit.infer.calibration import ScoreCalibration
+
+    image, _ = crc_image
+    plain = Detector(micronet.predictor.model, {k: v for k, v in micronet.meta.items() if k != "calibration"},
+                     config=InferenceConfig(threads=2))
+    cal = ScoreCalibration((0.0, 0.5, 1.0), (0.0, 0.2, 1.0))
+    calibrated = Detector(micronet.predictor.model, {**plain.meta, "calibration": cal.to_meta()},
+                          config=InferenceConfig(threads=2))
+    a, b = plain.detect(image), calibrated.detect(image)
+    np.testing.assert_array_equal(a.xy, b.xy)  # the thresholds compare raw values: same nuclei
+    np.testing.assert_array_equal(b.map_values, a.scores)
+    np.testing.assert_array_equal(b.raw_scores, a.raw_scores)
+    np.testing.assert_allclose(b.scores, np.interp(a.scores, [0, 0.5, 1], [0, 0.2, 1]), rtol=1e-6)
+    assert a.map_values is None
+
+
+def test_bad_calibration_in_weights_is_a_weights_error(micronet):
+    from nucleikit.errors import WeightsError
+
+    bad = {"map_values": [0.5, 0.1], "probabilities": [0.1, 0.2]}
+    with pytest.raises(WeightsError, match="calibration"):
+        Detector(micronet.predictor.model, {**micronet.meta, "calibration": bad})

@@ -433,3 +433,19 @@ def test_peak_memory_does_not_grow_with_slide_area(tmp_path, rng, monkeypatch):
     peak_small = _peak_traced_bytes(small, small_det, tmp_path / "a")
     peak_large = _peak_traced_bytes(large, small_det, tmp_path / "b")
     assert peak_large - peak_small < 192 * 1024, (peak_small, peak_large)
+
+
+def test_a_calibrated_detector_writes_the_same_calibrated_scores_on_slides_as_on_images(mosaic, detector, tmp_path):
+    from nucleikit.infer.calibration import ScoreCalibration
+
+    path, pixels = mosaic
+    cal = ScoreCalibration((0.0, 0.5, 1.0), (0.0, 0.2, 1.0))
+    calibrated = Detector(detector.predictor.model, {**detector.meta, "calibration": cal.to_meta()},
+                          config=InferenceConfig(threads=1, tile=detector.predictor.config.tile))
+    one_pass = calibrated.detect(pixels.astype(np.float32) / 255, mpp=MOSAIC_MPP)
+    res = detect_slide(path, calibrated, tmp_path, tile=128, tissue_mask="all", progress=False, formats=("csv",))
+    rows = _csv(res.outputs["csv"])
+    assert res.count == len(one_pass) > 100
+    np.testing.assert_allclose(np.sort(rows[:, 2]), np.sort(one_pass.scores), atol=1e-4)
+    # the thresholds compared raw values: calibration changed the scores, not the nuclei
+    assert not np.allclose(np.sort(one_pass.scores), np.sort(one_pass.map_values), atol=1e-3)

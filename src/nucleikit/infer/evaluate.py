@@ -59,7 +59,8 @@ def run_detector(detector: Detector, samples: Sequence[Any], *, floor: float = 0
     ids, xys, rels, truths = [], [], [], []
     for s in samples:
         det = detector.detect(s.load_image(), mpp=s.mpp, threshold_rel=floor)
-        rel = det.scores / det.map_max if det.map_max > 0 else det.scores
+        raw = det.raw_scores
+        rel = raw / det.map_max if det.map_max > 0 else raw
         ids.append(str(s.id))
         xys.append(det.xy)
         rels.append(np.asarray(rel, np.float64))

@@ -34,6 +34,7 @@ import numpy as np
 from ..errors import ConfigError, WeightsError
 from ..postprocess import find_peaks, peak_threshold
 from ..transforms import resample, scale_factor, scale_points, standardise
+from .calibration import ScoreCalibration
 from .precision import Precision, choose_precision, cpu_flags, requested_precision
 from .tiling import TilePlan, measure_halo, plan_tiles, predict_tiled
 
@@ -254,17 +255,29 @@ class Detections:
     xy : (N, 2) float64
         (x, y) 0-based pixel centres in the coordinates of the input image.
     scores : (N,) float32
-        Map value at each peak (in [0, 1] for sigmoid heads).
+        The score written to every output: with weights that carry a score
+        calibration (:mod:`nucleikit.infer.calibration`), the fraction of
+        validation detections at this map value that were true nuclei, the
+        same meaning for every model; otherwise the raw map value.
     map_max : float
         Maximum of the probability map over the whole image.
     prob : (H', W') float32 or None
         The probability map at the model's resolution, when requested.
+    map_values : (N,) float32 or None
+        Raw map value at each peak (what the thresholds compare); None means
+        ``scores`` are the raw values.
     """
 
     xy: np.ndarray
     scores: np.ndarray
     map_max: float
     prob: np.ndarray | None = field(default=None, repr=False)
+    map_values: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def raw_scores(self) -> np.ndarray:
+        """(N,) float32 raw map values at the peaks (``map_values``, else ``scores``)."""
+        return self.scores if self.map_values is None else self.map_values
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -291,6 +304,7 @@ class Detector:
         # Weights tuned before the floor existed have none: 0 keeps their results bit for bit.
         self.threshold_abs = _floor(post.get("threshold_abs", 0.0), meta.get("name", "weights"))
         self.min_distance = float(post.get("min_distance", 3))
+        self.calibration = _calibration(meta.get("calibration"), meta.get("name", "weights"))
         self.predictor = DensePredictor(
             model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config,
             bf16_ok=meta.get("bf16_ok"),
@@ -411,7 +425,13 @@ class Detector:
         xy, scores, pmax = self.peaks(prob, threshold_rel=threshold_rel, min_distance=min_distance,
                                       threshold_abs=threshold_abs)
         xy = scale_points(xy, 1.0 / factor) if factor != 1.0 else xy
-        return Detections(xy=xy, scores=scores, map_max=pmax, prob=prob if keep_map else None)
+        return Detections(xy=xy, scores=self.calibrated(scores), map_max=pmax, prob=prob if keep_map else None,
+                          map_values=scores if self.calibration is not None else None)
+
+    def calibrated(self, map_values: Any) -> np.ndarray:
+        """Output scores of raw peak values: calibrated when the weights carry a calibration, else unchanged."""
+        values = np.asarray(map_values, np.float32)
+        return values if self.calibration is None else self.calibration(values)
 
 
 def model_alignment(model: Any) -> int:
@@ -427,6 +447,16 @@ def model_alignment(model: Any) -> int:
         raise ConfigError(f"{type(model).__name__} declares no alignment (its total downsampling factor): "
                           "build it with nucleikit.models.build_model, or pass align=")
     return align
+
+
+def _calibration(value: Any, weights: str) -> ScoreCalibration | None:
+    """The weights' score calibration, None when they carry none; bad metadata is a WeightsError."""
+    if value is None:
+        return None
+    try:
+        return ScoreCalibration.from_meta(value)
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(weights, f"bad score calibration in the metadata: {exc}") from None
 
 
 def _floor(value: Any, weights: str | None) -> float:

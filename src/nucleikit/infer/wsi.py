@@ -908,7 +908,8 @@ def detect_slide(
                        progress=progress, on_tile=on_tile)
             _, map_max, _ = store.finished()
             threshold = peak_threshold(map_max, xi=xi, threshold_abs=floor)  # the rule of Detector.peaks
-            outputs, count = _write_outputs(out, stem, formats, store, threshold, plan.tissue_tiles, detector.name)
+            outputs, count = _write_outputs(out, stem, formats, store, threshold, plan.tissue_tiles, detector.name,
+                                            detector.calibrated)
             _finish_slide(out, named, plan.mask, outputs, store)
         finally:
             store.close()
@@ -959,10 +960,13 @@ def _detect_tiles(predictor: Any, model_grid: _ModelGrid, geometry: SlideGeometr
 
 
 def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileStore, threshold: float,
-                   tiles: set[int], model_name: str) -> tuple[dict[str, Path], int]:
+                   tiles: set[int], model_name: str,
+                   calibrate: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[dict[str, Path], int]:
     """Stream the kept nuclei into each requested file; returns the files and the count.
 
-    ``stem`` is the slide's own stem: the registry adds ``detect``'s tag (none).
+    ``stem`` is the slide's own stem: the registry adds ``detect``'s tag (none). The store
+    holds raw map values (the threshold compares them); ``calibrate`` turns them into the
+    output scores (:meth:`Detector.calibrated`), as the image path writes them.
     """
     count = 0
 
@@ -971,6 +975,8 @@ def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileS
         count = 0  # every format is one pass over the store; the last pass's count is the count
         for xy, columns in _peak_chunks(store, threshold, tiles):
             count += len(xy)
+            if calibrate is not None:
+                columns = {**columns, "score": np.asarray(calibrate(columns["score"]), np.float32)}
             yield Nuclei(xy, columns=columns, measurements={f"{model_name} score": columns["score"]})
 
     table = SlideTable(chunks, schema=_COLUMNS)
