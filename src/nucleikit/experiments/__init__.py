@@ -5,7 +5,11 @@
 and the data sets are loaded and checked first (:mod:`.config`,
 :mod:`.collection`), then each training ("cell", :mod:`.cells`) runs in its
 own resumable folder, and the report (:mod:`.report`) is written from the
-measured figures.
+measured figures. A study's headline comparison runs for every seed of the
+configuration (:mod:`.seeds`: mean, spread, "within the noise"); each report
+gives the plateau step of its headline trainings (:mod:`.plateau`), and
+:mod:`.summary` turns the committed reports into one verdict per finding of
+the paper (``tools/experiments_summary.py``).
 
 Place in the layout: the studies layer, at the top of the data flow next to
 ``cli``. A study trains (``train``), predicts and scores (``infer``,

@@ -5,7 +5,8 @@ A configuration file looks like::
     {
       "experiment": "cross_dataset",           # a key of nucleikit.experiments.registry.STUDIES
       "comment": "free text, copied into the report",
-      "seed": 0,
+      "seed": 0,                               # or "seeds": [0, 1, 2] (see below)
+      "all_seeds": false,
       "mpp": 0.5,                              # common resolution, um/px
       "steps": 600,                            # budget: optimisation steps per training
       "train": {"model": "micronet", "crop": 128, "batch_size": 8, "bf16": true, ...},
@@ -13,6 +14,14 @@ A configuration file looks like::
                    "crchisto": {"kind": "crchisto"}},
       "study": {...}                           # the study's own parameters (its Params dataclass)
     }
+
+``seeds`` lists the seeds of the study's headline comparison (each study
+module's docstring says what that is): it is trained once per seed and the
+report gives the mean and the spread; the study's secondary parts are trained
+for the first seed only, or for every seed with ``"all_seeds": true``.
+Without ``seeds``, the one ``seed`` (default 0); with both, ``seed`` must be
+the first of ``seeds``. A one-seed configuration trains and reports exactly
+as before seeds existed (same run folders, same tables).
 
 ``train`` holds :class:`~nucleikit.train.config.TrainConfig` fields; ``mpp``,
 ``steps``, ``seed``, ``init`` and ``val_radius_um`` are set by the experiment
@@ -40,7 +49,7 @@ from .collection import Collection, DatasetSpec, load_collection
 
 __all__ = ["ExperimentConfig", "check_train_options", "load_config", "parse_config", "parse_params", "prepare"]
 
-TOP_LEVEL = {"experiment", "comment", "seed", "mpp", "steps", "train", "datasets", "study"}
+TOP_LEVEL = {"experiment", "comment", "seed", "seeds", "all_seeds", "mpp", "steps", "train", "datasets", "study"}
 #: TrainConfig fields the experiment owns.
 RESERVED_TRAIN = {"mpp", "steps", "seed", "init", "val_radius_um"}
 
@@ -63,6 +72,10 @@ class ExperimentConfig:
     comment : str
     source : str or None
         The file it was read from.
+    seeds : tuple of int
+        Seeds of the headline comparison; the first is ``train.seed``.
+    all_seeds : bool
+        Train the secondary parts for every seed too.
     """
 
     experiment: str
@@ -72,10 +85,26 @@ class ExperimentConfig:
     mpp: float = 0.5
     comment: str = ""
     source: str | None = None
+    seeds: tuple[int, ...] = ()
+    all_seeds: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            object.__setattr__(self, "seeds", (self.train.seed,))
+        if self.seeds[0] != self.train.seed:
+            raise ConfigError(f"the first seed ({self.seeds[0]}) must be the training seed ({self.train.seed})")
 
     @property
     def seed(self) -> int:
         return self.train.seed
+
+    def train_for(self, seed: int) -> TrainConfig:
+        """The base training configuration with another seed (the same object for the first seed)."""
+        return self.train if seed == self.train.seed else dataclasses.replace(self.train, seed=seed)
+
+    def seeds_for(self, headline: bool) -> tuple[int, ...]:
+        """The seeds a part of the study trains: all for the headline (or with ``all_seeds``), else the first."""
+        return self.seeds if headline or self.all_seeds else self.seeds[:1]
 
     @property
     def steps(self) -> int:
@@ -93,10 +122,12 @@ class ExperimentConfig:
         return dataclasses.replace(self, train=train, params=params)
 
     def to_dict(self) -> dict:
+        seeds = {"seeds": list(self.seeds), "all_seeds": self.all_seeds} if len(self.seeds) > 1 else {}
         return {
             "experiment": self.experiment,
             "comment": self.comment,
             "seed": self.seed,
+            **seeds,
             "mpp": self.mpp,
             "steps": self.steps,
             "train": self.train.to_dict(),
@@ -280,6 +311,14 @@ def parse_config(doc: Mapping[str, Any], *, experiment: str | None = None, sourc
         if key == "steps" and value < 1:
             raise ConfigError(f"{where}: steps must be at least 1, got {value}")
         train[key] = value
+    seeds = _parse_seeds(doc, where)
+    if seeds:
+        if "seed" in doc and doc["seed"] != seeds[0]:
+            raise ConfigError(f"{where}: seed {doc['seed']} must be the first of seeds {list(seeds)} (or leave it out)")
+        train["seed"] = seeds[0]
+    all_seeds = doc.get("all_seeds", False)
+    if not isinstance(all_seeds, bool):
+        raise ConfigError(f"{where}: all_seeds must be true or false, got {json.dumps(all_seeds)}")
     train = check_train_options(train, f"{where}: train")
     try:
         train_cfg = TrainConfig.from_dict(train)
@@ -296,7 +335,21 @@ def parse_config(doc: Mapping[str, Any], *, experiment: str | None = None, sourc
         if ds_name not in datasets:
             raise ConfigError(f"{where}: the study uses dataset {ds_name!r}, which \"datasets\" does not define "
                               f"(defined: {', '.join(datasets)})")
-    return ExperimentConfig(name, datasets, params, train_cfg, float(mpp), str(doc.get("comment", "")), source)
+    return ExperimentConfig(name, datasets, params, train_cfg, float(mpp), str(doc.get("comment", "")), source,
+                            seeds=seeds, all_seeds=all_seeds)
+
+
+def _parse_seeds(doc: Mapping[str, Any], where: str) -> tuple[int, ...]:
+    """``"seeds"``: a non-empty list of distinct integers (empty tuple when absent)."""
+    if "seeds" not in doc:
+        return ()
+    seeds = doc["seeds"]
+    if (not isinstance(seeds, list) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds)):
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {json.dumps(seeds)}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: a seed is listed twice in {seeds}")
+    return tuple(seeds)
 
 
 def load_config(path: str | Path, *, experiment: str | None = None) -> ExperimentConfig:

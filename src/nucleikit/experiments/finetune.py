@@ -14,16 +14,36 @@ Parts (``parts``), each scored on the target's test images:
                 ``snapshot_every`` steps.
 ``freeze``      fine-tuning with the first k blocks frozen (MicroNet numbers
                 its blocks 1..10 from input to output).
+
+Headline comparison (trained for every seed of the configuration): the
+fine-tuned and from-scratch curves of ``iterations``, with the base model of
+each seed (the fine-tuning of seed s starts from the base trained with seed
+s). ``fraction``, ``snapshots`` and ``freeze`` are trained for the first seed
+only, or for every seed with ``"all_seeds": true``. With several seeds the
+tables give the mean and spread (:mod:`.seeds`) and a difference smaller than
+the seeds' range is called within the noise.
+
+**Fine-tuning regime.** ``finetune_train`` overrides training options of the
+fine-tuning cells only (the base and the from-scratch cells keep the
+configuration's ``train``): Xing et al. fine-tune with SGD (momentum 0.9) at a
+lower learning rate than training from scratch, e.g.
+``"finetune_train": {"optimizer": "sgd", "lr": 0.001}`` beside an Adam ``train``.
+With ``both_regimes``, the ``iterations`` part also fine-tunes with the
+configuration's own ``train`` options (column ``finetune_as_scratch_f1``), so
+one configuration compares both regimes; that curve is the very training an
+Adam-only configuration runs (same run folder when the two share ``--runs``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..train.config import TrainConfig
 from .cells import Cell, CellRunner, TrainSet, figures_row, scratch_cell, validation_steps
 from .report import Figure, StudyResult
+from .seeds import combine, noise, per_seed_rows, seeds_note, spread, verdict, within_noise
 
 __all__ = ["Params", "run", "TITLE"]
 
@@ -33,6 +53,8 @@ PAPER = ("Xing et al. (Fig. 5) fine-tune a model trained on one data set to anot
          "little target data is available (row 2), works from base models taken at various training iterations "
          "(row 3), and tolerates freezing the first blocks while freezing most of the network hurts (row 4).")
 PARTS = ("iterations", "fraction", "snapshots", "freeze")
+#: Training options ``finetune_train`` may not set: the experiment, the architecture and the parts own them.
+FIXED_FOR_FINETUNING = ("mpp", "steps", "seed", "init", "val_radius_um", "model", "model_kwargs", "freeze_blocks")
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,11 @@ class Params:
         Steps between base snapshots (None: the validation interval).
     freeze : tuple of int
         Numbers k of frozen first blocks.
+    finetune_train : dict
+        Training options (:class:`~nucleikit.train.config.TrainConfig` fields) of the
+        fine-tuning cells only, e.g. ``{"optimizer": "sgd", "lr": 0.001}``; empty: as ``train``.
+    both_regimes : bool
+        ``iterations``: also fine-tune with the configuration's own ``train`` options.
     """
 
     source: str
@@ -62,8 +89,24 @@ class Params:
     fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
     snapshot_every: int | None = None
     freeze: tuple[int, ...] = (0, 2, 4, 6, 8)
+    finetune_train: dict = field(default_factory=dict)
+    both_regimes: bool = False
 
     def check(self) -> None:
+        from .config import check_train_options
+
+        fixed = set(FIXED_FOR_FINETUNING) & set(self.finetune_train)
+        if fixed:
+            raise ConfigError(f"study: finetune_train may not set {', '.join(sorted(fixed))}")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = set(self.finetune_train) - known
+        if unknown:
+            raise ConfigError(f"study: finetune_train: unknown training option(s) {', '.join(sorted(unknown))}")
+        if "augment" in self.finetune_train:
+            raise ConfigError("study: finetune_train may not set augment (the fine-tuning data are the target's)")
+        check_train_options(self.finetune_train, "study: finetune_train")
+        if self.both_regimes and not self.finetune_train:
+            raise ConfigError("study: both_regimes needs a finetune_train regime to compare with")
         bad = set(self.parts) - set(PARTS)
         if bad or not self.parts:
             raise ConfigError(f"study: parts must be among {PARTS}, got {list(self.parts)}")
@@ -92,118 +135,261 @@ def _finetune(target: str, cfg, base: Cell, *, label: str, init_file: str = "bes
     return Cell(label, (TrainSet(target, fraction),), target, cfg, init=base, init_file=init_file, stages=stages)
 
 
-def run(config, collection, runner: CellRunner) -> StudyResult:
-    p: Params = config.params
-    base_cfg = config.train
-    ft_cfg = dataclasses.replace(base_cfg, steps=p.finetune_steps or base_cfg.steps)
-    tests = [p.target]
-    res = StudyResult(TITLE, PAPER)
-    base = scratch_cell(p.source, base_cfg)
-    base_result = runner.run(base, tests)
-    base_f1 = base_result["test"][p.target]["f1"]
-    cells = [base_result]
-    res.tables["base"] = [{"model": f"base ({p.source}, no fine-tuning)", "steps": base_result["steps"],
-                           **figures_row(base_result["test"][p.target])}]
+def regime_tag(options: dict) -> str:
+    """A run-folder label suffix naming a fine-tuning regime (``"-sgd-lr0.001"``; empty for none)."""
+    if not options:
+        return ""
+    parts = [str(options["optimizer"])] if "optimizer" in options else []
+    parts += [f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(options.items())
+              if k != "optimizer" and isinstance(v, (int, float, str))]
+    return "-" + "-".join(parts) if parts else "-regime"
 
-    if "iterations" in p.parts:
+
+def finetune_config(cfg: TrainConfig, options: dict) -> TrainConfig:
+    """``cfg`` with the ``finetune_train`` options applied (``cfg`` itself when there are none)."""
+    if not options:
+        return cfg
+    values = dict(options)
+    for key in ("xi_grid", "min_distance_grid"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return dataclasses.replace(cfg, **values)
+
+
+def _regime_text(options: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in options.items())
+
+
+def _one_seed(p: Params, cfg: TrainConfig, parts: tuple, runner: CellRunner) -> dict:
+    """Every asked part for one seed: per-part rows, the cells trained, the headline cells."""
+    ft_cfg = dataclasses.replace(cfg, steps=p.finetune_steps or cfg.steps)
+    tune_cfg = finetune_config(ft_cfg, p.finetune_train)
+    tag = regime_tag(p.finetune_train)
+    tests = [p.target]
+    out: dict = {"tables": {}, "cells": [], "headline": []}
+    base = scratch_cell(p.source, cfg)
+    base_result = runner.run(base, tests)
+    out["base_f1"] = base_result["test"][p.target]["f1"]
+    out["cells"].append(base_result)
+    out["headline"].append(base_result)
+    out["tables"]["base"] = [{"model": f"base ({p.source}, no fine-tuning)", "steps": base_result["steps"],
+                              **figures_row(base_result["test"][p.target])}]
+    out["ft_steps"] = ft_cfg.steps
+
+    if "iterations" in parts:
         stages = validation_steps(ft_cfg.steps, ft_cfg.val_every)
         scratch = runner.run_staged(scratch_cell(p.target, ft_cfg, stages=stages), tests)
-        tuned = runner.run_staged(_finetune(p.target, ft_cfg, base, label=f"ft-{p.source}-{p.target}",
+        tuned = runner.run_staged(_finetune(p.target, tune_cfg, base, label=f"ft-{p.source}-{p.target}{tag}",
                                             stages=stages), tests)
         rows = [{"steps": s, "scratch_f1": a["test"][p.target]["f1"], "finetune_f1": b["test"][p.target]["f1"]}
                 for s, a, b in zip(stages, scratch, tuned)]
-        res.tables["vs_iterations"] = [{"steps": 0, "scratch_f1": None, "finetune_f1": base_f1}] + rows
-        res.table_notes["vs_iterations"] = (
-            f"Test F1 on {p.target}; each point uses the weights, xi and peak distance chosen on validation among "
-            "the validations up to that step (step 0: the base model, not fine-tuned).")
-        res.figures.append(Figure(
-            "vs_iterations", "lines",
-            {"x": [0, *stages], "series": {"fine-tuned": [base_f1] + [r["finetune_f1"] for r in rows],
-                                           "from scratch": [None] + [r["scratch_f1"] for r in rows]},
-             "xlabel": "training iterations on the target", "ylabel": f"test F1 ({p.target})"},
-            f"Fine-tuning {p.source} -> {p.target} vs training from scratch"))
-        first, last = rows[0], rows[-1]
-        ahead = sum(r["finetune_f1"] > r["scratch_f1"] for r in rows)
-        verdict = "agrees with" if ahead > len(rows) / 2 else "does not agree with"
-        res.findings.append(
-            f"Iterations: after {first['steps']} steps fine-tuning reaches F1 {first['finetune_f1']:.3f} against "
-            f"{first['scratch_f1']:.3f} from scratch, after {last['steps']} steps {last['finetune_f1']:.3f} against "
-            f"{last['scratch_f1']:.3f}; fine-tuning is ahead at {ahead} of {len(rows)} points, which {verdict} "
-            f"the paper's faster convergence of fine-tuning (the base model alone scores {base_f1:.3f}).")
-        cells += [scratch[-1], tuned[-1]]
+        table = [{"steps": 0, "scratch_f1": None, "finetune_f1": out["base_f1"]}] + rows
+        new = [scratch[-1], tuned[-1]]
+        if p.both_regimes:
+            plain = runner.run_staged(_finetune(p.target, ft_cfg, base, label=f"ft-{p.source}-{p.target}",
+                                                stages=stages), tests)
+            table[0]["finetune_as_scratch_f1"] = out["base_f1"]
+            for row, c in zip(table[1:], plain):
+                row["finetune_as_scratch_f1"] = c["test"][p.target]["f1"]
+            new.append(plain[-1])
+        out["tables"]["vs_iterations"] = table
+        out["stages"] = stages
+        out["cells"] += new
+        out["headline"] += new
 
-    if "fraction" in p.parts:
+    if "fraction" in parts:
         rows = []
         for f in p.fractions:
             a = runner.run(scratch_cell(p.target, ft_cfg, fraction=f), tests)
-            b = runner.run(_finetune(p.target, ft_cfg, base, label=f"ft-{p.source}-{p.target}-{f:g}",
+            b = runner.run(_finetune(p.target, tune_cfg, base, label=f"ft-{p.source}-{p.target}-{f:g}{tag}",
                                      fraction=f), tests)
             rows.append({"fraction": f, "scratch_f1": a["test"][p.target]["f1"],
                          "finetune_f1": b["test"][p.target]["f1"]})
-            cells += [a, b]
-        res.tables["vs_fraction"] = rows
-        res.table_notes["vs_fraction"] = ("Share of the target training data: the central window of that share of "
-                                          f"each training image's area; {ft_cfg.steps} steps each.")
-        res.figures.append(Figure(
-            "vs_fraction", "lines",
-            {"x": [int(round(100 * r["fraction"])) for r in rows],
-             "series": {"fine-tuned": [r["finetune_f1"] for r in rows], "from scratch": [r["scratch_f1"] for r in rows]},
-             "xlabel": "% of the target training data", "ylabel": f"test F1 ({p.target})"},
-            f"Fine-tuning vs scratch by share of {p.target} training data, {ft_cfg.steps} steps"))
-        gaps = [r["finetune_f1"] - r["scratch_f1"] for r in rows]
-        small, large = gaps[0], gaps[-1]
-        text = (f"Fraction: with {100 * rows[0]['fraction']:g}% of the target data fine-tuning is {small:+.3f} F1 "
-                "from scratch")
-        if len(rows) > 1:
-            verdict = "agrees with" if small > 0 and small >= large else "does not agree with"
-            text += (f", with {100 * rows[-1]['fraction']:g}% {large:+.3f}; this {verdict} the paper's finding "
-                     "that fine-tuning matters most when target data are scarce.")
-        res.findings.append(text + ("" if len(rows) > 1 else "."))
+            out["cells"] += [a, b]
+        out["tables"]["vs_fraction"] = rows
 
-    if "snapshots" in p.parts:
-        every = p.snapshot_every or base_cfg.val_every
-        snap_steps = tuple(range(every, base_cfg.steps, every)) + (base_cfg.steps,)
-        staged_base = Cell(f"snapshots-{p.source}", base.train, base.validation, base_cfg, stages=snap_steps,
+    if "snapshots" in parts:
+        every = p.snapshot_every or cfg.val_every
+        snap_steps = tuple(range(every, cfg.steps, every)) + (cfg.steps,)
+        staged_base = Cell(f"snapshots-{p.source}", base.train, base.validation, cfg, stages=snap_steps,
                            snapshots=True)
         runner.run_staged(staged_base, ())
         rows = []
         for s in snap_steps:
-            r = runner.run(_finetune(p.target, ft_cfg, staged_base, label=f"ft-{p.source}@{s}-{p.target}",
+            r = runner.run(_finetune(p.target, tune_cfg, staged_base, label=f"ft-{p.source}@{s}-{p.target}{tag}",
                                      init_file=f"snapshot_{s}.safetensors"), tests)
             rows.append({"base_steps": s, "finetune_f1": r["test"][p.target]["f1"]})
-            cells.append(r)
-        res.tables["vs_snapshot"] = rows
+            out["cells"].append(r)
+        out["tables"]["vs_snapshot"] = rows
+
+    if "freeze" in parts:
+        rows = []
+        for k in p.freeze:
+            r = runner.run(_finetune(p.target, tune_cfg, base, label=f"ft-{p.source}-{p.target}-freeze{k}{tag}",
+                                     freeze=k), tests)
+            rows.append({"frozen_blocks": k, **figures_row(r["test"][p.target])})
+            out["cells"].append(r)
+        out["tables"]["vs_frozen_blocks"] = rows
+    return out
+
+
+#: Per table: the columns that identify a row, and those that get a spread.
+_TABLES = {
+    "base": (("model", "steps"), ("f1",)),
+    "vs_iterations": (("steps",), ("scratch_f1", "finetune_f1", "finetune_as_scratch_f1")),
+    "vs_fraction": (("fraction",), ("scratch_f1", "finetune_f1")),
+    "vs_snapshot": (("base_steps",), ("finetune_f1",)),
+    "vs_frozen_blocks": (("frozen_blocks",), ("f1",)),
+}
+
+
+def _bars(rows: list[dict], col: str) -> list | None:
+    """Error bars (the seeds' range) of a column, or None for one seed."""
+    if not rows or f"{col}_min" not in rows[0]:
+        return None
+    return [None if r.get(f"{col}_min") is None else [r[f"{col}_min"], r[f"{col}_max"]] for r in rows]
+
+
+def _series_spread(rows: list[dict], cols: dict) -> dict:
+    bars = {label: _bars(rows, col) for label, col in cols.items()}
+    return {"spread": {k: v for k, v in bars.items() if v}} if any(bars.values()) else {}
+
+
+def run(config, collection, runner: CellRunner) -> StudyResult:
+    p: Params = config.params
+    seeds = config.seeds
+    headline_parts = tuple(x for x in p.parts if x == "iterations")
+    per_seed = []
+    for i, seed in enumerate(seeds):
+        parts = p.parts if (i == 0 or config.all_seeds) else headline_parts
+        per_seed.append(_one_seed(p, config.train_for(seed), parts, runner))
+    first = per_seed[0]
+    ft_steps = first["ft_steps"]
+    res = StudyResult(TITLE, PAPER)
+    regime = (f" Fine-tuning regime: {_regime_text(p.finetune_train)} (the base and from-scratch trainings keep "
+              "the configuration's train options).") if p.finetune_train else ""
+    for name in first["tables"]:
+        keys, spread_cols = _TABLES[name]
+        runs = [o["tables"][name] for o in per_seed if name in o["tables"]]
+        used = [s for s, o in zip(seeds, per_seed) if name in o["tables"]]
+        res.tables[name] = combine(runs, keys=keys, spread_cols=spread_cols)
+        note = seeds_note(used)
+        if note:
+            res.table_notes[name] = note
+            res.tables[f"{name}_per_seed"] = per_seed_rows(used, runs)
+    multi = {name: len([o for o in per_seed if name in o["tables"]]) > 1 for name in first["tables"]}
+
+    def curves(name: str, col: str) -> list[list]:
+        return [[r[col] for r in o["tables"][name]] for o in per_seed if name in o["tables"]]
+
+    def note(name: str, text: str) -> None:
+        res.table_notes[name] = (text + (" " + res.table_notes[name] if name in res.table_notes else "")).strip()
+
+    base_f1 = res.tables["base"][0]["f1"]
+    if "iterations" in p.parts:
+        table = res.tables["vs_iterations"]
+        rows = table[1:]
+        stages = first["stages"]
+        note("vs_iterations",
+             f"Test F1 on {p.target}; each point uses the weights, xi and peak distance chosen on validation among "
+             "the validations up to that step (step 0: the base model, not fine-tuned)." + regime)
+        series = {"fine-tuned": [r["finetune_f1"] for r in table],
+                  "from scratch": [None] + [r["scratch_f1"] for r in rows]}
+        cols = {"fine-tuned": "finetune_f1", "from scratch": "scratch_f1"}
+        if p.both_regimes:
+            series["fine-tuned (train options)"] = [r["finetune_as_scratch_f1"] for r in table]
+            cols["fine-tuned (train options)"] = "finetune_as_scratch_f1"
+        res.figures.append(Figure(
+            "vs_iterations", "lines",
+            {"x": [0, *stages], "series": series, "xlabel": "training iterations on the target",
+             "ylabel": f"test F1 ({p.target})", **_series_spread(table, cols)},
+            f"Fine-tuning {p.source} -> {p.target} vs training from scratch"
+            + (f" ({len(seeds)} seeds, bars: range)" if multi["vs_iterations"] else "")))
+        first_r, last = rows[0], rows[-1]
+        ahead = sum(r["finetune_f1"] > r["scratch_f1"] for r in rows)
+        diffs = [r["finetune_f1"] - r["scratch_f1"] for r in rows]
+        ft, sc = curves("vs_iterations", "finetune_f1"), curves("vs_iterations", "scratch_f1")
+        per_seed_mean = [sum(a - b for a, b in zip(f[1:], c[1:])) / len(rows) for f, c in zip(ft, sc)]
+        mean_diff = sum(diffs) / len(diffs)
+        text = (f"Iterations: after {first_r['steps']} steps fine-tuning reaches F1 {first_r['finetune_f1']:.3f} "
+                f"against {first_r['scratch_f1']:.3f} from scratch, after {last['steps']} steps "
+                f"{last['finetune_f1']:.3f} against {last['scratch_f1']:.3f}; fine-tuning is ahead at {ahead} of "
+                f"{len(rows)} points, which {verdict(ahead > len(rows) / 2, mean_diff, noise(per_seed_mean))} the "
+                f"paper's faster convergence of fine-tuning (the base model alone scores {base_f1:.3f}).")
+        if multi["vs_iterations"]:
+            within = sum(within_noise(d, noise([f[k + 1] for f in ft], [c[k + 1] for c in sc]))
+                         for k, d in enumerate(diffs))
+            text += (f" Over {len(ft)} seeds the difference is within the noise (smaller than the larger "
+                     f"seed-to-seed range of the two curves at that step) at {within} of {len(rows)} points.")
+        if p.finetune_train:
+            text += f" Fine-tuning regime: {_regime_text(p.finetune_train)}."
+        if p.both_regimes:
+            other = last["finetune_as_scratch_f1"]
+            text += (f" With the train options instead, fine-tuning reaches {other:.3f} after {last['steps']} steps "
+                     f"({last['finetune_f1'] - other:+.3f} for the fine-tuning regime).")
+        res.findings.append(text)
+
+    if "fraction" in p.parts:
+        rows = res.tables["vs_fraction"]
+        note("vs_fraction", "Share of the target training data: the central window of that share of "
+                            f"each training image's area; {ft_steps} steps each." + regime)
+        res.figures.append(Figure(
+            "vs_fraction", "lines",
+            {"x": [int(round(100 * r["fraction"])) for r in rows],
+             "series": {"fine-tuned": [r["finetune_f1"] for r in rows], "from scratch": [r["scratch_f1"] for r in rows]},
+             "xlabel": "% of the target training data", "ylabel": f"test F1 ({p.target})",
+             **_series_spread(rows, {"fine-tuned": "finetune_f1", "from scratch": "scratch_f1"})},
+            f"Fine-tuning vs scratch by share of {p.target} training data, {ft_steps} steps"))
+        gaps = [r["finetune_f1"] - r["scratch_f1"] for r in rows]
+        small, large = gaps[0], gaps[-1]
+        ft, sc = curves("vs_fraction", "finetune_f1"), curves("vs_fraction", "scratch_f1")
+        text = (f"Fraction: with {100 * rows[0]['fraction']:g}% of the target data fine-tuning is {small:+.3f} F1 "
+                "from scratch")
+        if len(rows) > 1:
+            per = [(f[0] - c[0]) - (f[-1] - c[-1]) for f, c in zip(ft, sc)]
+            v = verdict(small > 0 and small >= large, small - large, noise(per))
+            text += (f", with {100 * rows[-1]['fraction']:g}% {large:+.3f}; this {v} the paper's finding "
+                     "that fine-tuning matters most when target data are scarce.")
+        res.findings.append(text + ("" if len(rows) > 1 else "."))
+
+    if "snapshots" in p.parts:
+        rows = res.tables["vs_snapshot"]
         res.figures.append(Figure(
             "vs_snapshot", "lines",
             {"x": [r["base_steps"] for r in rows], "series": {"fine-tuned": [r["finetune_f1"] for r in rows]},
-             "xlabel": f"iterations of the base model on {p.source}", "ylabel": f"test F1 ({p.target})"},
-            f"Fine-tuning ({ft_cfg.steps} steps) from base snapshots"))
+             "xlabel": f"iterations of the base model on {p.source}", "ylabel": f"test F1 ({p.target})",
+             **_series_spread(rows, {"fine-tuned": "finetune_f1"})},
+            f"Fine-tuning ({ft_steps} steps) from base snapshots"))
         f1s = [r["finetune_f1"] for r in rows]
-        res.findings.append(
-            f"Snapshots: fine-tuning from base snapshots at {', '.join(str(r['base_steps']) for r in rows)} steps "
-            f"gives F1 {', '.join(f'{v:.3f}' for v in f1s)} (spread {max(f1s) - min(f1s):.3f}).")
+        text = (f"Snapshots: fine-tuning from base snapshots at {', '.join(str(r['base_steps']) for r in rows)} "
+                f"steps gives F1 {', '.join(f'{v:.3f}' for v in f1s)} (spread {max(f1s) - min(f1s):.3f})")
+        runs = curves("vs_snapshot", "finetune_f1")
+        if len(runs) > 1:
+            n = noise(*[[r[k] for r in runs] for k in range(len(rows))])
+            text += (f"; the seeds' largest range at one snapshot is {n:.3f}, so the differences between snapshots "
+                     f"are {'within the noise' if max(f1s) - min(f1s) < n else 'larger than the noise'}")
+        res.findings.append(text + ".")
 
     if "freeze" in p.parts:
-        rows = []
-        for k in p.freeze:
-            r = runner.run(_finetune(p.target, ft_cfg, base, label=f"ft-{p.source}-{p.target}-freeze{k}",
-                                     freeze=k), tests)
-            rows.append({"frozen_blocks": k, **figures_row(r["test"][p.target])})
-            cells.append(r)
-        res.tables["vs_frozen_blocks"] = rows
+        rows = res.tables["vs_frozen_blocks"]
+        if regime:
+            note("vs_frozen_blocks", regime.strip())
         res.figures.append(Figure(
             "vs_frozen_blocks", "lines",
             {"x": [r["frozen_blocks"] for r in rows], "series": {"fine-tuned": [r["f1"] for r in rows]},
-             "xlabel": "first k blocks frozen", "ylabel": f"test F1 ({p.target})"},
+             "xlabel": "first k blocks frozen", "ylabel": f"test F1 ({p.target})",
+             **_series_spread(rows, {"fine-tuned": "f1"})},
             f"Fine-tuning {p.source} -> {p.target} with frozen blocks"))
         f1s = [r["f1"] for r in rows]
         k_best = rows[max(range(len(f1s)), key=lambda i: f1s[i])]["frozen_blocks"]
         text = f"Freezing: best F1 {max(f1s):.3f} with {k_best} frozen blocks"
         if len(rows) > 1:
             change = f1s[-1] - f1s[0]
-            verdict = "agrees with" if change < 0 else "does not agree with"
+            runs = curves("vs_frozen_blocks", "f1")
+            v = verdict(change < 0, change, noise([r[-1] - r[0] for r in runs]))
             text += (f"; freezing {rows[-1]['frozen_blocks']} instead of {rows[0]['frozen_blocks']} blocks changes "
-                     f"F1 by {change:+.3f}, which {verdict} the paper's loss when most of the network is frozen")
+                     f"F1 by {change:+.3f}, which {v} the paper's loss when most of the network is frozen")
         res.findings.append(text + ".")
-    res.cells = cells
+    res.cells = [c for o in per_seed for c in o["cells"]]
+    res.headline = [c for o in per_seed for c in o["headline"]]
     return res

@@ -23,6 +23,13 @@ images stay untouched):
 
 ``own`` is the best F1 of the grid on the held-out data set itself (what
 tuning on it would reach), as a ceiling.
+
+Headline comparison: the pooled model, trained for every seed of the
+configuration (the references are fixed weights, scored once). With several
+seeds the test table gives the pooled model's mean and spread per test set
+(:mod:`.seeds`), and its difference from a reference smaller than the seeds'
+range is called within the noise. The threshold-rule comparison uses the
+first seed's model.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from ..errors import ConfigError
 from ..train.tuning import FLOOR_GRID, FLOOR_TOLERANCE, score_grid
 from .cells import Cell, CellRunner, TrainSet, figures_row
 from .report import Figure, StudyResult
+from .seeds import combine, noise, per_seed_rows, seeds_note, within_noise
 
 __all__ = ["Params", "run", "TITLE", "RULES", "tune_rule", "pool_rows", "threshold_transfer", "validation_maps",
            "GridTables"]
@@ -293,13 +301,17 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
     from ..models.weights import resolve_weights
 
     p = config.params
+    seeds = config.seeds
     sets = tuple(TrainSet(d, 1.0, float(p.gammas.get(d, 1.0))) for d in p.train)
-    cell = Cell(p.label, sets, tuple(p.validation), config.train,
-                init_weights=None if p.init is None else str(resolve_weights(p.init)))
-    result = runner.run(cell, p.tests)
+    init = None if p.init is None else str(resolve_weights(p.init))
+    cells = [Cell(p.label, sets, tuple(p.validation), config.train_for(s), init_weights=init) for s in seeds]
+    results = [runner.run(c, p.tests) for c in cells]
+    cell, result = cells[0], results[0]
     weights = runner.folder(cell) / "best.safetensors"
 
-    rows = [{"model": f"{p.label} (this study)", "test": t, **figures_row(result["test"][t])} for t in p.tests]
+    own = [[{"model": f"{p.label} (this study)", "test": t, **figures_row(r["test"][t])} for t in p.tests]
+           for r in results]
+    rows = combine(own, keys=("model", "test"), spread_cols=("f1",) if len(seeds) > 1 else ())
     for ref in p.references:
         scored = runner.score(resolve_weights(ref), p.tests, config.train.threads, config.train.bf16)
         rows += [{"model": ref, "test": t, **figures_row(scored[t])} for t in p.tests]
@@ -308,6 +320,9 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
     res.tables["test"] = rows
     res.table_notes["test"] = ("Test images of each data set, matched at its own radius (PROTOCOL.md), with the "
                                "post-processing values each model carries.")
+    if len(seeds) > 1:
+        res.table_notes["test"] += f" {p.label}: " + seeds_note(seeds) + " The references are scored once."
+        res.tables["test_per_seed"] = per_seed_rows(seeds, own)
     if len(p.validation) >= 2:
         from ..infer.predict import Detector, InferenceConfig
 
@@ -337,9 +352,22 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
         by_model.setdefault(r["model"], []).append(r["f1"])
     res.findings.append("Mean test F1 over " + ", ".join(p.tests) + ": "
                         + "; ".join(f"{m} {np.mean(v):.3f}" for m, v in by_model.items()) + ".")
-    res.figures.append(Figure(
-        "test_f1", "lines",
-        {"x": list(p.tests), "series": {m: v for m, v in by_model.items()}, "xlabel": "test set", "ylabel": "F1"},
-        "Test F1 per data set"))
-    res.cells = [result]
+    figure = {"x": list(p.tests), "series": {m: v for m, v in by_model.items()}, "xlabel": "test set", "ylabel": "F1"}
+    if len(seeds) > 1:
+        label = f"{p.label} (this study)"
+        figure["spread"] = {label: [[r["f1_min"], r["f1_max"]] for r in rows if r["model"] == label]}
+        seed_means = [float(np.mean([r["f1"] for r in t])) for t in own]
+        n = noise(seed_means)
+        ours = float(np.mean(by_model[label]))
+        parts = []
+        for m, v in by_model.items():
+            if m == label:
+                continue
+            d = ours - float(np.mean(v))
+            parts.append(f"{d:+.3f} against {m} ({'within the noise' if within_noise(d, n) else 'beyond the noise'})")
+        res.findings.append(f"Over {len(seeds)} seeds the pooled model's mean test F1 ranges {min(seed_means):.3f}"
+                            f"-{max(seed_means):.3f}" + (": " + "; ".join(parts) if parts else "") + ".")
+    res.figures.append(Figure("test_f1", "lines", figure, "Test F1 per data set"))
+    res.cells = results
+    res.headline = results
     return res

@@ -39,8 +39,11 @@ class Figure:
     kind : str
         A key of :data:`PLOTTERS`.
     data : dict
-        ``heatmap``: ``{"matrix", "rows", "cols", "xlabel", "ylabel"}``;
-        ``lines``: ``{"x", "series": {label: [y...]}, "xlabel", "ylabel", "xticks"?}``;
+        ``heatmap``: ``{"matrix", "rows", "cols", "xlabel", "ylabel", "sd"?}`` (``sd``: a
+        matrix of standard deviations over seeds, written under each value);
+        ``lines``: ``{"x", "series": {label: [y...]}, "xlabel", "ylabel", "xticks"?, "spread"?}``
+        (``spread``: per label, ``[low, high]`` or None per point, drawn as error bars: the
+        seeds' range around their mean);
         ``pr``: ``{"curves": {label: {"precision": [...], "recall": [...]}}}``.
     caption : str
     """
@@ -63,6 +66,10 @@ class StudyResult:
     findings: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     cells: list = field(default_factory=list)
+    #: Cell results of the headline comparison (every seed); their plateau goes in the report.
+    headline: list = field(default_factory=list)
+    #: :func:`~nucleikit.experiments.plateau.plateau_rows` of the headline trainings (set by the runner).
+    plateau: list = field(default_factory=list)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -78,12 +85,15 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def _heatmap(ax, data: dict) -> None:
     m = np.asarray(data["matrix"], float)
+    sd = np.asarray(data["sd"], float) if data.get("sd") is not None else None
     im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(data["cols"])), data["cols"], rotation=45, ha="right")
     ax.set_yticks(range(len(data["rows"])), data["rows"])
     for (i, j), v in np.ndenumerate(m):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+            text = f"{v:.2f}" if sd is None else f"{v:.2f}\n±{sd[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", color="white" if v < 0.6 else "black",
+                    fontsize=8 if sd is None else 7)
     ax.set_xlabel(data.get("xlabel", ""))
     ax.set_ylabel(data.get("ylabel", ""))
     ax.figure.colorbar(im, ax=ax, label="F1")
@@ -93,8 +103,18 @@ def _lines(ax, data: dict) -> None:
     xs = data["x"]
     numeric = all(isinstance(x, (int, float)) for x in xs)
     pos = xs if numeric else list(range(len(xs)))
+    spreads = data.get("spread") or {}
     for label, ys in data["series"].items():
-        ax.plot(pos[: len(ys)], [np.nan if y is None else y for y in ys], marker="o", label=label)
+        y = np.array([np.nan if v is None else v for v in ys], float)
+        lines = ax.plot(pos[: len(ys)], y, marker="o", label=label)
+        bars = spreads.get(label)
+        if bars:
+            lo = np.array([np.nan if b is None else b[0] for b in bars], float)
+            hi = np.array([np.nan if b is None else b[1] for b in bars], float)
+            ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(y)
+            xs_ok = np.asarray(pos[: len(ys)], float)[ok]
+            ax.errorbar(xs_ok, y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none", capsize=3,
+                        ecolor=lines[0].get_color(), alpha=0.8)
     if not numeric:
         ax.set_xticks(pos, [str(x) for x in xs])
     ax.set_xlabel(data.get("xlabel", ""))
@@ -185,8 +205,12 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
         _write_csv(out / f"{name}.csv", rows)
     for fig in result.figures:
         _save_figure(out / "figures" / f"{fig.name}.png", fig)
+    if result.plateau:
+        _write_csv(out / "plateau.csv", result.plateau)
     raw = {"config": config.to_dict(), "datasets": collection.describe(), "tables": result.tables,
            "findings": result.findings, "cells": result.cells, "stats": stats}
+    if result.plateau:
+        raw["plateau"] = result.plateau
     with atomic_write(out / "results.json") as f:
         json.dump(raw, f, indent=1, default=str)
 
@@ -198,7 +222,11 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
     lines += [
         "## Setup",
         "",
-        f"- Experiment `{config.experiment}`, configuration `{config.source or '(in memory)'}`; seed **{config.seed}**.",
+        f"- Experiment `{config.experiment}`, configuration `{config.source or '(in memory)'}`; "
+        + (f"seed **{config.seed}**." if len(config.seeds) < 2 else
+           f"seeds **{', '.join(map(str, config.seeds))}** for the headline comparison (mean and spread over "
+           f"them; a difference smaller than the seeds' range is called within the noise), "
+           f"{'every seed' if config.all_seeds else f'seed {config.seed} only'} for the other parts."),
         f"- Budget: **{config.steps} steps** per training (study options may set others: see below), "
         f"batch {cfg.batch_size or 'recipe'} crops of {cfg.crop or 'recipe'} px, model `{cfg.model}` "
         f"{json.dumps(cfg.model_kwargs) if cfg.model_kwargs else ''}, optimiser {cfg.optimizer or 'recipe'} "
@@ -226,6 +254,16 @@ def write_report(out: Path, config: Any, collection: Any, result: StudyResult, *
         "",
         _markdown_table(collection.describe()),
     ]
+    if result.plateau:
+        tol = 0.01
+        reached = sum(r["plateaued"] == "yes" for r in result.plateau)
+        logged = sum(r["plateaued"] is not None for r in result.plateau)
+        lines += ["## Budget and plateau", "",
+                  f"Each headline training's budget beside its plateau step: the first validation after which "
+                  f"validation F1 stays within {tol:g} of the run's best (`python -m nucleikit.experiments.plateau "
+                  f"RUNDIR/log.jsonl`). {reached} of {logged} logged training(s) reached a plateau within "
+                  "their budget; 'no' means the best was at the end and more steps might still help.", "",
+                  _markdown_table(result.plateau), "Raw: `plateau.csv`.", ""]
     for name, rows in result.tables.items():
         lines += [f"## {name.replace('_', ' ')}", ""]
         if name in result.table_notes:

@@ -8,6 +8,7 @@ from typing import Callable
 
 from .cells import CellRunner
 from .config import ExperimentConfig, prepare
+from .plateau import plateau_rows
 from .registry import STUDIES
 from .report import write_report
 
@@ -31,6 +32,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, runs_dir: str |
     runs = Path(runs_dir) if runs_dir is not None else out / "runs"
     runner = CellRunner(collection, runs, progress=progress, log=log)
     result = STUDIES[config.experiment].run(config, collection, runner)
+    result.plateau = plateau_rows(runs, result.headline or result.cells)
     if command is None:
         command = (f"nucleikit experiment {config.experiment} --config {config.source or 'CONFIG.json'} -o {out}"
                    + (f" --runs {runs_dir}" if runs_dir is not None else ""))
