@@ -201,21 +201,11 @@ def ship_detector(args, model, meta: dict, log: list[dict]) -> dict:
 
 
 def score_calibration(maps, truths, radii, *, min_distance: float, lowest_xi: float, fitted_on: str) -> dict:
-    """The ``calibration`` metadata: raw peak scores -> validation precision (nucleikit.infer.calibration).
+    """The ``calibration`` metadata (nucleikit.infer.calibration.fit_map_calibration), printed."""
+    from nucleikit.infer.calibration import fit_map_calibration
 
-    Fitted on every peak above ``lowest_xi * max`` (the lowest xi of the tuning grid, so
-    scores seen after lowering xi are covered) at the shipped peak distance.
-    """
-    from nucleikit.infer.calibration import fit_calibration, peak_outcomes
-    from nucleikit.postprocess import find_peaks
-
-    peaks = []
-    for m in maps:
-        pmax = float(m.max()) if m.size else 0.0
-        peaks.append(find_peaks(m, min_distance=min_distance, threshold=lowest_xi * pmax) if pmax > 0
-                     else (np.zeros((0, 2)), np.zeros(0)))
-    scores, matched = peak_outcomes(peaks, truths, radii)
-    cal = fit_calibration(scores, matched, fitted_on=fitted_on)
+    cal = fit_map_calibration(maps, truths, radii, min_distance=min_distance, lowest_xi=lowest_xi,
+                              fitted_on=fitted_on)
     print(f"calibration: {cal.n_peaks} validation peaks, {len(cal.map_values)} knots, "
           f"P(true) {cal.probabilities[0]:.2f} at {cal.map_values[0]:.3g} to {cal.probabilities[-1]:.2f} at "
           f"{cal.map_values[-1]:.3g}")

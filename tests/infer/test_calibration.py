@@ -61,3 +61,27 @@ def test_peak_outcomes_match_one_to_one_within_each_images_radius():
     np.testing.assert_allclose(s, [0.9, 0.4, 0.7, 0.3])
     # one of the two near peaks pairs with the single truth; the far one never; image 2 within 4 px
     assert hit.tolist().count(True) == 2 and not hit[2] and hit[3]
+
+
+@pytest.mark.parametrize("name", ["micronet", "udnet"])
+def test_bundled_detectors_carry_a_monotone_calibration_fitted_on_validation(name):
+    from nucleikit.models.weights import read_weights_meta, resolve_weights
+
+    meta = read_weights_meta(resolve_weights(name))
+    cal = ScoreCalibration.from_meta(meta["calibration"])
+    assert "validation" in cal.fitted_on and cal.n_peaks > 1000
+    # near the background a peak is almost never a nucleus; at the map's top almost always
+    assert cal(cal.map_values[0]) < 0.1 and cal(cal.map_values[-1]) > 0.85
+
+
+def test_fit_map_calibration_from_maps_by_hand():
+    from nucleikit.infer.calibration import fit_map_calibration
+
+    m = np.zeros((40, 40), np.float32)
+    m[10, 10], m[30, 30], m[10, 30] = 1.0, 0.8, 0.2  # two nuclei and a faint false peak
+    truth = np.array([[10.0, 10.0], [30.0, 30.0]])
+    cal = fit_map_calibration([m, m], [truth, truth], 3.0, min_distance=3, lowest_xi=0.05)
+    assert cal.n_peaks == 6
+    np.testing.assert_allclose(cal([0.2, 0.8, 1.0]), [0.0, 1.0, 1.0])
+    # peaks below lowest_xi * max are not seen
+    assert fit_map_calibration([m], [truth], 3.0, min_distance=3, lowest_xi=0.5).n_peaks == 2

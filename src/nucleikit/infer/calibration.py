@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["ScoreCalibration", "fit_calibration", "peak_outcomes"]
+__all__ = ["ScoreCalibration", "fit_calibration", "fit_map_calibration", "peak_outcomes"]
 
 
 @dataclass(frozen=True)
@@ -173,3 +173,40 @@ def fit_calibration(scores: Any, matched: Any, *, fitted_on: str = "", max_knots
         ys = np.array([ys[0], ys[0]])
     return ScoreCalibration(tuple(float(v) for v in xs), tuple(float(np.clip(v, 0, 1)) for v in ys),
                             int(s.size), fitted_on)
+
+
+def fit_map_calibration(
+    maps: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    radii: float | Sequence[float],
+    *,
+    min_distance: float,
+    lowest_xi: float,
+    fitted_on: str = "",
+) -> ScoreCalibration:
+    """A calibration from validation maps: every peak above ``lowest_xi * max`` at ``min_distance``.
+
+    Parameters
+    ----------
+    maps : sequence of (H, W) float
+        The detector's maps of the validation images, at its resolution.
+    truths : sequence of (M, 2) float
+        True centres (x, y) in the maps' pixels.
+    radii : float or sequence of float
+        Matching radius in the maps' pixels (per image allowed).
+    min_distance : float
+        The shipped peak distance (map pixels).
+    lowest_xi : float
+        The lowest xi of the tuning grid: the peaks a user who lowers xi can see are covered.
+    fitted_on : str
+        Stored with the result.
+    """
+    from ..postprocess import find_peaks
+
+    peaks = []
+    for m in maps:
+        pmax = float(m.max()) if m.size else 0.0
+        peaks.append(find_peaks(m, min_distance=min_distance, threshold=lowest_xi * pmax) if pmax > 0
+                     else (np.zeros((0, 2)), np.zeros(0)))
+    scores, matched = peak_outcomes(peaks, truths, radii)
+    return fit_calibration(scores, matched, fitted_on=fitted_on)
