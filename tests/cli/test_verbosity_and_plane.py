@@ -108,3 +108,29 @@ def test_plane_must_be_a_whole_number_from_0(capsys):
             build_parser().parse_args(["detect", "a.tif", "-o", "out", "--plane", bad])
         assert info.value.code == 2
     assert "argument --plane" in capsys.readouterr().err
+
+
+def test_quiet_hides_the_slide_progress_bar(tiny_weights, tmp_path, capsys, monkeypatch):
+    import nucleikit.infer.wsi as wsi
+
+    asked = []
+    real = wsi._progress_bar
+
+    def spy(enabled, *args):
+        asked.append(enabled)
+        return real(enabled, *args)
+
+    monkeypatch.setattr(wsi, "_progress_bar", spy)
+    rng = np.random.default_rng(0)
+    pixels = (rng.uniform(0.3, 0.9, (256, 256, 3)) * 255).astype(np.uint8)
+    slide = tmp_path / "slide.tif"  # two levels: a slide to the command line
+    options = dict(tile=(64, 64), photometric="rgb", resolutionunit="CENTIMETER")
+    with tifffile.TiffWriter(slide) as tif:
+        tif.write(pixels, subifds=1, resolution=(2e4, 2e4), **options)
+        tif.write(pixels[::2, ::2], subfiletype=1, resolution=(1e4, 1e4), **options)
+    argv = ["detect", str(slide), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "--threads", "1",
+            "--tissue-mask", "all"]
+    assert main(argv + ["-q"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"detect: 1 of 1 inputs processed into {tmp_path / 'out'}"]
+    assert main(argv) == 0
+    assert asked == [False, True]  # quiet: no bar; normal: the bar

@@ -449,3 +449,12 @@ def test_a_calibrated_detector_writes_the_same_calibrated_scores_on_slides_as_on
     np.testing.assert_allclose(np.sort(rows[:, 2]), np.sort(one_pass.scores), atol=1e-4)
     # the thresholds compared raw values: calibration changed the scores, not the nuclei
     assert not np.allclose(np.sort(one_pass.scores), np.sort(one_pass.map_values), atol=1e-3)
+
+
+def test_slide_geojson_records_the_slides_resolution(mosaic, detector, tmp_path):
+    import json
+
+    path, _ = mosaic
+    res = detect_slide(path, detector, tmp_path, tile=128, tissue_mask="all", progress=False, formats=("geojson",))
+    doc = json.loads(res.outputs["geojson"].read_text())
+    assert doc["nucleikit"]["mpp"] == pytest.approx(MOSAIC_MPP)

@@ -101,9 +101,11 @@ def _slide_summary(res) -> tuple[str, str]:
 
 def _detect_slide(path: Path, detector, out: Path, args: argparse.Namespace, report: BatchReport) -> None:
     from ..infer.wsi import detect_slide
+    from . import verbosity
 
     with report.item(path):
-        res = detect_slide(path, detector, out, tile=args.tile, **_slide_options(args))
+        res = detect_slide(path, detector, out, tile=args.tile, progress=not verbosity.quiet(),
+                           **_slide_options(args))
         summary, detail = _slide_summary(res)
         report.ok(path, summary, seconds=res.seconds, detail=detail, mpp=res.mpp, mpp_source=res.mpp_source,
                   precision=detector.precision)

@@ -134,12 +134,13 @@ def _segment_image(path: Path, segmenter, out: Path, args: argparse.Namespace, r
 
 def _segment_slide(path: Path, segmenter, out: Path, args: argparse.Namespace, report: BatchReport) -> None:
     from ..infer.wsi_segment import segment_slide
+    from . import verbosity
     from .detect import _slide_summary
 
     with report.item(path):
         res = segment_slide(path, segmenter, out, mpp=args.mpp, level=args.level, tile=args.tile,
                             tissue_mask=args.tissue_mask, resume=args.resume, formats=args.formats,
-                            threshold=args.threshold)
+                            threshold=args.threshold, progress=not verbosity.quiet())
         summary, detail = _slide_summary(res)
         report.ok(path, summary, seconds=res.seconds, detail=f"{segmenter.name}, {detail}", mpp=res.mpp,
                   mpp_source=res.mpp_source, precision=segmenter.precision)

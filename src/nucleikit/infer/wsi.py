@@ -909,7 +909,7 @@ def detect_slide(
             _, map_max, _ = store.finished()
             threshold = peak_threshold(map_max, xi=xi, threshold_abs=floor)  # the rule of Detector.peaks
             outputs, count = _write_outputs(out, stem, formats, store, threshold, plan.tissue_tiles, detector.name,
-                                            detector.calibrated)
+                                            detector.calibrated, mpp=slide.mpp)
             _finish_slide(out, named, plan.mask, outputs, store)
         finally:
             store.close()
@@ -961,12 +961,14 @@ def _detect_tiles(predictor: Any, model_grid: _ModelGrid, geometry: SlideGeometr
 
 def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileStore, threshold: float,
                    tiles: set[int], model_name: str,
-                   calibrate: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[dict[str, Path], int]:
+                   calibrate: Callable[[np.ndarray], np.ndarray] | None = None,
+                   mpp: float | None = None) -> tuple[dict[str, Path], int]:
     """Stream the kept nuclei into each requested file; returns the files and the count.
 
     ``stem`` is the slide's own stem: the registry adds ``detect``'s tag (none). The store
     holds raw map values (the threshold compares them); ``calibrate`` turns them into the
-    output scores (:meth:`Detector.calibrated`), as the image path writes them.
+    output scores (:meth:`Detector.calibrated`), as the image path writes them. ``mpp`` is
+    the slide's level-0 resolution, recorded in the GeoJSON.
     """
     count = 0
 
@@ -979,5 +981,5 @@ def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileS
                 columns = {**columns, "score": np.asarray(calibrate(columns["score"]), np.float32)}
             yield Nuclei(xy, columns=columns, measurements={f"{model_name} score": columns["score"]})
 
-    table = SlideTable(chunks, schema=_COLUMNS)
+    table = SlideTable(chunks, schema=_COLUMNS, mpp=mpp)
     return write_slide_outputs(out, stem, "detect", formats, table), count

@@ -463,7 +463,7 @@ def segment_slide(
             results = _segment_tiles(segmenter, pixels, geometry, grid, pending, threshold)
             _run_tiles(store, results, name=stem, total=total, done=len(done_before), stored=stored,
                        progress=progress, on_tile=on_tile)
-            outputs, count = _write_outputs(out, stem, formats, store, plan.tissue_tiles)
+            outputs, count = _write_outputs(out, stem, formats, store, plan.tissue_tiles, mpp=slide.mpp)
             _finish_slide(out, named, plan.mask, outputs, store)
         finally:
             store.close()
@@ -546,7 +546,7 @@ def _segment_tiles(segmenter: Any, pixels: _ModelGrid, geometry: SlideGeometry, 
 
 
 def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileStore,
-                   tiles: set[int]) -> tuple[dict[str, Path], int]:
+                   tiles: set[int], mpp: float | None = None) -> tuple[dict[str, Path], int]:
     """Stream the stored nuclei into each requested file; returns the files and the count.
 
     ``stem`` is the slide's own stem: the registry adds ``segment``'s tag.
@@ -566,5 +566,5 @@ def _write_outputs(out: Path, stem: str, formats: tuple[str, ...], store: _TileS
             rings = np.split(vertices, offsets[1:-1]) if len(table) else []
             yield segmentation_nuclei(m, rings)
 
-    table = SlideTable(chunks, schema=_MEASURES, ids=True, outlines=True)
+    table = SlideTable(chunks, schema=_MEASURES, ids=True, outlines=True, mpp=mpp)
     return write_slide_outputs(out, stem, "segment", formats, table), count
