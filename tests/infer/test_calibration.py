@@ -63,7 +63,7 @@ def test_peak_outcomes_match_one_to_one_within_each_images_radius():
     assert hit.tolist().count(True) == 2 and not hit[2] and hit[3]
 
 
-@pytest.mark.parametrize("name", ["micronet", "udnet"])
+@pytest.mark.parametrize("name", ["micronet", "udnet", "micronet_he"])
 def test_bundled_detectors_carry_a_monotone_calibration_fitted_on_validation(name):
     from nucleikit.models.weights import read_weights_meta, resolve_weights
 
@@ -85,3 +85,19 @@ def test_fit_map_calibration_from_maps_by_hand():
     np.testing.assert_allclose(cal([0.2, 0.8, 1.0]), [0.0, 1.0, 1.0])
     # peaks below lowest_xi * max are not seen
     assert fit_map_calibration([m], [truth], 3.0, min_distance=3, lowest_xi=0.5).n_peaks == 2
+
+
+def test_the_cli_default_detector_is_the_bundled_pooled_he_detector():
+    import argparse
+
+    from nucleikit.cli.options import DEFAULT_DETECTOR, add_model_option
+    from nucleikit.models.weights import read_weights_meta, resolve_weights
+
+    p = argparse.ArgumentParser()
+    add_model_option(p)
+    assert p.parse_args([]).model == DEFAULT_DETECTOR == "micronet_he"
+    meta = read_weights_meta(resolve_weights(DEFAULT_DETECTOR))
+    assert meta["task"] == "detection" and meta["mpp"] == 0.5
+    # validated on every pooled data set, each at its own radius; every test set scored
+    assert set(meta["validation"]["f1_per_set"]) == {"crchisto", "breast", "kidney", "lung", "prostate"}
+    assert {"crchisto", "breast", "kidney", "lung", "prostate", "crchisto_f1_r6"} <= set(meta["test"])

@@ -8,6 +8,7 @@ from pathlib import Path
 from .classify import DEFAULT_CLASSIFIER
 from .detect import IMAGE_SUFFIXES
 from .options import (
+    DEFAULT_DETECTOR,
     add_mpp_option,
     add_output_option,
     add_peak_options,
@@ -32,8 +33,8 @@ the exit code is 2 if any input failed."""
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     add_output_option(p)
-    p.add_argument("--detector", default="micronet", metavar="NAME|PATH",
-                   help="bundled detector name or a .safetensors file (default: micronet)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, metavar="NAME|PATH",
+                   help=f"bundled detector name or a .safetensors file (default: {DEFAULT_DETECTOR})")
     p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, metavar="NAME|PATH",
                    help=f"bundled classifier name or a .safetensors file (default: {DEFAULT_CLASSIFIER})")
     add_mpp_option(p)

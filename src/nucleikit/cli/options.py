@@ -12,6 +12,7 @@ from ..errors import ConfigError, InputError, dangling_link_reason
 from ..export import check_slide_formats, slide_formats
 
 __all__ = [
+    "DEFAULT_DETECTOR",
     "add_model_option",
     "add_output_option",
     "add_runtime_options",
@@ -161,7 +162,13 @@ def _write_problem(folder: Path) -> str | None:
     return None
 
 
-def add_model_option(p: argparse.ArgumentParser, default: str = "micronet") -> None:
+#: The detector `detect`, `analyze` and `demo` use by default: MicroNet trained on pooled H&E data sets
+#: (CRCHisto and seven MoNuSeg organs, `nucleikit experiment pooled`); the paper's CRCHisto-only
+#: MicroNet stays available as `micronet`.
+DEFAULT_DETECTOR = "micronet_he"
+
+
+def add_model_option(p: argparse.ArgumentParser, default: str = DEFAULT_DETECTOR) -> None:
     p.add_argument(
         "--model",
         default=default,
