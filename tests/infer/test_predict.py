@@ -103,7 +103,8 @@ def udnet():
 
 @pytest.mark.parametrize("name", ["micronet", "udnet", "micronet_he"])
 def test_bundled_detectors_find_no_nuclei_in_blank_tiles(name, micronet, udnet):
-    det = {"micronet": micronet, "udnet": udnet}.get(name) or Detector.from_weights(name, config=InferenceConfig(threads=2))
+    det = ({"micronet": micronet, "udnet": udnet}.get(name)
+           or Detector.from_weights(name, config=InferenceConfig(threads=2)))
     assert det.threshold_abs > 0  # tuned on validation images, stored in the weights
     for tile_name, tile in _blank_tiles().items():
         found = det.detect(tile)
