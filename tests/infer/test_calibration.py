@@ -100,4 +100,5 @@ def test_the_cli_default_detector_is_the_bundled_pooled_he_detector():
     assert meta["task"] == "detection" and meta["mpp"] == 0.5
     # validated on every pooled data set, each at its own radius; every test set scored
     assert set(meta["validation"]["f1_per_set"]) == {"crchisto", "breast", "kidney", "lung", "prostate"}
-    assert {"crchisto", "breast", "kidney", "lung", "prostate", "crchisto_f1_r6"} <= set(meta["test"])
+    assert {"crchisto", "breast", "kidney", "lung", "prostate", "f1_r6", "f1_r8"} <= set(meta["test"])
+    assert meta["test"]["f1_r6"] == pytest.approx(meta["test"]["crchisto"]["f1"], abs=1e-9)  # same pairs
