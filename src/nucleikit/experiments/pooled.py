@@ -40,7 +40,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..train.tuning import FLOOR_GRID, FLOOR_TOLERANCE, score_grid
+from ..train.tuning import FLOOR_GRID, FLOOR_TOLERANCE, prf_from_counts, score_grid
 from .cells import Cell, CellRunner, TrainSet, figures_row
 from .report import Figure, StudyResult
 from .seeds import combine, noise, per_seed_rows, seeds_note, within_noise
@@ -128,9 +128,7 @@ def pool_rows(tables: Sequence[list[dict]]) -> list[dict]:
         if len(keys) != 1:
             raise ValueError("the tables do not share their grids")
         tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
-        p = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
-        r_ = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
-        f = 2 * p * r_ / (p + r_) if p + r_ else 0.0
+        p, r_, f = prf_from_counts(tp, fp, fn)
         out.append({**rows[0], "tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r_, "f1": f})
     return out
 

@@ -69,7 +69,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..infer.tta import TTA_SIZES
 from ..io.datasets.crchisto import CLASSES
-from .loop import RunState, Trainer, _Dist, _machine
+from .loop import RunState, Trainer, _Dist, _machine, save_checkpoint_file
 from .patches import (
     PROTOCOLS,
     SAMPLING,
@@ -599,9 +599,7 @@ class ClassificationTrainer(Trainer):
             "torch_rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
         }
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(ck, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        save_checkpoint_file(ck, self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
         """Continue from ``checkpoint.pt`` (this format, or a run started before 0.2 without ``train_s``).

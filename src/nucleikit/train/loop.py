@@ -589,9 +589,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
         }
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(ck, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        save_checkpoint_file(ck, self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
         """Continue from ``checkpoint.pt``: network, optimiser, schedule, state, statistics, RNG.
@@ -738,3 +736,12 @@ def _inherit_input_format(cfg: TrainConfig, init_meta: dict) -> TrainConfig:
     if cfg.mpp is None and init_meta.get("mpp") is not None:
         changes["mpp"] = float(init_meta["mpp"])
     return dataclasses.replace(cfg, **changes)
+
+
+def save_checkpoint_file(checkpoint: dict, path: Path) -> None:
+    """``torch.save`` to a temporary name, then rename: a killed run never leaves half a checkpoint."""
+    import torch
+
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)

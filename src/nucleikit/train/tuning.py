@@ -34,7 +34,8 @@ import numpy as np
 from ..metrics import match_points
 from ..postprocess import find_peaks, peak_threshold
 
-__all__ = ["FLOOR_GRID", "FLOOR_TOLERANCE", "FloorResult", "TuningResult", "score_grid", "tune_floor", "tune_peaks"]
+__all__ = ["FLOOR_GRID", "FLOOR_TOLERANCE", "FloorResult", "TuningResult", "prf_from_counts", "score_grid",
+           "tune_floor", "tune_peaks"]
 
 #: Absolute floors tried (map units): 0, then 1e-3 to 1 in steps of 12 % (3 significant
 #: digits), fine enough at the small values where density maps put background.
@@ -130,7 +131,7 @@ def tune_floor(
         raise ValueError(f"lowest_xi must lie in [0, xi = {xi}], got {lowest_xi}")
     floors = _check_floors(threshold_abs_grid)
     candidates = _candidates(maps, min_distance, lowest_xi)
-    _, _, f1_at_zero = _prf(*_counts(candidates, truths, radius, xi, 0.0))
+    _, _, f1_at_zero = prf_from_counts(*_counts(candidates, truths, radius, xi, 0.0))
     floor, (p, r, f), rows = _tune_floor(candidates, truths, radius, xi, lowest_xi, sorted({0.0, *floors}),
                                          tolerance, f1_at_zero)
     return FloorResult(threshold_abs=floor, f1=f, precision=p, recall=r, table=rows)
@@ -177,7 +178,7 @@ def score_grid(
         for xi in xis:
             for floor in floors:
                 tp, fp, fn = _counts(candidates, truths, radius, xi, floor)
-                p, r, f = _prf(tp, fp, fn)
+                p, r, f = prf_from_counts(tp, fp, fn)
                 rows.append({"min_distance": md, "threshold_rel": xi, "threshold_abs": floor, "tp": tp, "fp": fp,
                              "fn": fn, "precision": p, "recall": r, "f1": f})
     return rows
@@ -192,7 +193,8 @@ def _check_floors(grid: Sequence[float]) -> list[float]:
     return floors
 
 
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+def prf_from_counts(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """(precision, recall, F1) of pooled counts; 1 where nothing was to find and nothing was found."""
     p = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
     r = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
     f = 2 * p * r / (p + r) if p + r else 0.0
@@ -278,7 +280,7 @@ def tune_peaks(
         per_md[md] = candidates = _candidates(maps, md, xis[0])
         for xi in xis:
             tp, fp, fn = _counts(candidates, truths, radius, xi, 0.0)
-            p, r, f = _prf(tp, fp, fn)
+            p, r, f = prf_from_counts(tp, fp, fn)
             table.append(
                 {"min_distance": md, "threshold_rel": xi, "tp": tp, "fp": fp, "fn": fn,
                  "precision": p, "recall": r, "f1": f}
@@ -302,12 +304,12 @@ def _tune_floor(candidates: list[_Candidates], truths: Sequence[np.ndarray], rad
     Recall at a fixed xi never rises with the floor (a maximum matching of fewer predictions
     has no more pairs), so the scan stops at the first floor that breaks criterion (b).
     """
-    _, base_recall, _ = _prf(*_counts(candidates, truths, radius, lowest_xi, 0.0))
+    _, base_recall, _ = prf_from_counts(*_counts(candidates, truths, radius, lowest_xi, 0.0))
     chosen, chosen_figures, rows = 0.0, (0.0, 0.0, 0.0), []
     for floor in sorted({0.0, *floors}):  # floor 0 costs nothing: it always qualifies
-        _, low_recall, _ = _prf(*_counts(candidates, truths, radius, lowest_xi, floor))
+        _, low_recall, _ = prf_from_counts(*_counts(candidates, truths, radius, lowest_xi, floor))
         tp, fp, fn = _counts(candidates, truths, radius, xi, floor)
-        p, r, f = _prf(tp, fp, fn)
+        p, r, f = prf_from_counts(tp, fp, fn)
         rows.append({"threshold_abs": floor, "tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f,
                      "recall_lowest_xi": low_recall})
         if low_recall < base_recall - tolerance:
