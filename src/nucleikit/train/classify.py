@@ -69,7 +69,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..infer.tta import TTA_SIZES
 from ..io.datasets.crchisto import CLASSES
-from .loop import RunState, Trainer, _Dist, _machine, save_checkpoint_file
+from .loop import RunState, Trainer, save_checkpoint_file
 from .patches import (
     PROTOCOLS,
     SAMPLING,
@@ -80,6 +80,7 @@ from .patches import (
     patch_split,
     patch_stats,
 )
+from .runtime import Dist, machine
 from .tasks import ClassificationTask, Validation
 
 __all__ = [
@@ -408,7 +409,7 @@ class ClassificationTrainer(Trainer):
         self.adapter.check(self.train_set, self.val_set)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("classifiers train in one process: run `train classification` without torchrun")
-        self.dist = _Dist()
+        self.dist = Dist()
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path, self.best_path = self.out / "checkpoint.pt", self.out / "best.safetensors"
@@ -452,7 +453,7 @@ class ClassificationTrainer(Trainer):
             "class_weights": [float(v) for v in self.class_weights],
             "train_config": cfg.to_dict(),
             "train_images": sorted(set(train.image_ids.tolist())),
-            "machine": _machine(),
+            "machine": machine(),
         }
         if train.patches.shape[-1] == 3:
             from ..transforms import lab_moments

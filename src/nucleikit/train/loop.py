@@ -5,7 +5,9 @@ baselines; :func:`train_detector`), the segmenters (U-Net, R2U-Net;
 :func:`train_segmenter`), fine-tuning (``init`` + ``freeze_blocks``) and the
 transfer experiments. What differs between tasks (targets, loss, validation
 scoring) comes from a task adapter (:class:`~nucleikit.train.tasks.TaskAdapter`,
-:mod:`nucleikit.train.tasks`) plugged into the trainer. The trainer's parts:
+:mod:`nucleikit.train.tasks`; distillation: :mod:`nucleikit.train.distill`) plugged into
+the trainer (``train_dense(..., adapter=)``). The DDP job, progress bar and machine
+description live in :mod:`nucleikit.train.runtime`. The trainer's parts:
 
 * **setup** (the constructor): configuration, the torch.distributed job, seeds,
   the data prepared by the adapter, the network (built, or loaded from ``init``
@@ -42,7 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from ..errors import ConfigError
 from ..transforms import channel_stats, standardise
 from .augment import random_crop
 from .config import TrainConfig
+from .runtime import Dist, ProgressBar, machine
 from .tasks import PreparedImage, TaskAdapter, Validation, task_for
 
 __all__ = ["CHECKPOINT_KEYS", "Trainer", "TrainResult", "train_dense", "train_detector", "train_segmenter"]
@@ -157,78 +159,6 @@ def _batch(seed: int, step: int, images: list[PreparedImage], cfg: TrainConfig, 
     return np.stack(xs), np.stack(ys), np.asarray(ws, np.float32)
 
 
-@dataclass(frozen=True)
-class _Dist:
-    """This process's place in a torch.distributed job (world 1 without one)."""
-
-    rank: int = 0
-    world: int = 1
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "_Dist":
-        """Join the job that ``torchrun`` describes in the environment (gloo, CPU)."""
-        import torch.distributed as dist
-
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1 or not dist.is_available():
-            return cls()
-        owns = False
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-            owns = True
-        return cls(dist.get_rank(), dist.get_world_size(), owns)
-
-    def broadcast(self, value):
-        """Rank 0's ``value`` on every rank (a barrier too)."""
-        if self.world == 1:
-            return value
-        import torch.distributed as dist
-
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def close(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-class _Bar:
-    """The Rich progress bar of process 0 (loss, validation score, ETA); inert when disabled."""
-
-    def __init__(self, enabled: bool, name: str, total: int, step: int, score: float) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            TextColumn("{task.completed}/{task.total}"),
-                            TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[score]:.3f}"),
-                            TimeElapsedColumn(), TimeRemainingColumn())
-        self.bar.start()
-        self.task = self.bar.add_task(name, total=total, completed=step, loss=float("nan"), score=max(score, 0.0))
-
-    def update(self, **fields: Any) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, **fields)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} cpu, {platform.system()}"
-
-
 def train_detector(train_sets, val_samples, cfg: TrainConfig, out_dir, **kwargs) -> "TrainResult":
     """Train a point detector (MicroNet, UD-Net, FCRN, U-Net regressor); see :func:`train_dense`."""
     return train_dense(train_sets, val_samples, cfg, out_dir, task="detection", **kwargs)
@@ -251,6 +181,7 @@ def train_dense(
     extra_meta: dict | None = None,
     on_validate: Callable[[int, dict], None] | None = None,
     task: str | None = None,
+    adapter: TaskAdapter | None = None,
 ) -> TrainResult:
     """Train a dense model with validation-driven checkpointing.
 
@@ -280,6 +211,10 @@ def train_dense(
         Called as ``on_validate(step, record)`` after each validation.
     task : {"detection", "segmentation"} or None
         Must match the model's registry task when given (None: the model's).
+    adapter : TaskAdapter or None
+        Targets and validation of another kind than the registry task's (e.g.
+        :class:`~nucleikit.train.distill.DistillationTask`: a teacher's maps as targets);
+        None: the model's registry task (:func:`~nucleikit.train.tasks.task_for`).
 
     Returns
     -------
@@ -299,8 +234,10 @@ def train_dense(
     if get_spec(cfg.model).target == "boxes":
         # box detectors (Faster R-CNN) learn from boxes around the points, not from a dense map
         from .boxes import BoxTrainer as trainer_class
+    # given only when set: the box trainer chooses its own adapter otherwise
+    chosen = {"adapter": adapter} if adapter is not None else {}
     trainer = trainer_class(train_sets, val_samples, cfg, out_dir, set_weights=set_weights, resume=resume,
-                            extra_meta=extra_meta, task=task)
+                            extra_meta=extra_meta, task=task, **chosen)
     return trainer.run(progress=progress, on_validate=on_validate)
 
 
@@ -362,7 +299,7 @@ class Trainer:
             raise ConfigError("validation images are needed to choose the best weights and xi")
 
         torch.set_num_threads(cfg.threads)
-        self.dist = _Dist.from_env()
+        self.dist = Dist.from_env()
         # Dropout masks differ between DDP processes; everything else is shared.
         _set_seeds(cfg.seed + self.dist.rank)
         self.data = _prepare(self.adapter, train_sets, weights_per_set, val_samples)
@@ -454,7 +391,7 @@ class Trainer:
             "std": [float(v) for v in self.std],
             "train_config": cfg.to_dict(),
             "init": self.init_meta.get("name") if cfg.init else None,
-            "machine": _machine(),
+            "machine": machine(),
             **self.adapter.meta(),
             **(extra_meta or {}),
         }
@@ -639,7 +576,7 @@ class Trainer:
         cfg, state, dist = self.cfg, self.state, self.dist
         total, every = self.total_steps, self.val_every
         log = open(self.out / "log.jsonl", "a", encoding="utf-8") if dist.main else None
-        bar = _Bar(progress and dist.main, f"train {cfg.model}", total, state.step, state.best["score"])
+        bar = ProgressBar(progress and dist.main, f"train {cfg.model}", total, state.step, state.best["score"])
         t0 = time.perf_counter() - state.elapsed
         running: list[float] = []
         # Augmentation (NumPy/SciPy, which release the GIL) of the next batch runs
