@@ -45,8 +45,8 @@ from .cells import Cell, CellRunner, TrainSet, figures_row
 from .report import Figure, StudyResult
 from .seeds import combine, noise, per_seed_rows, seeds_note, within_noise
 
-__all__ = ["Params", "run", "TITLE", "RULES", "tune_rule", "pool_rows", "threshold_transfer", "validation_maps",
-           "GridTables"]
+__all__ = ["Params", "run", "report", "check_sets", "needs_of", "TITLE", "RULES", "tune_rule", "pool_rows", "threshold_transfer",
+           "validation_maps", "GridTables"]
 
 TITLE = "A detector for any H&E image: pooled data sets, and the threshold rule that transfers"
 PAPER = ("Xing et al. (Figs. 6-8) find that auxiliary data from other organs, mixed into the target's training "
@@ -92,25 +92,36 @@ class Params:
     label: str = "pooled"
 
     def check(self) -> None:
-        if not self.train or not self.validation or not self.tests:
-            raise ConfigError("study: pooled needs train, validation and tests data sets")
-        for name, values in (("train", self.train), ("validation", self.validation), ("tests", self.tests)):
-            if len(set(values)) != len(values):
-                raise ConfigError(f"study: a data set is listed twice in {name}")
-        unknown = set(self.gammas) - set(self.train)
-        if unknown:
-            raise ConfigError(f"study: gammas for data sets not in train: {', '.join(sorted(unknown))}")
-        bad = {k: v for k, v in self.gammas.items()
-               if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
-        if bad:
-            raise ConfigError(f"study: gammas must be positive numbers, got {bad}")
+        check_sets(self, "pooled")
 
     def needs(self) -> dict[str, tuple[str, ...]]:
-        out: dict[str, list[str]] = {}
-        for names, subset in ((self.train, "train"), (self.validation, "validation"), (self.tests, "test")):
-            for n in names:
-                out.setdefault(n, []).append(subset)
-        return {n: tuple(s) for n, s in out.items()}
+        return needs_of(self)
+
+
+def check_sets(params, study: str) -> None:
+    """Refuse ``train``/``validation``/``tests``/``gammas`` options a pooled training cannot use (one line)."""
+    if not params.train or not params.validation or not params.tests:
+        raise ConfigError(f"study: {study} needs train, validation and tests data sets")
+    for name in ("train", "validation", "tests"):
+        values = getattr(params, name)
+        if len(set(values)) != len(values):
+            raise ConfigError(f"study: a data set is listed twice in {name}")
+    unknown = set(params.gammas) - set(params.train)
+    if unknown:
+        raise ConfigError(f"study: gammas for data sets not in train: {', '.join(sorted(unknown))}")
+    bad = {k: v for k, v in params.gammas.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+    if bad:
+        raise ConfigError(f"study: gammas must be positive numbers, got {bad}")
+
+
+def needs_of(params) -> dict[str, tuple[str, ...]]:
+    """Data set name -> the subsets a pooled training uses (train, validation, test)."""
+    out: dict[str, list[str]] = {}
+    for names, subset in ((params.train, "train"), (params.validation, "validation"), (params.tests, "test")):
+        for n in names:
+            out.setdefault(n, []).append(subset)
+    return {n: tuple(s) for n, s in out.items()}
 
 
 def pool_rows(tables: Sequence[list[dict]]) -> list[dict]:
@@ -299,22 +310,51 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
     from ..models.weights import resolve_weights
 
     p = config.params
-    seeds = config.seeds
     sets = tuple(TrainSet(d, 1.0, float(p.gammas.get(d, 1.0))) for d in p.train)
     init = None if p.init is None else str(resolve_weights(p.init))
-    cells = [Cell(p.label, sets, tuple(p.validation), config.train_for(s), init_weights=init) for s in seeds]
+    cells = [Cell(p.label, sets, tuple(p.validation), config.train_for(s), init_weights=init) for s in config.seeds]
+    return report(config, collection, runner, cells)
+
+
+def report(config, collection, runner: CellRunner, cells: Sequence[Cell], *, title: str = TITLE,
+           paper: str = PAPER, references: Sequence[str] | None = None, what: str = "pooled") -> StudyResult:
+    """Train the cells (one per seed) and score them as the pooled study does.
+
+    The test table (each test set at its own radius, the references scored on the
+    same images), with several seeds the per-seed table and the noise findings, and
+    with two validation sets or more the threshold-rule transfer of the first seed's
+    model. Other studies training one detector on several data sets (the distillation
+    study) reuse it.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        Its ``params`` have ``tests``, ``validation``, ``label`` and ``references``.
+    cells : sequence of Cell
+        One per seed of ``config.seeds``, in order.
+    title, paper : str
+        The report's title and its reading of the paper.
+    references : sequence of str or None
+        Weights scored beside the cells (default ``params.references``).
+    what : str
+        What the findings call the trained model (``"the pooled model"``).
+    """
+    from ..models.weights import resolve_weights
+
+    p = config.params
+    seeds = config.seeds
     results = [runner.run(c, p.tests) for c in cells]
-    cell, result = cells[0], results[0]
+    cell = cells[0]
     weights = runner.folder(cell) / "best.safetensors"
 
     own = [[{"model": f"{p.label} (this study)", "test": t, **figures_row(r["test"][t])} for t in p.tests]
            for r in results]
     rows = combine(own, keys=("model", "test"), spread_cols=("f1",) if len(seeds) > 1 else ())
-    for ref in p.references:
+    for ref in (p.references if references is None else references):
         scored = runner.score(resolve_weights(ref), p.tests, config.train.threads, config.train.bf16)
         rows += [{"model": ref, "test": t, **figures_row(scored[t])} for t in p.tests]
 
-    res = StudyResult(TITLE, PAPER)
+    res = StudyResult(title, paper)
     res.tables["test"] = rows
     res.table_notes["test"] = ("Test images of each data set, matched at its own radius (PROTOCOL.md), with the "
                                "post-processing values each model carries.")
@@ -363,7 +403,7 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
                 continue
             d = ours - float(np.mean(v))
             parts.append(f"{d:+.3f} against {m} ({'within the noise' if within_noise(d, n) else 'beyond the noise'})")
-        res.findings.append(f"Over {len(seeds)} seeds the pooled model's mean test F1 ranges {min(seed_means):.3f}"
+        res.findings.append(f"Over {len(seeds)} seeds the {what} model's mean test F1 ranges {min(seed_means):.3f}"
                             f"-{max(seed_means):.3f}" + (": " + "; ".join(parts) if parts else "") + ".")
     res.figures.append(Figure("test_f1", "lines", figure, "Test F1 per data set"))
     res.cells = results
