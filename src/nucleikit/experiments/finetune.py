@@ -37,6 +37,7 @@ Adam-only configuration runs (same run folder when the two share ``--runs``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -263,12 +264,27 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
     for i, seed in enumerate(seeds):
         parts = p.parts if (i == 0 or config.all_seeds) else headline_parts
         per_seed.append(_one_seed(p, config.train_for(seed), parts, runner))
-    first = per_seed[0]
-    ft_steps = first["ft_steps"]
+    ft_steps = per_seed[0]["ft_steps"]
     res = StudyResult(TITLE, PAPER)
     regime = (f" Fine-tuning regime: {_regime_text(p.finetune_train)} (the base and from-scratch trainings keep "
               "the configuration's train options).") if p.finetune_train else ""
-    for name in first["tables"]:
+    _combine_tables(res, seeds, per_seed)
+    if "iterations" in p.parts:
+        _report_iterations(res, p, per_seed, regime, n_seeds=len(seeds))
+    if "fraction" in p.parts:
+        _report_fraction(res, p, per_seed, regime, ft_steps)
+    if "snapshots" in p.parts:
+        _report_snapshots(res, p, per_seed, ft_steps)
+    if "freeze" in p.parts:
+        _report_freeze(res, p, per_seed, regime)
+    res.cells = [c for o in per_seed for c in o["cells"]]
+    res.headline = [c for o in per_seed for c in o["headline"]]
+    return res
+
+
+def _combine_tables(res: StudyResult, seeds: Sequence[int], per_seed: list[dict]) -> None:
+    """Each table of the first seed, combined over the seeds that have it (mean, spread, per-seed rows)."""
+    for name in per_seed[0]["tables"]:
         keys, spread_cols = _TABLES[name]
         runs = [o["tables"][name] for o in per_seed if name in o["tables"]]
         used = [s for s, o in zip(seeds, per_seed) if name in o["tables"]]
@@ -277,119 +293,128 @@ def run(config, collection, runner: CellRunner) -> StudyResult:
         if note:
             res.table_notes[name] = note
             res.tables[f"{name}_per_seed"] = per_seed_rows(used, runs)
-    multi = {name: len([o for o in per_seed if name in o["tables"]]) > 1 for name in first["tables"]}
 
-    def curves(name: str, col: str) -> list[list]:
-        return [[r[col] for r in o["tables"][name]] for o in per_seed if name in o["tables"]]
 
-    def note(name: str, text: str) -> None:
-        res.table_notes[name] = (text + (" " + res.table_notes[name] if name in res.table_notes else "")).strip()
+def _curves(per_seed: list[dict], name: str, col: str) -> list[list]:
+    """Column ``col`` of table ``name``, one curve per seed that has the table."""
+    return [[r[col] for r in o["tables"][name]] for o in per_seed if name in o["tables"]]
 
+
+def _note(res: StudyResult, name: str, text: str) -> None:
+    """Put ``text`` before the note of table ``name`` (the seeds' note, if any)."""
+    res.table_notes[name] = (text + (" " + res.table_notes[name] if name in res.table_notes else "")).strip()
+
+
+def _report_iterations(res: StudyResult, p: Params, per_seed: list[dict], regime: str, n_seeds: int) -> None:
+    """Part ``iterations``: fine-tuning vs training from scratch against steps (note, figure, finding)."""
     base_f1 = res.tables["base"][0]["f1"]
-    if "iterations" in p.parts:
-        table = res.tables["vs_iterations"]
-        rows = table[1:]
-        stages = first["stages"]
-        note("vs_iterations",
-             f"Test F1 on {p.target}; each point uses the weights, xi and peak distance chosen on validation among "
-             "the validations up to that step (step 0: the base model, not fine-tuned)." + regime)
-        series = {"fine-tuned": [r["finetune_f1"] for r in table],
-                  "from scratch": [None] + [r["scratch_f1"] for r in rows]}
-        cols = {"fine-tuned": "finetune_f1", "from scratch": "scratch_f1"}
-        if p.both_regimes:
-            series["fine-tuned (train options)"] = [r["finetune_as_scratch_f1"] for r in table]
-            cols["fine-tuned (train options)"] = "finetune_as_scratch_f1"
-        res.figures.append(Figure(
-            "vs_iterations", "lines",
-            {"x": [0, *stages], "series": series, "xlabel": "training iterations on the target",
-             "ylabel": f"test F1 ({p.target})", **_series_spread(table, cols)},
-            f"Fine-tuning {p.source} -> {p.target} vs training from scratch"
-            + (f" ({len(seeds)} seeds, bars: range)" if multi["vs_iterations"] else "")))
-        first_r, last = rows[0], rows[-1]
-        ahead = sum(r["finetune_f1"] > r["scratch_f1"] for r in rows)
-        diffs = [r["finetune_f1"] - r["scratch_f1"] for r in rows]
-        ft, sc = curves("vs_iterations", "finetune_f1"), curves("vs_iterations", "scratch_f1")
-        per_seed_mean = [sum(a - b for a, b in zip(f[1:], c[1:])) / len(rows) for f, c in zip(ft, sc)]
-        mean_diff = sum(diffs) / len(diffs)
-        text = (f"Iterations: after {first_r['steps']} steps fine-tuning reaches F1 {first_r['finetune_f1']:.3f} "
-                f"against {first_r['scratch_f1']:.3f} from scratch, after {last['steps']} steps "
-                f"{last['finetune_f1']:.3f} against {last['scratch_f1']:.3f}; fine-tuning is ahead at {ahead} of "
-                f"{len(rows)} points, which {verdict(ahead > len(rows) / 2, mean_diff, noise(per_seed_mean))} the "
-                f"paper's faster convergence of fine-tuning (the base model alone scores {base_f1:.3f}).")
-        if multi["vs_iterations"]:
-            within = sum(within_noise(d, noise([f[k + 1] for f in ft], [c[k + 1] for c in sc]))
-                         for k, d in enumerate(diffs))
-            text += (f" Over {len(ft)} seeds the difference is within the noise (smaller than the larger "
-                     f"seed-to-seed range of the two curves at that step) at {within} of {len(rows)} points.")
-        if p.finetune_train:
-            text += f" Fine-tuning regime: {_regime_text(p.finetune_train)}."
-        if p.both_regimes:
-            other = last["finetune_as_scratch_f1"]
-            text += (f" With the train options instead, fine-tuning reaches {other:.3f} after {last['steps']} steps "
-                     f"({last['finetune_f1'] - other:+.3f} for the fine-tuning regime).")
-        res.findings.append(text)
+    table = res.tables["vs_iterations"]
+    rows = table[1:]
+    stages = per_seed[0]["stages"]
+    multi = sum("vs_iterations" in o["tables"] for o in per_seed) > 1
+    _note(res, "vs_iterations",
+          f"Test F1 on {p.target}; each point uses the weights, xi and peak distance chosen on validation among "
+          "the validations up to that step (step 0: the base model, not fine-tuned)." + regime)
+    series = {"fine-tuned": [r["finetune_f1"] for r in table],
+              "from scratch": [None] + [r["scratch_f1"] for r in rows]}
+    cols = {"fine-tuned": "finetune_f1", "from scratch": "scratch_f1"}
+    if p.both_regimes:
+        series["fine-tuned (train options)"] = [r["finetune_as_scratch_f1"] for r in table]
+        cols["fine-tuned (train options)"] = "finetune_as_scratch_f1"
+    res.figures.append(Figure(
+        "vs_iterations", "lines",
+        {"x": [0, *stages], "series": series, "xlabel": "training iterations on the target",
+         "ylabel": f"test F1 ({p.target})", **_series_spread(table, cols)},
+        f"Fine-tuning {p.source} -> {p.target} vs training from scratch"
+        + (f" ({n_seeds} seeds, bars: range)" if multi else "")))
+    first_r, last = rows[0], rows[-1]
+    ahead = sum(r["finetune_f1"] > r["scratch_f1"] for r in rows)
+    diffs = [r["finetune_f1"] - r["scratch_f1"] for r in rows]
+    ft, sc = _curves(per_seed, "vs_iterations", "finetune_f1"), _curves(per_seed, "vs_iterations", "scratch_f1")
+    per_seed_mean = [sum(a - b for a, b in zip(f[1:], c[1:])) / len(rows) for f, c in zip(ft, sc)]
+    mean_diff = sum(diffs) / len(diffs)
+    text = (f"Iterations: after {first_r['steps']} steps fine-tuning reaches F1 {first_r['finetune_f1']:.3f} "
+            f"against {first_r['scratch_f1']:.3f} from scratch, after {last['steps']} steps "
+            f"{last['finetune_f1']:.3f} against {last['scratch_f1']:.3f}; fine-tuning is ahead at {ahead} of "
+            f"{len(rows)} points, which {verdict(ahead > len(rows) / 2, mean_diff, noise(per_seed_mean))} the "
+            f"paper's faster convergence of fine-tuning (the base model alone scores {base_f1:.3f}).")
+    if multi:
+        within = sum(within_noise(d, noise([f[k + 1] for f in ft], [c[k + 1] for c in sc]))
+                     for k, d in enumerate(diffs))
+        text += (f" Over {len(ft)} seeds the difference is within the noise (smaller than the larger "
+                 f"seed-to-seed range of the two curves at that step) at {within} of {len(rows)} points.")
+    if p.finetune_train:
+        text += f" Fine-tuning regime: {_regime_text(p.finetune_train)}."
+    if p.both_regimes:
+        other = last["finetune_as_scratch_f1"]
+        text += (f" With the train options instead, fine-tuning reaches {other:.3f} after {last['steps']} steps "
+                 f"({last['finetune_f1'] - other:+.3f} for the fine-tuning regime).")
+    res.findings.append(text)
 
-    if "fraction" in p.parts:
-        rows = res.tables["vs_fraction"]
-        note("vs_fraction", "Share of the target training data: the central window of that share of "
-                            f"each training image's area; {ft_steps} steps each." + regime)
-        res.figures.append(Figure(
-            "vs_fraction", "lines",
-            {"x": [int(round(100 * r["fraction"])) for r in rows],
-             "series": {"fine-tuned": [r["finetune_f1"] for r in rows], "from scratch": [r["scratch_f1"] for r in rows]},
-             "xlabel": "% of the target training data", "ylabel": f"test F1 ({p.target})",
-             **_series_spread(rows, {"fine-tuned": "finetune_f1", "from scratch": "scratch_f1"})},
-            f"Fine-tuning vs scratch by share of {p.target} training data, {ft_steps} steps"))
-        gaps = [r["finetune_f1"] - r["scratch_f1"] for r in rows]
-        small, large = gaps[0], gaps[-1]
-        ft, sc = curves("vs_fraction", "finetune_f1"), curves("vs_fraction", "scratch_f1")
-        text = (f"Fraction: with {100 * rows[0]['fraction']:g}% of the target data fine-tuning is {small:+.3f} F1 "
-                "from scratch")
-        if len(rows) > 1:
-            per = [(f[0] - c[0]) - (f[-1] - c[-1]) for f, c in zip(ft, sc)]
-            v = verdict(small > 0 and small >= large, small - large, noise(per))
-            text += (f", with {100 * rows[-1]['fraction']:g}% {large:+.3f}; this {v} the paper's finding "
-                     "that fine-tuning matters most when target data are scarce.")
-        res.findings.append(text + ("" if len(rows) > 1 else "."))
 
-    if "snapshots" in p.parts:
-        rows = res.tables["vs_snapshot"]
-        res.figures.append(Figure(
-            "vs_snapshot", "lines",
-            {"x": [r["base_steps"] for r in rows], "series": {"fine-tuned": [r["finetune_f1"] for r in rows]},
-             "xlabel": f"iterations of the base model on {p.source}", "ylabel": f"test F1 ({p.target})",
-             **_series_spread(rows, {"fine-tuned": "finetune_f1"})},
-            f"Fine-tuning ({ft_steps} steps) from base snapshots"))
-        f1s = [r["finetune_f1"] for r in rows]
-        text = (f"Snapshots: fine-tuning from base snapshots at {', '.join(str(r['base_steps']) for r in rows)} "
-                f"steps gives F1 {', '.join(f'{v:.3f}' for v in f1s)} (spread {max(f1s) - min(f1s):.3f})")
-        runs = curves("vs_snapshot", "finetune_f1")
-        if len(runs) > 1:
-            n = noise(*[[r[k] for r in runs] for k in range(len(rows))])
-            text += (f"; the seeds' largest range at one snapshot is {n:.3f}, so the differences between snapshots "
-                     f"are {'within the noise' if max(f1s) - min(f1s) < n else 'larger than the noise'}")
-        res.findings.append(text + ".")
+def _report_fraction(res: StudyResult, p: Params, per_seed: list[dict], regime: str, ft_steps: int) -> None:
+    """Part ``fraction``: fine-tuning vs scratch by share of the target training data."""
+    rows = res.tables["vs_fraction"]
+    _note(res, "vs_fraction", "Share of the target training data: the central window of that share of "
+                              f"each training image's area; {ft_steps} steps each." + regime)
+    res.figures.append(Figure(
+        "vs_fraction", "lines",
+        {"x": [int(round(100 * r["fraction"])) for r in rows],
+         "series": {"fine-tuned": [r["finetune_f1"] for r in rows], "from scratch": [r["scratch_f1"] for r in rows]},
+         "xlabel": "% of the target training data", "ylabel": f"test F1 ({p.target})",
+         **_series_spread(rows, {"fine-tuned": "finetune_f1", "from scratch": "scratch_f1"})},
+        f"Fine-tuning vs scratch by share of {p.target} training data, {ft_steps} steps"))
+    gaps = [r["finetune_f1"] - r["scratch_f1"] for r in rows]
+    small, large = gaps[0], gaps[-1]
+    ft, sc = _curves(per_seed, "vs_fraction", "finetune_f1"), _curves(per_seed, "vs_fraction", "scratch_f1")
+    text = (f"Fraction: with {100 * rows[0]['fraction']:g}% of the target data fine-tuning is {small:+.3f} F1 "
+            "from scratch")
+    if len(rows) > 1:
+        per = [(f[0] - c[0]) - (f[-1] - c[-1]) for f, c in zip(ft, sc)]
+        v = verdict(small > 0 and small >= large, small - large, noise(per))
+        text += (f", with {100 * rows[-1]['fraction']:g}% {large:+.3f}; this {v} the paper's finding "
+                 "that fine-tuning matters most when target data are scarce.")
+    res.findings.append(text + ("" if len(rows) > 1 else "."))
 
-    if "freeze" in p.parts:
-        rows = res.tables["vs_frozen_blocks"]
-        if regime:
-            note("vs_frozen_blocks", regime.strip())
-        res.figures.append(Figure(
-            "vs_frozen_blocks", "lines",
-            {"x": [r["frozen_blocks"] for r in rows], "series": {"fine-tuned": [r["f1"] for r in rows]},
-             "xlabel": "first k blocks frozen", "ylabel": f"test F1 ({p.target})",
-             **_series_spread(rows, {"fine-tuned": "f1"})},
-            f"Fine-tuning {p.source} -> {p.target} with frozen blocks"))
-        f1s = [r["f1"] for r in rows]
-        k_best = rows[max(range(len(f1s)), key=lambda i: f1s[i])]["frozen_blocks"]
-        text = f"Freezing: best F1 {max(f1s):.3f} with {k_best} frozen blocks"
-        if len(rows) > 1:
-            change = f1s[-1] - f1s[0]
-            runs = curves("vs_frozen_blocks", "f1")
-            v = verdict(change < 0, change, noise([r[-1] - r[0] for r in runs]))
-            text += (f"; freezing {rows[-1]['frozen_blocks']} instead of {rows[0]['frozen_blocks']} blocks changes "
-                     f"F1 by {change:+.3f}, which {v} the paper's loss when most of the network is frozen")
-        res.findings.append(text + ".")
-    res.cells = [c for o in per_seed for c in o["cells"]]
-    res.headline = [c for o in per_seed for c in o["headline"]]
-    return res
+
+def _report_snapshots(res: StudyResult, p: Params, per_seed: list[dict], ft_steps: int) -> None:
+    """Part ``snapshots``: fine-tuning from snapshots of the base model."""
+    rows = res.tables["vs_snapshot"]
+    res.figures.append(Figure(
+        "vs_snapshot", "lines",
+        {"x": [r["base_steps"] for r in rows], "series": {"fine-tuned": [r["finetune_f1"] for r in rows]},
+         "xlabel": f"iterations of the base model on {p.source}", "ylabel": f"test F1 ({p.target})",
+         **_series_spread(rows, {"fine-tuned": "finetune_f1"})},
+        f"Fine-tuning ({ft_steps} steps) from base snapshots"))
+    f1s = [r["finetune_f1"] for r in rows]
+    text = (f"Snapshots: fine-tuning from base snapshots at {', '.join(str(r['base_steps']) for r in rows)} "
+            f"steps gives F1 {', '.join(f'{v:.3f}' for v in f1s)} (spread {max(f1s) - min(f1s):.3f})")
+    runs = _curves(per_seed, "vs_snapshot", "finetune_f1")
+    if len(runs) > 1:
+        n = noise(*[[r[k] for r in runs] for k in range(len(rows))])
+        text += (f"; the seeds' largest range at one snapshot is {n:.3f}, so the differences between snapshots "
+                 f"are {'within the noise' if max(f1s) - min(f1s) < n else 'larger than the noise'}")
+    res.findings.append(text + ".")
+
+
+def _report_freeze(res: StudyResult, p: Params, per_seed: list[dict], regime: str) -> None:
+    """Part ``freeze``: fine-tuning with the first k blocks frozen."""
+    rows = res.tables["vs_frozen_blocks"]
+    if regime:
+        _note(res, "vs_frozen_blocks", regime.strip())
+    res.figures.append(Figure(
+        "vs_frozen_blocks", "lines",
+        {"x": [r["frozen_blocks"] for r in rows], "series": {"fine-tuned": [r["f1"] for r in rows]},
+         "xlabel": "first k blocks frozen", "ylabel": f"test F1 ({p.target})",
+         **_series_spread(rows, {"fine-tuned": "f1"})},
+        f"Fine-tuning {p.source} -> {p.target} with frozen blocks"))
+    f1s = [r["f1"] for r in rows]
+    k_best = rows[max(range(len(f1s)), key=lambda i: f1s[i])]["frozen_blocks"]
+    text = f"Freezing: best F1 {max(f1s):.3f} with {k_best} frozen blocks"
+    if len(rows) > 1:
+        change = f1s[-1] - f1s[0]
+        runs = _curves(per_seed, "vs_frozen_blocks", "f1")
+        v = verdict(change < 0, change, noise([r[-1] - r[0] for r in runs]))
+        text += (f"; freezing {rows[-1]['frozen_blocks']} instead of {rows[0]['frozen_blocks']} blocks changes "
+                 f"F1 by {change:+.3f}, which {v} the paper's loss when most of the network is frozen")
+    res.findings.append(text + ".")
