@@ -11,14 +11,15 @@ configuration names: cross_dataset (train on each, test on every one), finetune 
 by share of target data, from base snapshots, with frozen blocks), auxiliary (pooled auxiliary data,
 gamma-weighted loss), lambda (the weighted MSE's lambda), baselines (MicroNet vs FCRN-A/B, U-Net),
 pooled (one detector trained on several data sets at once, tested on each, and which threshold rule
-transfers to a data set it was not tuned on).
+transfers to a data set it was not tuned on), distill (a narrower student trained on a teacher
+detector's maps of the labelled training images and of unlabelled slide tiles, tested beside it).
 Everything is checked before training starts; each training runs in OUTDIR/runs/<name>-<hash> and
 running the command again skips finished trainings and resumes an interrupted one. Outputs:
 OUTDIR/report.md, results.json, one CSV per table, figures/*.png. Examples: configs/experiments/."""
 
 
 #: The registry's names (a test checks that they agree).
-STUDY_NAMES = ("cross_dataset", "finetune", "auxiliary", "lambda", "baselines", "pooled")
+STUDY_NAMES = ("cross_dataset", "finetune", "auxiliary", "lambda", "baselines", "pooled", "distill")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

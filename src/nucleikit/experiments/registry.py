@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import auxiliary, baselines, cross_dataset, finetune, lam, pooled
+from . import auxiliary, baselines, cross_dataset, distill, finetune, lam, pooled
 
 __all__ = ["Study", "STUDIES"]
 
@@ -38,5 +38,6 @@ STUDIES: dict[str, Study] = {
         Study("lambda", lam.TITLE, lam.Params, lam.run),
         Study("baselines", baselines.TITLE, baselines.Params, baselines.run),
         Study("pooled", pooled.TITLE, pooled.Params, pooled.run),
+        Study("distill", distill.TITLE, distill.Params, distill.run),
     )
 }
