@@ -3,6 +3,8 @@
     python tools/ship_weights.py runs/micronet_crchisto --name micronet        # a detector
     python tools/ship_weights.py runs/r2unet_dsb2018 --name r2unet              # a segmenter
     python tools/ship_weights.py runs/dcrn_crchisto --name dcrn                 # a nucleus classifier
+    python tools/ship_weights.py RUNS/distill-he-w8-KEY --name micronet_he_fast \
+        --experiment-config configs/experiments/distill_he.json                # a distilled detector
 
 What is done depends on the model's task in the registry (``SHIPPERS``). Always first: the
 weights are rounded through float16 storage, and everything below is measured on the weights
@@ -14,6 +16,12 @@ detection, pooled (``--experiment-config configs/experiments/pooled_he.json``)
     data sets (each matched at its own radius) over the finer grid below, by the study's
     ``--rule`` (default ``both``, the training loop's); the test images of every test data set
     scored once at its own radius, CRCHisto also at r = 6 and 8 px in its own pixels.
+detection, distilled (``--experiment-config configs/experiments/distill_he.json``)
+    a student trained by ``nucleikit experiment distill``: shipped as a pooled detector (its
+    architecture arguments, e.g. MicroNet ``width`` 8, travel in ``model_kwargs``, so
+    ``Detector.from_weights`` rebuilds it), plus ``distillation``: the teacher (name, SHA-256),
+    GFLOP per megapixel of both networks, and per test set the student's F1 beside the F1 the
+    teacher's weights record, their difference and whether it is within 0.01.
 detection (CRCHisto)
     the receptive field of the trained network measured with an impulse (512 px probe, 1024 px
     if needed; relative tolerance 1e-4) and stored as the tiling halo; xi and the peak distance
@@ -222,8 +230,8 @@ def ship_pooled_detector(args, model, meta: dict, log: list[dict]) -> dict:
     if args.limit_images is not None:
         sys.exit("--limit-images is not supported with --experiment-config")
     config = load_config(args.experiment_config)
-    if config.experiment != "pooled":
-        sys.exit(f"{args.experiment_config} is a {config.experiment!r} study, not 'pooled'")
+    if config.experiment not in ("pooled", "distill"):
+        sys.exit(f"{args.experiment_config} is a {config.experiment!r} study, not 'pooled' or 'distill'")
     collection = prepare(config)
     p = config.params
     halo = trained_halo(model, len(meta["mean"]))
@@ -273,7 +281,47 @@ def ship_pooled_detector(args, model, meta: dict, log: list[dict]) -> dict:
         figures["note_r6_r8"] = ("precision/recall/f1/... _r6 and _r8: the CRCHisto fixed-split test images in "
                                  "their own pixels")
     meta["test"] = figures
+    if config.experiment == "distill":
+        from nucleikit.models.weights import load_weights, resolve_weights
+
+        teacher, teacher_meta = load_weights(resolve_weights(p.teacher))
+        # what the training recorded (teacher hash, pool, point weight), then the shipped comparison
+        meta["distillation"] = {**meta.get("distillation", {}),
+                                **distillation_record(meta, teacher_meta, model, teacher, p.tests)}
+        print("distillation: " + json.dumps(meta["distillation"]["f1"]))
     return meta
+
+
+def distillation_record(meta: dict, teacher_meta: dict, model, teacher, tests: Sequence[str],
+                        bound: float = 0.01) -> dict:
+    """What a distilled detector's metadata says about its teacher, its cost and its F1 against the teacher's.
+
+    ``meta["test"]`` holds the student's test figures (per test set, and CRCHisto's ``f1_r6``/``f1_r8``);
+    the teacher's are those its weights record (scored the same way when it was shipped).
+    """
+    from nucleikit.train.distill import flops_per_megapixel
+
+    gflop, teacher_gflop = flops_per_megapixel(model), flops_per_megapixel(teacher)
+    t_test = teacher_meta.get("test", {})
+    f1 = {}
+    for name in list(tests) + [k for k in ("f1_r6", "f1_r8") if k in meta["test"]]:
+        student = meta["test"][name]["f1"] if name in tests else meta["test"][name]
+        ref = t_test.get(name)
+        ref = ref.get("f1") if isinstance(ref, dict) else ref
+        diff = None if ref is None else student - ref
+        f1[name] = {"student": student, "teacher": ref, "difference": diff,
+                    "within_bound": None if diff is None else bool(diff >= -bound)}
+    return {
+        "teacher": teacher_meta.get("name"),
+        "gflop_per_mp": round(gflop, 3),
+        "teacher_gflop_per_mp": round(teacher_gflop, 3),
+        "flops_ratio": round(teacher_gflop / gflop, 3),
+        "bound": bound,
+        "f1": f1,
+        "holds": all(v["within_bound"] for v in f1.values() if v["within_bound"] is not None),
+        "note": "GFLOP per megapixel: torch.utils.flop_counter, 2 FLOPs per multiply-add; teacher F1 as its "
+                "weights record them",
+    }
 
 
 def instance_grid() -> list[dict]:
@@ -430,7 +478,7 @@ def main() -> None:
                     help="quick check on the first N validation and test images (not protocol figures)")
     ap.add_argument("--out", type=Path, default=None, help="weights file to write (default: see above)")
     ap.add_argument("--experiment-config", type=Path, default=None,
-                    help="a detector trained by `nucleikit experiment pooled`: its configuration")
+                    help="a detector trained by `nucleikit experiment pooled` or `distill`: its configuration")
     ap.add_argument("--rule", choices=("relative", "absolute", "both"), default="both",
                     help="pooled detectors: the threshold rule tuned on the pooled validation images")
     args = ap.parse_args()
