@@ -35,6 +35,10 @@ from ..errors import ConfigError
 from .blocks import ConvBNAct, FreezableModel, ResidualBlock, pad_to_match
 from .registry import XING_RECIPE, register_model
 
+# pad_to_match branches on tensor sizes: a leaf for torch.fx, so the network can be traced
+# (e.g. for int8 quantisation, benchmarks/int8_detector.py).
+torch.fx.wrap("pad_to_match")
+
 __all__ = ["MicroNet", "micronet", "MICRONET_NUM_PARAMS"]
 
 #: Exact parameter count of ``MicroNet()`` (width 16, 3 in, 1 out).
