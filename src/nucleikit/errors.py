@@ -11,7 +11,7 @@ import errno
 from os import PathLike
 from pathlib import Path
 
-__all__ = ["NucleikitError", "InputError", "WeightsError", "ConfigError"]
+__all__ = ["NucleikitError", "InputError", "ArrayError", "WeightsError", "ConfigError", "missing_reason"]
 
 
 class NucleikitError(Exception):
@@ -35,6 +35,13 @@ class InputError(NucleikitError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ArrayError(InputError, ValueError):
+    """An image array given to the Python API cannot be used (shape, sample type, values).
+
+    Also a :class:`ValueError`, what NumPy-style code expects of a bad array argument.
+    """
+
+
 class WeightsError(InputError):
     """A weights file is missing, damaged or does not fit the model."""
 
@@ -52,3 +59,8 @@ def dangling_link_reason(path: Path) -> str:
     except OSError as exc:
         return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link (its target does not exist)"
     return "no such file"
+
+
+def missing_reason(path: str | PathLike[str], default: str = "file not found") -> str:
+    """Why nothing is at ``path``: a symbolic link loop, a broken link, or ``default``."""
+    return dangling_link_reason(Path(path)) if Path(path).is_symlink() else default

@@ -146,8 +146,9 @@ def test_labels_from_indices_later_wins():
 
 
 def test_labels_from_indices_refuses_an_index_outside():
-    with pytest.raises(ValueError, match="outside the 2 x 2 image"):
-        labels_from_indices([[4]], (2, 2))
+    # sizes as every message gives them: width x height (issue 16)
+    with pytest.raises(ValueError, match=r"outside the 3 x 2 \(W x H\) image"):
+        labels_from_indices([[6]], (2, 3))
 
 
 def test_no_masks_with_a_shape_is_an_empty_label_image():

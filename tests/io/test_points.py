@@ -103,13 +103,24 @@ def test_zero_byte_file(tmp_path):
         read_points(path)
 
 
-@pytest.mark.parametrize("name", ["a.geojson", "a.csv"])
-def test_zero_byte_file_is_refused_even_when_empty_is_allowed(tmp_path, name):
-    # not even a header: a failed export, not "no nuclei" (issue 16)
+@pytest.mark.parametrize("name, holds", [("a.geojson", "an empty FeatureCollection"), ("a.csv", "its header line"),
+                                         ("a.json", "an empty FeatureCollection"), ("a.mat", "an empty matrix")])
+def test_zero_byte_file_is_refused_even_when_empty_is_allowed(tmp_path, name, holds):
+    # not even a header: a failed export, not "no nuclei" (issue 16); the message says what such a file holds
     path = tmp_path / name
     path.touch()
-    with pytest.raises(InputError, match=r"empty \(0 bytes\): .* header"):
+    with pytest.raises(InputError, match=rf"empty \(0 bytes\): a file for an image without nuclei still holds {holds}"):
         read_points(path, allow_empty=True)
+
+
+def test_a_symbolic_link_loop_is_named_as_such(tmp_path):
+    (tmp_path / "a.csv").symlink_to(tmp_path / "b.csv")
+    (tmp_path / "b.csv").symlink_to(tmp_path / "a.csv")
+    with pytest.raises(InputError, match=r"a\.csv: symbolic link loop$"):
+        read_points(tmp_path / "a.csv")
+    (tmp_path / "c.csv").symlink_to(tmp_path / "gone.csv")
+    with pytest.raises(InputError, match=r"c\.csv: broken symbolic link"):
+        read_points(tmp_path / "c.csv")
 
 
 def test_binary_csv(tmp_path):

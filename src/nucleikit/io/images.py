@@ -86,7 +86,7 @@ from typing import Literal
 
 import numpy as np
 
-from nucleikit.errors import ConfigError, InputError
+from nucleikit.errors import ArrayError, ConfigError, InputError, missing_reason
 
 __all__ = [
     "ImageData",
@@ -292,7 +292,7 @@ def sample_image_path() -> Path:
 def _check_file(path: Path) -> bytes:
     """Return the first 32 bytes after checking existence, size and suffix."""
     if not path.exists():
-        raise InputError(path, "file not found")
+        raise InputError(path, missing_reason(path))
     if path.is_dir():
         raise InputError(path, "is a directory, not an image file")
     if not path.is_file():
@@ -366,8 +366,14 @@ def _decode_pillow(path: Path, head: bytes, max_pixels: int) -> _Decoded:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path, formats=_PILLOW_FORMATS)
     except Image.DecompressionBombError as exc:
-        # Pillow's own message quotes its own, larger limit: name only ours
-        raise InputError(path, f"image exceeds the limit of {max_pixels:,} pixels "
+        # Pillow's own message quotes its own, larger limit: name only ours, with the
+        # image's size as every other refusal gives it (a PNG's header holds it)
+        if head.startswith(_PNG_MAGIC) and len(head) >= 24:
+            width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+            _check_plane(path, height, width, max_pixels)
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"image of {int(found.group(1)):,} pixels" if found else "image"
+        raise InputError(path, f"{size} exceeds the limit of {max_pixels:,} pixels "
                                "(open large images with the slide reader)") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(path, f"cannot be decoded as a {fmt} image (damaged or not an image)") from exc
@@ -661,15 +667,23 @@ def as_float_image(array, *, mode: Literal["rgb", "grey"] = "rgb", name: str = "
 
     Raises
     ------
-    InputError
-        Not 2-D or 3-D, a zero-sized axis, a channel count other than 1, 3 or
-        4 (two channels could be grey + alpha or two stains: say which), an
-        unsupported sample type, float values outside [0, 1], NaN or inf.
+    ArrayError
+        (an :class:`InputError` and a :class:`ValueError`) Not 2-D or 3-D, a
+        zero-sized axis, a channel count other than 1, 3 or 4 (two channels
+        could be grey + alpha or two stains: say which), an unsupported sample
+        type, float values outside [0, 1], NaN or inf.
     ConfigError
         ``mode`` is not ``"rgb"`` or ``"grey"``.
     """
     if mode not in _MODES:
         raise ConfigError(f"image mode must be one of {_MODES}, not {mode!r}")
+    try:
+        return _as_float_image(array, mode, name)
+    except InputError as exc:
+        raise ArrayError(exc.path, exc.reason) from None
+
+
+def _as_float_image(array, mode: str, name: str) -> np.ndarray:
     arr = np.asarray(array)
     if arr.ndim == 2:
         arr = arr[:, :, np.newaxis]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from nucleikit.errors import InputError
+from nucleikit.errors import InputError, missing_reason
 from nucleikit.io.images import MAX_PIXELS
 from nucleikit.io.points import QUPATH_PIXEL_OFFSET, _features, _read_text
 
@@ -84,7 +84,7 @@ def read_label_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "file not found" if not path.exists() else "not a file")
+        raise InputError(path, missing_reason(path) if not path.exists() else "not a file")
     suffix = path.suffix.lower()
     if suffix not in LABEL_SUFFIXES:
         supported = ", ".join(LABEL_SUFFIXES)
@@ -190,7 +190,7 @@ def labels_from_indices(indices: Sequence[np.ndarray], shape: Sequence[int]) -> 
     sizes = [len(index) for index in indices]
     pixels = np.concatenate([np.asarray(index, dtype=np.int64).reshape(-1) for index in indices])
     if pixels.size and (pixels.min() < 0 or pixels.max() >= flat.size):
-        raise ValueError(f"pixel index outside the {height} x {width} image")
+        raise ValueError(f"pixel index outside the {width} x {height} (W x H) image")
     values = np.repeat(np.arange(1, len(indices) + 1, dtype=np.int32), sizes)
     # "Later wins" is "highest label wins"; maximum.at states it exactly
     # (plain fancy assignment leaves repeated indices in unspecified order).
@@ -387,7 +387,7 @@ def read_geojson_outlines(path: str | Path, *, allow_empty: bool = False) -> lis
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "file not found" if not path.exists() else "not a file")
+        raise InputError(path, missing_reason(path) if not path.exists() else "not a file")
     text = _read_text(path)
     if not text.strip():
         features: list[dict] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucleikit.errors import InputError
+from nucleikit.errors import InputError, missing_reason
 
 __all__ = ["DEFAULT_VARIABLE", "read_mat_points"]
 
@@ -72,7 +72,7 @@ def _load(path: Path) -> dict:
     from scipy.io import loadmat
 
     if not path.exists():
-        raise InputError(path, "file not found")
+        raise InputError(path, missing_reason(path))
     if path.is_dir():
         raise InputError(path, "is a directory, not a .mat file")
     if path.stat().st_size == 0:

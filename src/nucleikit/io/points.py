@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from nucleikit.errors import InputError
+from nucleikit.errors import InputError, missing_reason
 from nucleikit.io.mat import read_mat_points
 
 __all__ = [
@@ -64,6 +64,15 @@ QUPATH_PIXEL_OFFSET = 0.5
 #: pixel outside (CRCHisto's own img8 and img91 have y = -0.85 and -0.74); such points are
 #: clipped onto the image (:func:`clip_points_to_image`), farther ones refused.
 OUTSIDE_TOLERANCE = 1.5
+
+#: What a point file of an image without nuclei holds instead of nothing (a zero-byte file is
+#: a crashed export or a failed copy, never "no nuclei").
+_EMPTY_BUT_VALID = {
+    ".csv": "a file for an image without nuclei still holds its header line",
+    ".geojson": "a file for an image without nuclei still holds an empty FeatureCollection",
+    ".json": "a file for an image without nuclei still holds an empty FeatureCollection",
+    ".mat": "a file for an image without nuclei still holds an empty matrix",
+}
 
 #: Suffixes read by :func:`read_points` (lower case).
 POINT_SUFFIXES = (".csv", ".mat", ".geojson", ".json")
@@ -143,13 +152,13 @@ def read_points(path: str | Path, *, allow_empty: bool = False) -> PointSet:
         supported = ", ".join(POINT_SUFFIXES)
         raise InputError(path, f"unsupported annotation format {suffix or '(no suffix)'!r} (supported: {supported})")
     if not path.exists():
-        raise InputError(path, "file not found")
+        raise InputError(path, missing_reason(path))
     if path.is_dir():
         raise InputError(path, "is a directory, not an annotation file")
     if not path.is_file():
         raise InputError(path, "not a regular file")
     if path.stat().st_size == 0:
-        raise InputError(path, "file is empty (0 bytes): a file for an image without nuclei still has its header line")
+        raise InputError(path, f"file is empty (0 bytes): {_EMPTY_BUT_VALID[suffix]}")
     if suffix == ".csv":
         points = _read_csv(path)
     elif suffix == ".mat":

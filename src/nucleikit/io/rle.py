@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucleikit.errors import InputError
+from nucleikit.errors import InputError, missing_reason
 from nucleikit.io.labels import labels_from_indices
 
 __all__ = [
@@ -355,7 +355,7 @@ def read_rle_csv(path: str | Path) -> RLETable:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "RLE file not found" if not path.exists() else "not a file")
+        raise InputError(path, missing_reason(path, "RLE file not found") if not path.exists() else "not a file")
     try:
         handle = path.open("r", encoding="utf-8-sig", newline="")
     except OSError as exc:

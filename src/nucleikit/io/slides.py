@@ -60,7 +60,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from nucleikit.errors import ConfigError, InputError
+from nucleikit.errors import ConfigError, InputError, missing_reason
 from nucleikit.windows import Window, read_window
 from nucleikit.io.images import MAX_PIXELS, MPP_RANGE
 
@@ -510,7 +510,7 @@ def open_slide(path: str | Path, *, mpp: float | None = None) -> Slide:
 
 def _check_file(path: Path) -> None:
     if not path.exists():
-        raise InputError(path, "file not found")
+        raise InputError(path, missing_reason(path))
     if path.is_dir():
         raise InputError(path, "is a folder, not a slide file")
     if path.stat().st_size == 0:
