@@ -501,3 +501,16 @@ def test_pillow_hard_limit_message_quotes_one_limit(tmp_path):
     message = info.value.reason
     assert f"limit of {MAX_PIXELS:,} pixels" in message
     assert message.count("limit") == 1 and "178956970" not in message and "DOS" not in message
+    # the size as the refusal below Pillow's limit gives it (before: "image exceeds the limit", no size)
+    assert message.startswith("image of 20000 x 20000 pixels exceeds the limit of ")
+
+
+def test_pillow_hard_limit_without_a_header_size_quotes_the_pixel_count(tmp_path):
+    path = tmp_path / "bomb.bmp"
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[18:26] = struct.pack("<ii", 20_000, 20_000)  # BITMAPINFOHEADER width, height
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=rf"^.*bomb\.bmp: image of 400,000,000 pixels exceeds the limit of "
+                                         rf"{MAX_PIXELS:,} pixels \(open large images with the slide reader\)$"):
+        read_image(path)
