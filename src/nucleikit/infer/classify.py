@@ -252,16 +252,39 @@ class Classifier:
 
     # ------------------------------------------------------------------ patches
 
+    def image(self, pixels: Any) -> np.ndarray:
+        """An image array as :meth:`patches` reads it: (H, W, C) uint8, or float32 in [0, 1].
+
+        A uint8 array with the model's C channels is used as it is (the patches are
+        uint8 anyway); any other array the file readers would accept is converted as
+        they convert files (:func:`nucleikit.io.images.as_float_image`): uint16, bool
+        or float in [0, 1]; (H, W) or (H, W, 1) grey, RGB, RGBA.
+
+        Raises
+        ------
+        InputError
+            Any other shape or sample type, float values outside [0, 1], NaN or inf.
+        """
+        from ..io.images import as_float_image
+
+        arr = np.asarray(pixels)
+        channels = len(self.mean)
+        if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == channels and min(arr.shape[:2]) > 0:
+            return arr
+        return as_float_image(arr, mode="grey" if channels == 1 else "rgb")
+
     def patches(self, pixels: np.ndarray, xy: Any, *, mpp: float | None = None) -> np.ndarray:
         """The model's input patches for centres in an image.
 
         Parameters
         ----------
-        pixels : (H, W, C) ndarray
-            The image, float in [0, 1] or uint8, C = the model's channels.
+        pixels : (H, W) or (H, W, C) array
+            The image: uint8, uint16, bool or float in [0, 1]; grey, RGB or RGBA,
+            converted as the file readers convert files (:meth:`image`).
         xy : (N, 2) array_like of float
-            Centres (x, y), 0-based pixel centres of ``pixels``; each within
-            half a pixel of the image (``-0.5 <= x <= W - 0.5``, same for y).
+            Centres (x, y), 0-based pixel centres of ``pixels``; each at most 1 px
+            beyond the image's outer pixel centres (``-1.5 <= x <= W + 0.5``, same
+            for y; those outside the image are clipped onto it).
         mpp : float or None
             Resolution of ``pixels`` in um/px; None means the model's own.
 
@@ -273,14 +296,13 @@ class Classifier:
 
         Raises
         ------
+        InputError
+            ``pixels`` of another shape or sample type, or float outside [0, 1].
         ValueError
-            ``pixels`` is not (H, W, C) with the model's C, ``xy`` is not
-            (N, 2) finite, or a centre lies outside the image (the message
-            says how many and gives the first).
+            ``xy`` is not (N, 2) finite, or a centre lies outside the image (the
+            message says how many and gives the first).
         """
-        image = np.asarray(pixels)
-        if image.ndim != 3 or image.shape[2] != len(self.mean):
-            raise ValueError(f"image must be (H, W, {len(self.mean)}), got shape {image.shape}")
+        image = self.image(pixels)
         pts = np.asarray(xy, dtype=np.float64)
         if pts.size == 0:
             pts = pts.reshape(0, 2)
@@ -370,8 +392,9 @@ class Classifier:
 
         Parameters
         ----------
-        pixels : (H, W, C) ndarray
-            The image, float in [0, 1] or uint8.
+        pixels : (H, W) or (H, W, C) array
+            The image: uint8, uint16, bool or float in [0, 1]; grey, RGB or RGBA
+            (:meth:`image`).
         xy : (N, 2) array_like of float
             Centres (x, y), 0-based pixel centres in ``pixels``.
         mpp : float or None
@@ -387,7 +410,7 @@ class Classifier:
 
         Raises
         ------
-        ValueError
+        InputError, ValueError
             As :meth:`patches`.
 
         Notes

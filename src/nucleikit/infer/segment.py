@@ -149,7 +149,9 @@ def image_kind(pixels: np.ndarray, *, min_saturation: float = 0.1, min_luminance
 
     Parameters
     ----------
-    pixels : (H, W, C) float array in [0, 1], C = 1 or 3
+    pixels : (H, W) or (H, W, C) array
+        As :func:`as_input_image` accepts it (uint8, uint16, bool or float in [0, 1]; grey,
+        RGB or RGBA).
     min_saturation : float
         A stained image has its 90th percentile of HSV saturation at least this high
         (grey and single-channel images have none).
@@ -170,9 +172,7 @@ def image_kind(pixels: np.ndarray, *, min_saturation: float = 0.1, min_luminance
     """
     from skimage.color import rgb2hsv
 
-    arr = np.asarray(pixels, dtype=np.float32)
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
-        raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {arr.shape}")
+    arr = as_input_image(pixels)
     if arr.shape[2] == 1:
         return "fluorescence"
     # a strided subsample keeps this cheap on large tiles; percentiles barely move
@@ -181,6 +181,25 @@ def image_kind(pixels: np.ndarray, *, min_saturation: float = 0.1, min_luminance
     saturation = float(np.percentile(rgb2hsv(sub)[..., 1], 90))
     luminance = float(np.median(sub @ np.array([0.299, 0.587, 0.114], np.float32)))
     return "stained" if saturation >= min_saturation and luminance >= min_luminance else "fluorescence"
+
+
+def as_input_image(pixels: Any) -> np.ndarray:
+    """An image array as the segmenters read it: (H, W, 1) grey or (H, W, 3) RGB float32 in [0, 1].
+
+    Accepts what the file readers accept, converted the same way
+    (:func:`nucleikit.io.images.as_float_image`): uint8, uint16, bool or float in [0, 1];
+    (H, W) or (H, W, 1) grey (kept grey), RGB, or RGBA (composited over white).
+
+    Raises
+    ------
+    InputError
+        Any other shape or sample type, float values outside [0, 1], NaN or inf.
+    """
+    from ..io.images import as_float_image
+
+    arr = np.asarray(pixels)
+    grey = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1)
+    return as_float_image(arr, mode="grey" if grey else "rgb")
 
 
 def _check_tta(tta: int) -> int:
@@ -425,11 +444,12 @@ class Segmenter:
         ``work`` is the image in the model's colour and intensity
         normalisation, resampled by ``factor`` (input → model pixels; 1.0 when
         the weights or the input record no resolution). The order (colour,
-        intensity, resampling) is the training's.
+        intensity, resampling) is the training's. ``pixels`` as :func:`as_input_image`
+        accepts them.
         """
-        arr = np.asarray(pixels, dtype=np.float32)
-        if arr.ndim != 3 or arr.shape[2] not in (1, 3) or min(arr.shape[:2]) < 1:
-            raise ValueError(f"pixels must be (H, W, 1) or (H, W, 3), got {arr.shape}")
+        return self._prepare(as_input_image(pixels), mpp)
+
+    def _prepare(self, arr: np.ndarray, mpp: float | None) -> tuple[np.ndarray, float]:
         factor = scale_factor(mpp, self.mpp)
         work = convert_mode(arr, self.colour)
         if self.intensity == "percentile":
@@ -457,11 +477,13 @@ class Segmenter:
         threshold: float | None = None,
         prob: np.ndarray | None = None,
     ) -> Segmentation:
-        """Segment the nuclei of an (H, W, C) image in [0, 1] (C = 1 or 3).
+        """Segment the nuclei of an image.
 
         Parameters
         ----------
-        pixels : (H, W, 1) or (H, W, 3) float32
+        pixels : (H, W) or (H, W, C) array
+            uint8, uint16, bool or float in [0, 1]; grey, RGB or RGBA, converted
+            as the file readers convert files (:func:`as_input_image`).
         mpp : float or None
             Resolution of ``pixels`` in um/px; used only when the weights record
             an ``mpp`` too (then the image is resampled to it). None assumes the
@@ -478,8 +500,8 @@ class Segmenter:
         Segmentation
             Labels and measurements in the input's pixels.
         """
-        work, factor = self.prepare(pixels, mpp)
-        arr = np.asarray(pixels, dtype=np.float32)
+        arr = as_input_image(pixels)
+        work, factor = self._prepare(arr, mpp)
         if prob is None:
             maps = self.output_maps(work)
         else:
@@ -553,5 +575,5 @@ class AutoSegmenter:
         return dict(self._loaded)
 
     def for_image(self, pixels: np.ndarray) -> Segmenter:
-        """The segmenter for this (H, W, C) image in [0, 1]."""
+        """The segmenter for this image (any array :func:`as_input_image` accepts)."""
         return self.load(image_kind(pixels))
