@@ -91,22 +91,10 @@ from ..errors import ConfigError
 from ..export import Nuclei, SlideTable, output_stem, write_slide_outputs
 from ..windows import Window
 from .tiling import Tile, TileGrid, lattice_halo, lattice_margin
-from .wsi import (
-    FORMATS,
-    SlideGeometry,
-    SlideProgress,
-    _check_formats,
-    _finish_slide,
-    _fingerprint,
-    _ModelGrid,
-    _mpp_source,
-    _pending,
-    _plan_slide,
-    _run_tiles,
-    _TileStore,
-    resume_path,
-    slide_geometry,
-)
+from .wsi import FORMATS, SlideProgress, _check_formats, _finish_slide, _mpp_source, _run_tiles
+from .wsi_geometry import SlideGeometry, _ModelGrid, slide_geometry
+from .wsi_plan import _pending, _plan_slide
+from .wsi_store import _fingerprint, _TileStore, resume_path
 
 __all__ = [
     "DIAMETER_UM",
