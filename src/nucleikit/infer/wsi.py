@@ -312,6 +312,21 @@ def _mpp_source(option: float | None, slide: Any) -> str:
     return "option" if option is not None else ("metadata" if slide.mpp is not None else "unknown")
 
 
+def _result_fields(path: Path, plan: _SlidePlan, *, count: int, mpp: float | None, mpp_source: str, resumed: int,
+                   t_start: float, outputs: dict[str, Path]) -> dict[str, Any]:
+    """The fields :class:`SlideResult` and segmentation's result share, for a slide just finished.
+
+    ``mpp`` is the slide's level-0 µm/px (None if unknown), ``resumed`` the tissue tiles found
+    in the store, ``t_start`` the run's ``time.perf_counter()`` at its start (``seconds`` is
+    the wall time since).
+    """
+    geometry = plan.geometry
+    return dict(path=path, count=count, level=geometry.level, mpp=mpp, mpp_source=mpp_source,
+                factor=geometry.factor, model_shape=geometry.model_shape, tiles_total=len(plan.grid),
+                tiles_tissue=len(plan.tissue_tiles), tiles_resumed=resumed, mask_scale=float(plan.mask_scale),
+                seconds=time.perf_counter() - t_start, outputs=outputs)
+
+
 # --------------------------------------------------------------------------- detection
 
 
@@ -388,16 +403,7 @@ def detect_slide(
     slide_path = Path(slide_path)
     out = Path(out_dir)
     formats = _check_formats(formats)
-    xi = detector.threshold_rel if threshold_rel is None else float(threshold_rel)
-    if not 0.0 <= xi <= 1.0:
-        raise ConfigError(f"threshold (xi) must be in [0, 1], got {xi}")
-    floor = detector.threshold_abs if threshold_abs is None else float(threshold_abs)
-    if not (math.isfinite(floor) and floor >= 0.0):
-        raise ConfigError(f"threshold_abs must be a finite number >= 0, got {floor}")
-    distance = detector.min_distance if min_distance is None else min_distance
-    md = int(distance)
-    if md != distance or md < 1:
-        raise ConfigError(f"min_distance must be a whole number of pixels >= 1, got {distance}")
+    xi, floor, md = _peak_rule(detector, threshold_rel, threshold_abs, min_distance)
     predictor = detector.predictor
     stem = slide_path.stem
     named = output_stem(stem, "detect")  # the stem of this command's files (unchanged for detect)
@@ -432,22 +438,34 @@ def detect_slide(
         source = _mpp_source(mpp, slide)
         mpp_used = slide.mpp
     return SlideResult(
-        path=slide_path,
-        count=count,
-        level=geometry.level,
-        mpp=mpp_used,
-        mpp_source=source,
-        factor=geometry.factor,
-        model_shape=geometry.model_shape,
-        tiles_total=len(grid),
-        tiles_tissue=total,
-        tiles_resumed=len(done_before),
+        **_result_fields(slide_path, plan, count=count, mpp=mpp_used, mpp_source=source, resumed=len(done_before),
+                         t_start=t_start, outputs=outputs),
         map_max=float(map_max),
         threshold=float(threshold) if math.isfinite(threshold) else math.inf,
-        mask_scale=float(plan.mask_scale),
-        seconds=time.perf_counter() - t_start,
-        outputs=outputs,
     )
+
+
+def _peak_rule(detector: Any, threshold_rel: float | None, threshold_abs: float | None,
+               min_distance: float | None) -> tuple[float, float, int]:
+    """``(xi, floor, peak distance)``: the detector's, or the caller's overrides, checked (steps 4-5).
+
+    Raises
+    ------
+    ConfigError
+        xi outside [0, 1], a floor that is not a finite number >= 0, or a peak distance that
+        is not a whole number of model pixels >= 1.
+    """
+    xi = detector.threshold_rel if threshold_rel is None else float(threshold_rel)
+    if not 0.0 <= xi <= 1.0:
+        raise ConfigError(f"threshold (xi) must be in [0, 1], got {xi}")
+    floor = detector.threshold_abs if threshold_abs is None else float(threshold_abs)
+    if not (math.isfinite(floor) and floor >= 0.0):
+        raise ConfigError(f"threshold_abs must be a finite number >= 0, got {floor}")
+    distance = detector.min_distance if min_distance is None else min_distance
+    md = int(distance)
+    if md != distance or md < 1:
+        raise ConfigError(f"min_distance must be a whole number of pixels >= 1, got {distance}")
+    return xi, floor, md
 
 
 def _grown(tile: Tile, margin: int, shape: tuple[int, int]) -> Tile:

@@ -91,7 +91,7 @@ from ..errors import ConfigError
 from ..export import Nuclei, SlideTable, output_stem, write_slide_outputs
 from ..windows import Window
 from .tiling import Tile, TileGrid, lattice_halo, lattice_margin
-from .wsi import FORMATS, SlideProgress, _check_formats, _finish_slide, _mpp_source, _run_tiles
+from .wsi import FORMATS, SlideProgress, _check_formats, _finish_slide, _mpp_source, _result_fields, _run_tiles
 from .wsi_geometry import SlideGeometry, _ModelGrid, slide_geometry
 from .wsi_plan import _pending, _plan_slide
 from .wsi_store import _fingerprint, _TileStore, resume_path
@@ -422,7 +422,6 @@ def segment_slide(
     model_mpp = segmenter.mpp
     halo = _context(segmenter)
     align = _alignment(segmenter)
-    config = getattr(segmenter, "config", None)
     with open_slide(slide_path, mpp=mpp) as slide:
         # the margin depends on the grid's pixel size, known once the level is chosen
         grid_mpp = model_mpp if model_mpp is not None else slide_geometry(slide, None, level=level).level_mpp
@@ -430,15 +429,7 @@ def segment_slide(
         plan = _plan_slide(slide, slide_path, model_mpp, level=level, tissue_mask=tissue_mask,
                            tile=_slide_tile(segmenter, tile, margin, halo, align), halo=margin, align=align)
         geometry, grid = plan.geometry, plan.grid
-        precision = getattr(segmenter, "precision", None)
-        bf16 = precision.bf16 if precision is not None else bool(getattr(config, "bf16", False))
-        settings = {"task": "segmentation", "margin": margin, "threshold": threshold,
-                    "seeds": getattr(segmenter, "seeds", None), "bf16": bf16,
-                    # test-time views change the maps: tiles of another --tta are not this run's
-                    "tta": int(getattr(segmenter, "tta", 1))}
-        padding = getattr(segmenter, "padding", "halo")
-        if padding != "halo":  # one-tile windows padded otherwise; absent by default, so older stores resume
-            settings["padding"] = padding
+        settings = _segment_settings(segmenter, margin, threshold)
         model = getattr(getattr(segmenter, "predictor", None), "model", None)
         fingerprint = _fingerprint(slide_path, segmenter.meta, model, geometry, grid, plan.selected, settings)
         store = _TileStore(resume_path(out, named), fingerprint, resume=resume, slide=slide_path)
@@ -458,21 +449,25 @@ def segment_slide(
         source = _mpp_source(mpp, slide)
         mpp_used = slide.mpp
     return SlideSegmentResult(
-        path=slide_path,
-        count=count,
-        level=geometry.level,
-        mpp=mpp_used,
-        mpp_source=source,
-        factor=geometry.factor,
-        model_shape=geometry.model_shape,
+        **_result_fields(slide_path, plan, count=count, mpp=mpp_used, mpp_source=source, resumed=len(done_before),
+                         t_start=t_start, outputs=outputs),
         margin=margin,
-        tiles_total=len(grid),
-        tiles_tissue=total,
-        tiles_resumed=len(done_before),
-        mask_scale=float(plan.mask_scale),
-        seconds=time.perf_counter() - t_start,
-        outputs=outputs,
     )
+
+
+def _segment_settings(segmenter: Any, margin: int, threshold: float | None) -> dict[str, Any]:
+    """The fingerprint's ``settings``: what decides a tile's nuclei besides the pixels and the weights."""
+    config = getattr(segmenter, "config", None)
+    precision = getattr(segmenter, "precision", None)
+    bf16 = precision.bf16 if precision is not None else bool(getattr(config, "bf16", False))
+    settings = {"task": "segmentation", "margin": margin, "threshold": threshold,
+                "seeds": getattr(segmenter, "seeds", None), "bf16": bf16,
+                # test-time views change the maps: tiles of another --tta are not this run's
+                "tta": int(getattr(segmenter, "tta", 1))}
+    padding = getattr(segmenter, "padding", "halo")
+    if padding != "halo":  # one-tile windows padded otherwise; absent by default, so older stores resume
+        settings["padding"] = padding
+    return settings
 
 
 def _slide_tile(segmenter: Any, tile: int | None, margin: int, halo: int, align: int) -> Any:
