@@ -81,8 +81,8 @@ class Files:
         b.symlink_to(a)
         return str(a)
 
-    def fifo(self) -> str:
-        path = self.tmp / "pipe.png"
+    def fifo(self, name: str = "pipe.png") -> str:
+        path = self.tmp / name
         os.mkfifo(path)
         return str(path)
 
@@ -112,6 +112,82 @@ class Files:
         pred.mkdir(exist_ok=True)
         truth.mkdir(exist_ok=True)
         (pred / "img1.csv").write_text("x,y,score\n1,1,0.5\n")
+        return str(pred), str(truth)
+
+    def z_stack(self) -> str:
+        """An ImageJ hyperstack of 4 Z planes (a 3-D TIFF: one page per plane)."""
+        import tifffile
+
+        path = self.tmp / "zstack.tif"
+        tifffile.imwrite(path, np.full((4, 40, 50), 128, np.uint8), imagej=True, metadata={"axes": "ZYX"})
+        return str(path)
+
+    def torch_pickle(self, legacy: bool = False) -> str:
+        """A real ``torch.save`` of a state dict (zip format, or the legacy pickle), named .pt."""
+        import torch
+
+        from nucleikit.models import build_model
+
+        path = self.tmp / ("legacy.pt" if legacy else "state.pt")
+        torch.save(build_model("micronet", width=4).state_dict(), path, _use_new_zipfile_serialization=not legacy)
+        return str(path)
+
+    def bomb(self) -> str:
+        """A 1 x 1 PNG whose header claims 20000 x 20000 pixels (a decompression bomb)."""
+        import struct
+        import zlib
+
+        path = self.tmp / "bomb.png"
+        Image.fromarray(np.zeros((1, 1), np.uint8)).save(path)
+        data = bytearray(path.read_bytes())
+        patched = b"IHDR" + struct.pack(">II", 20_000, 20_000) + bytes(data[24:29])
+        data[12:29] = patched
+        data[29:33] = struct.pack(">I", zlib.crc32(patched))
+        path.write_bytes(bytes(data))
+        return str(path)
+
+    def folder_with_fifo(self) -> str:
+        folder = self.tmp / "batch"
+        folder.mkdir(exist_ok=True)
+        os.mkfifo(folder / "pipe.png")
+        return str(folder)
+
+    def slide(self) -> str:
+        """A 2-level pyramidal TIFF of 256 x 256 px at 0.5 um/px (a small whole slide)."""
+        import tifffile
+
+        path = self.tmp / "slide.tif"
+        level0 = np.full((256, 256, 3), 230, np.uint8)
+        level0[100:140, 100:140] = (200, 110, 160)
+        options = dict(tile=(64, 64), photometric="rgb", compression="zlib", resolutionunit="CENTIMETER")
+        with tifffile.TiffWriter(path) as tif:
+            tif.write(level0, subifds=1, resolution=(2e4, 2e4), **options)
+            tif.write(level0[::2, ::2].copy(), subfiletype=1, resolution=(1e4, 1e4), **options)
+        return str(path)
+
+    def train_folders(self) -> list[str]:
+        """``--images``/``--val-images`` of one annotated 96 x 96 image each, at 0.5 um/px."""
+        argv = []
+        for part, flag in (("train", "--images"), ("val", "--val-images")):
+            folder = self.tmp / part
+            folder.mkdir(exist_ok=True)
+            img = np.full((96, 96, 3), 230, np.uint8)
+            img[40:48, 40:48] = (80, 40, 120)
+            Image.fromarray(img).save(folder / "a.png")
+            (folder / "a.csv").write_text("x,y\n44,44\n")
+            argv += [flag, str(folder)]
+        return argv + ["--mpp", "0.5"]
+
+    def label_eval_dirs(self) -> tuple[str, str]:
+        """``evaluate segmentation`` folders whose truth holds two label images of one stem."""
+        pred, truth = self.tmp / "pred", self.tmp / "truth"
+        pred.mkdir(exist_ok=True)
+        truth.mkdir(exist_ok=True)
+        labels = np.zeros((10, 12), np.uint16)
+        labels[2:5, 2:5] = 1
+        Image.fromarray(labels).save(pred / "a_labels.tif")
+        Image.fromarray(labels.astype(np.uint8)).save(truth / "a.png")  # the user's label image ...
+        Image.fromarray(labels).save(truth / "a_labels.tif")  # ... and another one, of the same image
         return str(pred), str(truth)
 
     def experiment_config(self, **changes) -> str:
@@ -149,6 +225,16 @@ def _evaluate(f: Files, truth_files: dict[str, bytes | str], *extra: str) -> lis
     return ["evaluate", "detection", "--pred", pred, "--truth", truth, "--radius", "5", *extra]
 
 
+def _experiment(f: Files, **changes) -> list[str]:
+    return ["experiment", "lambda", "--config", f.experiment_config(**changes), "-o", f.out]
+
+
+def _evaluate_fifo_truth(f: Files) -> list[str]:
+    argv = _evaluate(f, {})
+    os.mkfifo(f.tmp / "truth" / "img1.csv")  # a FIFO named like a truth file: read, it would block forever
+    return argv
+
+
 def _evaluate_empty_prediction(f: Files) -> list[str]:
     argv = _evaluate(f, {"img1.csv": "x,y\n1,1\n"})
     f.file("pred/img1.csv", b"")  # a crashed export, not "no nuclei"
@@ -174,6 +260,20 @@ CASES = [
          "metadata mpp must be a positive number"),
     Case("detect-torch-pickle", lambda f: _detect(f, "--model", f.file("best.pt", b"PK\x03\x04" + b"\0" * 64)),
          "this is a PyTorch pickle"),
+    Case("detect-torch-save-state-dict", lambda f: _detect(f, "--model", f.torch_pickle()), "this is a PyTorch pickle"),
+    Case("segment-legacy-torch-pickle", lambda f: _segment(f, "--model", f.torch_pickle(legacy=True)),
+         "this is a PyTorch pickle"),
+    Case("train-init-nan-weights", lambda f: ["train", "detection", *f.train_folders(), "-o", f.out, "--steps", "1",
+                                              "--init", f.nan("detector")], "NaN or infinite values"),
+    # weights of another task: refused at load time, before any image is read
+    Case("detect-segmenter-weights", lambda f: _detect(f, "--model", str(f.segmenter)),
+         "is a segmentation model, not a detector"),
+    Case("detect-classifier-weights", lambda f: _detect(f, "--model", str(f.classifier)),
+         "is a classification model, not a detector"),
+    Case("demo-classifier-weights", lambda f: ["demo", "-o", f.out, "--model", str(f.classifier)],
+         "is a classification model, not a detector"),
+    Case("demo-bundled-dcrn", lambda f: ["demo", "-o", f.out, "--model", "dcrn"],
+         "is a classification model, not a detector"),
     Case("detect-model-folder", lambda f: _detect(f, "--model", str(f.tmp)), "is a folder"),
     Case("detect-model-symlink-loop", lambda f: _detect(f, "--model", f.loop()), "symbolic link loop"),
     # inputs that are not images the reader can use
@@ -183,6 +283,16 @@ CASES = [
          "holds 5 planes"),
     Case("segment-two-channel-tiff", lambda f: _segment(f)[:1] + [f.tiff("two.tif", (40, 50, 2))] + _segment(f)[2:],
          "an image with 2 channels"),
+    Case("detect-z-stack-tiff", lambda f: _detect(f)[:1] + [f.z_stack()] + _detect(f)[2:],
+         "holds 4 planes (axes TZCYXS"),
+    Case("detect-decompression-bomb", lambda f: _detect(f)[:1] + [f.bomb()] + _detect(f)[2:],
+         "bomb.png: image of 20000 x 20000 pixels exceeds the limit of 134,217,728 pixels"),
+    Case("detect-folder-holding-a-fifo", lambda f: _detect(f)[:1] + [f.folder_with_fifo()] + _detect(f)[2:],
+         "pipe.png: not a regular file (a pipe, socket or device)"),
+    Case("classify-points-symlink-loop", lambda f: ["classify", f.image, "--points", f.loop(), "-o", f.out,
+                                                    "--model", str(f.classifier)], "loop_a.safetensors: symbolic link loop"),
+    Case("classify-points-fifo", lambda f: ["classify", f.image, "--points", f.fifo("pipe.csv"), "-o", f.out,
+                                            "--model", str(f.classifier)], "pipe.csv: not a regular file"),
     # options checked when parsing, before any work
     Case("detect-min-distance-0", lambda f: _detect(f, "--min-distance", "0"), "--min-distance: must be a whole"),
     Case("detect-min-distance-negative", lambda f: _detect(f, "--min-distance", "-3"), "--min-distance"),
@@ -194,6 +304,16 @@ CASES = [
     Case("detect-tile-1", lambda f: _detect(f, "--tile", "1"), "--tile: must be between 64 and 8192"),
     Case("analyze-min-distance-0", lambda f: ["analyze", f.image, "-o", f.out, "--min-distance", "0"],
          "--min-distance"),
+    Case("detect-radius-like-min-distance-inf", lambda f: _detect(f, "--min-distance", "inf"), "--min-distance"),
+    Case("segment-tile-1", lambda f: _segment(f, "--tile", "1"), "--tile: must be between 64 and 8192"),
+    Case("segment-mpp-1000", lambda f: _segment(f, "--mpp", "1000"), "--mpp: must be between 0.01 and 50"),
+    Case("analyze-mpp-1000", lambda f: ["analyze", f.image, "-o", f.out, "--mpp", "1000"], "--mpp: must be between"),
+    Case("analyze-threshold-nan", lambda f: ["analyze", f.image, "-o", f.out, "--threshold", "nan"],
+         "--threshold: must be a finite number"),
+    Case("classify-mpp-1000", lambda f: ["classify", f.image, "--points", f.points(), "-o", f.out, "--mpp", "1000"],
+         "--mpp: must be between 0.01 and 50"),
+    Case("demo-tile-1", lambda f: ["demo", "-o", f.out, "--tile", "1"], "--tile: must be between 64 and 8192"),
+    Case("detect-slide-tile-1", lambda f: ["detect", f.slide(), "-o", f.out, "--tile", "1"], "--tile: must be"),
     Case("segment-threshold-nan", lambda f: _segment(f, "--threshold", "nan"), "--threshold: must be a finite"),
     Case("segment-threshold-above-1", lambda f: _segment(f, "--threshold", "1.5"), "--threshold: must be between 0 and 1"),
     Case("classify-mpp-0", lambda f: ["classify", f.image, "--points", f.points(), "-o", f.out, "--mpp", "0"],
@@ -208,6 +328,10 @@ CASES = [
          "--lam: must be a finite number"),
     # the output folder, checked before any model runs
     Case("detect-out-is-a-file", lambda f: ["detect", f.image, "-o", f.file("taken.txt", "x")],
+         "taken.txt exists and is not a folder"),
+    Case("detect-slide-out-is-a-file", lambda f: ["detect", f.slide(), "-o", f.file("taken.txt", "x")],
+         "taken.txt exists and is not a folder"),
+    Case("segment-slide-out-is-a-file", lambda f: ["segment", f.slide(), "-o", f.file("taken.txt", "x")],
          "taken.txt exists and is not a folder"),
     Case("segment-out-is-a-file", lambda f: ["segment", f.image, "-o", f.file("taken.txt", "x")],
          "exists and is not a folder"),
@@ -227,6 +351,26 @@ CASES = [
     Case("evaluate-garbage-mat-truth", lambda f: _evaluate(f, {"img1.mat": os.urandom(300)}),
          "not a readable MATLAB .mat file"),
     Case("evaluate-zero-byte-prediction", lambda f: _evaluate_empty_prediction(f), "img1.csv: file is empty (0 bytes"),
+    Case("evaluate-zero-byte-geojson-truth", lambda f: _evaluate(f, {"img1.geojson": b""}),
+         "img1.geojson: file is empty (0 bytes): a file for an image without nuclei still holds an empty FeatureCollection"),
+    Case("evaluate-fifo-truth", _evaluate_fifo_truth, "img1.csv: not a regular file"),
+    Case("evaluate-missing-pred-folder", lambda f: ["evaluate", "detection", "--pred", str(f.tmp / "none"), "--truth",
+                                                    str(f.tmp), "--radius", "5"], "none: no such folder"),
+    Case("evaluate-pred-symlink-loop", lambda f: ["evaluate", "detection", "--pred", f.loop(), "--truth", str(f.tmp),
+                                                  "--radius", "5"], "loop_a.safetensors: symbolic link loop"),
+    Case("evaluate-segmentation-two-label-images", lambda f: ["evaluate", "segmentation", "--pred",
+                                                              *f.label_eval_dirs()[:1], "--truth", f.label_eval_dirs()[1]],
+         "2 truth label images for a: a.png and a_labels.tif"),
+    # experiment configurations: checked when parsing, before any training or run folder
+    Case("experiment-unknown-study", lambda f: _experiment(f, experiment="nosuch"), "unknown experiment 'nosuch'"),
+    Case("experiment-unknown-study-name", lambda f: ["experiment", "nosuch", "--config", f.experiment_config(), "-o",
+                                                     f.out], "unknown experiment 'nosuch'"),
+    Case("experiment-lr-fast", lambda f: _experiment(f, train__lr="fast"), "train: lr must be a number, got 'fast'"),
+    Case("experiment-empty-xi-grid", lambda f: _experiment(f, train__xi_grid=[]), "train: xi_grid must be a non-empty"),
+    Case("experiment-string-xi-grid", lambda f: _experiment(f, train__xi_grid="0.5"),
+         "train: xi_grid must be a list, got '0.5'"),
+    Case("experiment-batch-size-0", lambda f: _experiment(f, train__batch_size=0), "train: batch_size must be at least 1"),
+    Case("experiment-seed-null", lambda f: _experiment(f, seed=None), "exp.json: seed must be an integer, got null"),
 ]
 
 
@@ -256,13 +400,43 @@ def test_bad_input_is_one_line_and_exit_2(case, files, capsys):
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), sorted(out.rglob("*"))
 
 
-def test_unwritable_output_folder_is_refused_before_any_model(files, capsys):
-    target = Path("/sys/nucleikit-out")  # /sys refuses new files, even to root
+UNWRITABLE = {
+    "detect": lambda f, o: ["detect", f.image, "-o", o, "--model", "no-such-model"],
+    "detect-slide": lambda f, o: ["detect", f.slide(), "-o", o, "--model", "no-such-model"],
+    "segment": lambda f, o: ["segment", f.image, "-o", o, "--model", "no-such-model"],
+    "segment-slide": lambda f, o: ["segment", f.slide(), "-o", o, "--model", "no-such-model"],
+    "analyze": lambda f, o: ["analyze", f.image, "-o", o, "--detector", "no-such-model"],
+    "classify": lambda f, o: ["classify", f.image, "--points", f.points(), "-o", o, "--model", "no-such-model"],
+    "demo": lambda f, o: ["demo", "-o", o, "--model", "no-such-model"],
+    "train": lambda f, o: ["train", "detection", *f.train_folders(), "-o", o, "--init", "no-such-model"],
+    "experiment": lambda f, o: ["experiment", "lambda", "--config", f.experiment_config(), "-o", o],
+}
+
+
+@pytest.mark.parametrize("command", list(UNWRITABLE))
+@pytest.mark.parametrize("where", ["folder", "subfolder"])
+def test_unwritable_output_folder_is_refused_before_any_model(files, capsys, command, where):
+    # /sys refuses new files, even to root: a read-only output folder that chmod cannot fake for root
     if os.access("/sys", os.W_OK) and _can_create_in(Path("/sys")):
         pytest.skip("/sys is writable here")
-    assert _run(["detect", files.image, "-o", str(target), "--model", "no-such-model"]) == 2
+    target = "/sys" if where == "folder" else "/sys/nucleikit-out"
+    assert _run(UNWRITABLE[command](files, target)) == 2
     err = capsys.readouterr().err
-    assert "cannot write in /sys" in err and "no-such-model" not in err  # refused before the model
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "-o/--out: cannot write in /sys" in errors[0], err
+    assert "no-such-model" not in err and "Traceback" not in err  # refused before the model
+
+
+def test_a_fifo_in_a_folder_is_named_and_the_batch_goes_on(files, capsys):
+    folder = Path(files.folder_with_fifo())
+    (folder / "good.png").write_bytes(Path(files.image).read_bytes())
+    (folder / "gone.png").symlink_to(folder / "nothing.png")
+    code = _run(_detect(files, "--no-overlay")[:1] + [str(folder)] + _detect(files, "--no-overlay")[2:])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"error: {folder / 'pipe.png'}: not a regular file (a pipe, socket or device)" in err
+    assert f"error: {folder / 'gone.png'}: broken symbolic link" in err
+    assert (files.tmp / "out" / "good.csv").exists()  # before: the FIFO and the link were skipped without a word
 
 
 def _can_create_in(folder: Path) -> bool:

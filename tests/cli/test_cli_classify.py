@@ -69,15 +69,29 @@ def test_classify_point_outside_the_image_exit_2_nothing_written(tiny_classifier
     assert not out.exists()
 
 
-def test_classify_points_less_than_a_pixel_outside_are_typed(tiny_classifier_weights, disc_png, tmp_path):
+def test_classify_points_less_than_a_pixel_outside_are_typed(tiny_classifier_weights, disc_png, tmp_path, capsys):
     image, _ = disc_png
     points = tmp_path / "centres.csv"
-    points.write_text("x,y\n20,-0.85\n95.9,79.7\n")  # as CRCHisto's img8: a fraction of a pixel outside
+    # as CRCHisto's img8: a fraction of a pixel outside (the first two); the third is on the edge pixel
+    points.write_text("x,y\n20,-0.85\n95.9,79.7\n95.4,-0.4\n")
     out = tmp_path / "out"
     assert main(["classify", str(image), "--points", str(points), "-o", str(out),
                  "--model", str(tiny_classifier_weights), "--threads", "1"]) == 0
     rows = (out / "discs_classified.csv").read_text().splitlines()
-    assert rows[0].startswith("x,y,class") and len(rows) == 3
+    assert rows[0].startswith("x,y,class") and len(rows) == 4
+    assert rows[1].startswith("20.0,-0.85,")  # the table keeps the points as given
+    # the summary says so, once (issue 16)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.endswith("; 2 points lie less than 1 px outside the image: typed at the pixel on its edge")
+
+
+def test_classify_points_inside_get_no_note(tiny_classifier_weights, disc_png, tmp_path, capsys):
+    image, _ = disc_png
+    points = tmp_path / "centres.csv"
+    points.write_text("x,y\n20,20\n-0.5,79.5\n")  # on the image's outer edge: inside
+    assert main(["classify", str(image), "--points", str(points), "-o", str(tmp_path / "out"),
+                 "--model", str(tiny_classifier_weights), "--threads", "1"]) == 0
+    assert "outside" not in capsys.readouterr().out
 
 
 def test_classify_points_file_without_points_exit_2(tiny_classifier_weights, disc_png, tmp_path, capsys):

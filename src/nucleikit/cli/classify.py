@@ -15,7 +15,8 @@ CRCHisto classifiers). Reads IMAGE and the centres in FILE (.csv with x,y column
 centres, QuPath .geojson, or .mat) and writes OUTDIR/<image stem>_classified.csv with header
 x,y,class,class_prob, one row per centre in the order given (so `detect -o DIR` then `classify
 --points DIR/<stem>.csv -o DIR` keeps both files; `evaluate typed` reads it). A points file without points, or a
-point outside the image, is an error (exit 2) and nothing is written."""
+point more than 1 px outside the image, is an error (exit 2) and nothing is written; points less than 1 px
+outside (an annotation tool's rounding) are typed at the pixel on the edge, and the summary says how many."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,10 +56,18 @@ def run(args: argparse.Namespace) -> int:
     res = classify_file(image, points, classifier, out, mpp=args.mpp)
     counts = _class_counts(res.typed.labels, classifier.classes) if res.typed is not None else ""
     print(f"{image}: {res.count} nuclei typed ({counts}) in {res.seconds:.2f} s, "
-          f"{res.mpp:.3g} um/px ({res.mpp_source}); wrote {res.outputs['csv']}")
+          f"{res.mpp:.3g} um/px ({res.mpp_source}); wrote {res.outputs['csv']}" + _clipped_note(res.clipped))
     write_run_record(out, "classify", {str(image): {"mpp": res.mpp, "mpp_source": res.mpp_source,
                                                     "precision": classifier.precision}})
     return 0
+
+
+def _clipped_note(clipped: int) -> str:
+    """The summary's note on points a fraction of a pixel outside the image, or ``""``."""
+    if not clipped:
+        return ""
+    which = "1 point lies" if clipped == 1 else f"{clipped} points lie"
+    return f"; {which} less than 1 px outside the image: typed at the pixel on its edge"
 
 
 def write_run_record(out: Path, command: str, inputs: dict) -> None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from .options import finite_float, positive_float
+from .options import finite_float, positive_float, require_folder
 
 DESCRIPTION = """Score predicted points against truth points as PROTOCOL.md says: one-to-one pairs
 within RADIUS pixels, the most pairs and then the least total distance; precision, recall and F1
@@ -53,7 +53,8 @@ def _truth_candidates(folder: Path) -> dict[str, list[Path]]:
     """Every truth file under ``folder`` by image stem (``img1_detection.mat`` is ``img1``'s)."""
     found: dict[str, list[Path]] = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix.lower() in POINT_SUFFIXES:
+        # a FIFO or a dangling link is kept, so that reading it names the problem
+        if p.suffix.lower() in POINT_SUFFIXES and not p.is_dir():
             stem = p.stem[: -len("_detection")] if p.stem.endswith("_detection") else p.stem
             found.setdefault(stem, []).append(p)
     return found
@@ -109,7 +110,7 @@ def prediction_tables(folder: Path, task: str) -> dict[str, Path]:
     wanted = SCORED_BY[task]
     found: dict[str, Path] = {}
     others: dict[str, int] = {}
-    csvs = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    csvs = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and not p.is_dir())
     for p in csvs:
         command, stem = _command_of(p.stem)
         if command not in wanted:
@@ -222,10 +223,7 @@ def run(args: argparse.Namespace) -> int:
         from .evaluate_segmentation import run_segmentation
 
         return run_segmentation(args)
-    pred_dir, truth_dir = Path(args.pred), Path(args.truth)
-    for d in (pred_dir, truth_dir):
-        if not d.is_dir():
-            raise InputError(d, "not a folder")
+    pred_dir, truth_dir = require_folder(args.pred), require_folder(args.truth)
     if args.radius is None:
         raise ConfigError(f"evaluate {args.task} needs --radius R (the matching radius in pixels)")
     preds = prediction_tables(pred_dir, args.task)

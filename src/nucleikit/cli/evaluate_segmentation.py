@@ -24,8 +24,9 @@ _LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 
 def prediction_files(folder: Path) -> dict[str, Path]:
     """``<stem>_labels.tif`` files of a folder, by stem (sorted)."""
+    # a FIFO or a dangling link is kept, so that reading it names the problem
     return {p.name[: -len(PRED_SUFFIX)]: p for p in sorted(folder.iterdir())
-            if p.is_file() and p.name.endswith(PRED_SUFFIX)}
+            if p.name.endswith(PRED_SUFFIX) and not p.is_dir()}
 
 
 def _other_outputs(folder: Path) -> str:
@@ -39,20 +40,40 @@ def _other_outputs(folder: Path) -> str:
 def truth_index(folder: Path) -> dict[str, Path]:
     """Truth of each stem in a folder: a label image file or a Kaggle ``<stem>/masks/`` folder.
 
-    Files ``<stem>.png``, ``<stem>.tif``, ``<stem>.tiff`` and ``<stem>_labels.tif`` directly in
+    Files ``<stem>.png``, ``<stem>.tif``, ``<stem>.tiff`` and ``<stem>_labels.png|tif|tiff`` directly in
     ``folder`` are label images (not searched recursively: a Kaggle folder's
     ``<stem>/images/<stem>.png`` is an image, not a label); ``<stem>/masks`` folders hold one
-    binary mask per nucleus. A label file wins over a mask folder of the same stem.
+    binary mask per nucleus. A label file wins over a mask folder of the same stem; two label
+    files of one stem (``a.png`` and ``a_labels.tif``) are an error when that stem is scored
+    (:func:`truth_for`), never a choice by sort order.
     """
     index: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in _LABEL_SUFFIXES:
-            stem = p.name[: -len(PRED_SUFFIX)] if p.name.endswith(PRED_SUFFIX) else p.stem
-            index.setdefault(stem, p)
+        if p.suffix.lower() in _LABEL_SUFFIXES and not p.is_dir():
+            stem = p.stem[: -len("_labels")] if p.stem.endswith("_labels") else p.stem
+            if stem in index:
+                index[stem] = _Ambiguous([*(index[stem] if isinstance(index[stem], _Ambiguous) else [index[stem]]), p])
+            else:
+                index[stem] = p
     for d in sorted(folder.iterdir()):
         if d.is_dir() and (d / "masks").is_dir():
             index.setdefault(d.name, d / "masks")
     return index
+
+
+class _Ambiguous(list):
+    """Several label files for one image: an error only if that image is scored."""
+
+
+def truth_for(truths: dict, stem: str, folder: Path) -> Path:
+    """The truth of ``stem``; two label files of that stem are refused rather than picked by sort order."""
+    found = truths[stem]
+    if isinstance(found, _Ambiguous):
+        names = " and ".join(p.name for p in found[:2])
+        more = f" (and {len(found) - 2} more)" if len(found) > 2 else ""
+        raise InputError(folder, f"{len(found)} truth label images for {stem}: {names}{more}; keep one, or point "
+                                 "--truth at a folder holding only the label images")
+    return found
 
 
 def load_truth(source: Path, stem: str, shape: tuple[int, int], table=None) -> np.ndarray:
@@ -87,9 +108,9 @@ def run_segmentation(args: argparse.Namespace) -> int:
 
     if args.radius is not None or args.min_score is not None or args.classes is not None:
         raise ConfigError("--radius, --min-score and --classes do not apply to `evaluate segmentation`")
-    pred_dir, truth_src = Path(args.pred), Path(args.truth)
-    if not pred_dir.is_dir():
-        raise InputError(pred_dir, "not a folder")
+    from .options import require_file, require_folder
+
+    pred_dir, truth_src = require_folder(args.pred), require_file(args.truth)
     preds = prediction_files(pred_dir)
     if not preds:
         raise InputError(pred_dir, f"no prediction *{PRED_SUFFIX} files in this folder" + _other_outputs(pred_dir))
@@ -107,7 +128,8 @@ def run_segmentation(args: argparse.Namespace) -> int:
     pred_labels, truth_labels, names = [], [], []
     for stem, path in preds.items():
         pred = read_label_image(path)
-        truth_labels.append(load_truth(truths[stem], stem, pred.shape, table))
+        source = truths[stem] if table is not None else truth_for(truths, stem, truth_src)
+        truth_labels.append(load_truth(source, stem, pred.shape, table))
         pred_labels.append(pred)
         names.append(stem)
     report = evaluate_segmentation(truth_labels, pred_labels)

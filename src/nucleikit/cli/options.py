@@ -279,31 +279,42 @@ def expand_inputs(items: list[str], suffixes: tuple[str, ...]) -> tuple[list[Pat
             seen.add(key)
             files.append(p)
 
+    def add_found(found: list[Path], item: str, none: str) -> None:
+        """The files a folder or pattern holds; a FIFO, device or dangling link of an image name is reported."""
+        found = [q for q in found if q.suffix.lower() in suffixes and not q.is_dir()]
+        for q in found:
+            problem = _not_a_file(q)
+            if problem is None:
+                add(q)
+            else:
+                problems.append((str(q), problem))
+        if not found:
+            problems.append((item, none))
+
     for item in items:
         path = Path(item)
         if any(ch in item for ch in "*?[") and not path.exists():
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            matches = [m for m in matches if m.is_file() and m.suffix.lower() in suffixes]
-            if not matches:
-                problems.append((item, "the pattern matches no image"))
-            for m in matches:
-                add(m)
+            add_found(sorted(Path(m) for m in glob.glob(item, recursive=True)), item, "the pattern matches no image")
         elif path.is_dir():
-            inside = sorted(q for q in path.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
-            if not inside:
-                problems.append((item, "folder holds no image"))
-            for q in inside:
-                add(q)
-        elif path.exists():
-            if path.is_file():
-                add(path)
-            else:  # a FIFO named .png would block the batch forever
-                problems.append((item, "not a regular file (a pipe, socket or device)"))
-        elif path.is_symlink():
-            problems.append((item, dangling_link_reason(path)))
+            add_found(sorted(path.iterdir()), item, "folder holds no image")
         else:
-            problems.append((item, "no such file"))
+            problem = _not_a_file(path)
+            if problem is None:
+                add(path)
+            else:
+                problems.append((item, problem))
     return files, problems
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` is not a regular file a batch can read, or None when it is one."""
+    if path.is_file():
+        return None
+    if path.exists():  # a FIFO named .png would block the batch forever
+        return "not a regular file (a pipe, socket or device)"
+    if path.is_symlink():
+        return dangling_link_reason(path)
+    return "no such file"
 
 
 def batch_inputs(items: list[str], suffixes: tuple[str, ...], report) -> list[Path]:
@@ -329,10 +340,21 @@ def batch_inputs(items: list[str], suffixes: tuple[str, ...], report) -> list[Pa
 
 
 def require_file(path: str | Path) -> Path:
+    """``path`` if something is there; else an :class:`InputError` saying what is wrong (a link loop...)."""
     p = Path(path)
     if not p.exists():
-        raise InputError(p, "no such file or folder")
+        raise InputError(p, dangling_link_reason(p) if p.is_symlink() else "no such file or folder")
     return p
+
+
+def require_folder(path: str | Path) -> Path:
+    """``path`` if it is a folder; else an :class:`InputError` naming the problem."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise InputError(p, "not a folder")
+    raise InputError(p, dangling_link_reason(p) if p.is_symlink() else "no such folder")
 
 
 # --------------------------------------------------------------------------- whole slides

@@ -96,6 +96,9 @@ class FileResult:
         What :func:`segment_file` found.
     model : str
         Name of the weights that processed the file (empty when not recorded).
+    clipped : int
+        Given points less than 1 px beyond the image's edge, typed at the pixel on the edge
+        (:func:`classify_file`; :func:`nucleikit.io.points.clip_points_to_image`).
     """
 
     path: Path
@@ -108,6 +111,7 @@ class FileResult:
     typed: TypedNuclei | None = field(default=None, repr=False)
     segmentation: "Segmentation | None" = field(default=None, repr=False)
     model: str = ""
+    clipped: int = 0
 
 
 def resolve_mpp(option: float | None, metadata: float | None, model: float) -> tuple[float, str]:
@@ -318,8 +322,9 @@ def classify_file(
     -------
     FileResult
         ``outputs["csv"]``: header ``x,y,class,class_prob``, one row per
-        input point in input order; ``typed`` holds the probabilities
-        (``scores`` are NaN).
+        input point in input order (x, y as given); ``typed`` holds the
+        probabilities (``scores`` are NaN); ``clipped`` counts the points less
+        than 1 px outside the image, typed at the edge pixel.
 
     Raises
     ------
@@ -339,6 +344,10 @@ def classify_file(
     image = read_image(image_path, mode="rgb")
     points = read_points(points_path)
     check_points_in_image(points, image.pixels.shape, points_path)
+    h, w = image.pixels.shape[:2]
+    x, y = points.xy[:, 0], points.xy[:, 1]
+    # beyond the image's edge (pixel 0 spans -0.5 to 0.5): typed at the edge pixel; the table keeps them as given
+    clipped = int(np.count_nonzero((x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5)))
     use_mpp, source = resolve_mpp(mpp, image.mpp, classifier.mpp)
     labels, probs = classifier.classify(image.pixels, points.xy, mpp=use_mpp)
     typed = TypedNuclei(points.xy, np.full(len(points), np.nan, np.float32), labels, probs, classifier.classes)
@@ -352,6 +361,7 @@ def classify_file(
         seconds=time.perf_counter() - t0,
         outputs={"csv": Path(written)},
         typed=typed,
+        clipped=clipped,
     )
 
 
