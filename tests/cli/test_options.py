@@ -81,3 +81,45 @@ def test_segment_padding(parser, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args([*NETWORK_COMMANDS["segment"], "--padding", "zero"])
     assert "invalid choice: 'zero'" in capsys.readouterr().err
+
+
+# --- one name per kind of value (issue 16) -----------------------------------------------------
+# detect's --threshold was a fraction of the map maximum (xi), segment's a probability, and
+# classify's --batch-size counted patches where every other command's counts tiles.
+
+
+@pytest.mark.parametrize("command", ["detect", "analyze"])
+def test_xi_is_the_name_of_the_relative_threshold(parser, command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = NETWORK_COMMANDS[command]
+    assert parser.parse_args([*base, "--xi", "0.4"]).threshold == 0.4
+    assert parser.parse_args([*base, "--threshold", "0.4"]).threshold == 0.4  # the older name keeps working
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--prob-threshold", "0.4"])  # a probability is not what these threshold
+
+
+def test_prob_threshold_is_the_name_of_segments_probability(parser, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = NETWORK_COMMANDS["segment"]
+    assert parser.parse_args([*base, "--prob-threshold", "0.7"]).threshold == 0.7
+    assert parser.parse_args([*base, "--threshold", "0.7"]).threshold == 0.7
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--xi", "0.4"])
+
+
+@pytest.mark.parametrize("command", ["classify", "analyze"])
+def test_patch_batch_counts_patches_in_both_typing_commands(parser, command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = parser.parse_args([*NETWORK_COMMANDS[command], "--patch-batch", "64"])
+    patches = args.batch_size if command == "classify" else args.patch_batch
+    assert patches == 64
+    if command == "classify":  # the older name of classify's patches per pass
+        assert parser.parse_args([*NETWORK_COMMANDS[command], "--batch-size", "32"]).batch_size == 32
+
+
+def test_help_gives_the_new_names_first(parser, capsys):
+    for command, shown in (("detect", "--xi XI, --threshold XI"), ("segment", "--prob-threshold P, --threshold P"),
+                           ("classify", "--patch-batch N, --batch-size N")):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        assert shown in " ".join(capsys.readouterr().out.split()), command

@@ -32,7 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_mpp_option(p)
     g = p.add_argument_group("runtime")
     g.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch (default: 2)")
-    g.add_argument("--batch-size", type=positive_int, default=256, help="patches per forward pass (default: 256)")
+    # patches per pass are --patch-batch, as in analyze; --batch-size is tiles per pass elsewhere (issue 16)
+    g.add_argument("--patch-batch", "--batch-size", dest="batch_size", type=positive_int, default=256, metavar="N",
+                   help="patches per forward pass (default: 256); --batch-size is the older name")
     add_precision_options(g)
     p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=None, metavar="N",
                    help=("classify each nucleus over N flips/rotations of its patch and average (1, 2, 4, 8; "

@@ -195,9 +195,11 @@ def add_output_option(p: argparse.ArgumentParser) -> None:
 
 def add_peak_options(p: argparse.ArgumentParser) -> None:
     """Override the post-processing tuned with the weights (xi and peak distance)."""
-    p.add_argument("--threshold", type=relative_threshold, default=None, metavar="XI",
+    # --xi is a fraction of the map maximum, not a probability like segment's --prob-threshold
+    # (issue 16): each has its own name; --threshold stays as the older name of both.
+    p.add_argument("--xi", "--threshold", dest="threshold", type=relative_threshold, default=None, metavar="XI",
                    help="keep peaks above XI times the map maximum, 0 <= XI < 1 (default: the value tuned with "
-                        "the weights)")
+                        "the weights); --threshold is the older name")
     p.add_argument("--min-distance", type=min_distance_px, default=None, metavar="PX",
                    help="minimum distance between peaks in model pixels, a whole number >= 1 (default: tuned "
                         "with the weights)")

@@ -62,8 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", choices=SEED_CHOICES, default=None,
                    help="watershed markers: distance-transform maxima or the bundled detector's peaks "
                         "(default: the kind stored with the weights)")
-    p.add_argument("--threshold", type=probability, default=None, metavar="P",
-                   help="foreground probability threshold, 0 to 1 (default: the value tuned with the weights)")
+    p.add_argument("--prob-threshold", "--threshold", dest="threshold", type=probability, default=None, metavar="P",
+                   help="foreground probability threshold, 0 to 1 (default: the value tuned with the weights); "
+                        "--threshold is the older name")
     p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1, metavar="N",
                    help="test-time augmentation: average the network's maps over N flipped/transposed views "
                         "(1, 2, 4 or 8; N times the network's work; default 1). unet_he on MoNuSeg validation: "
