@@ -520,3 +520,30 @@ def test_damaged_checkpoint_is_refused_before_the_data(files, capsys, content, m
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.count("error:") == 1 and "checkpoint.pt" in err and message in err
+
+
+def test_full_disk_fails_one_slide_and_the_batch_goes_on(files, monkeypatch, capsys):
+    import errno
+
+    import nucleikit.export.files as export
+
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def fsync_first_file_full(fd):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first slide's first table hits a full disk; the rest fits
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    first = Path(files.slide())
+    second = first.with_name("second.tif")
+    second.write_bytes(first.read_bytes())
+    monkeypatch.setattr(export.os, "fsync", fsync_first_file_full)
+    code = _run(["detect", str(first), str(second), "-o", files.out, "--model", str(files.detector), "--threads",
+                 "1", "--formats", "csv,sqlite", "--tissue-mask", "all", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "slide.csv: cannot write: No space left on device" in err
+    assert (files.tmp / "out" / "second.csv").exists() and (files.tmp / "out" / "second.sqlite").exists()
+    assert not (files.tmp / "out" / "slide.csv").exists()
