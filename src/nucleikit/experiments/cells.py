@@ -105,6 +105,10 @@ class Cell:
         cfg = self.config.to_dict()
         cfg.pop("threads", None)  # the number of threads changes speed, not the result
         cfg.pop("init", None)
+        # Early stopping decides where a run ends, not its path: a run stopped early is a prefix of the
+        # same run without it, so both share a folder (and the keys of runs from before it stay).
+        cfg.pop("stop_patience", None)
+        cfg.pop("stop_min_delta", None)
         names = sorted({t.dataset for t in self.train} | set(self.validation_sets))
         spec = {
             "train": [dataclasses.asdict(t) for t in self.train],

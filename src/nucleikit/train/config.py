@@ -52,6 +52,13 @@ class TrainConfig:
         validations without a better F1 (both optimisers).
     val_every : int
         Steps between validations (and checkpoints).
+    stop_patience : int or None
+        Stop before ``steps`` once this many validations in a row have not
+        improved on the best score by ``stop_min_delta``
+        (:mod:`nucleikit.train.stopping`); None trains all ``steps``.
+    stop_min_delta : float
+        Smallest validation gain that counts as an improvement for
+        ``stop_patience`` (not for the learning-rate schedule).
     val_radius_um : float
         Matching radius for validation F1 (3.3 um = 6 px at 0.55 um/px).
     xi_grid, min_distance_grid : tuple of float
@@ -95,6 +102,8 @@ class TrainConfig:
     plateau_patience: int = 4
     plateau_factor: float = 0.5
     val_every: int = 200
+    stop_patience: int | None = None
+    stop_min_delta: float = 0.005
     val_radius_um: float = 6 * 0.55
     xi_grid: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
     min_distance_grid: tuple[float, ...] = (3, 4, 5, 6, 7, 8)
@@ -113,6 +122,11 @@ class TrainConfig:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if self.val_every < 1:
             raise ConfigError(f"val_every must be at least 1, got {self.val_every}")
+        if self.stop_patience is not None and (isinstance(self.stop_patience, bool)
+                                               or not isinstance(self.stop_patience, int) or self.stop_patience < 1):
+            raise ConfigError(f"stop_patience must be a whole number >= 1 or null, got {self.stop_patience!r}")
+        if not isinstance(self.stop_min_delta, (int, float)) or not 0 <= self.stop_min_delta < 1:
+            raise ConfigError(f"stop_min_delta must be a number in [0, 1), got {self.stop_min_delta!r}")
         if self.freeze_blocks < 0:
             raise ConfigError(f"freeze_blocks must be >= 0, got {self.freeze_blocks}")
         if self.colour not in ("rgb", "grey"):

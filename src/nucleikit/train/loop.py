@@ -57,6 +57,7 @@ from ..transforms import channel_stats, standardise
 from .augment import random_crop
 from .config import TrainConfig
 from .runtime import Dist, ProgressBar, machine
+from .stopping import plateaued, scores_from_log
 from .tasks import PreparedImage, TaskAdapter, Validation, task_for
 
 __all__ = ["CHECKPOINT_KEYS", "Trainer", "TrainResult", "train_dense", "train_detector", "train_segmenter"]
@@ -562,6 +563,9 @@ class Trainer:
     def run(self, *, progress: bool = True, on_validate: Callable[[int, dict], None] | None = None) -> TrainResult:
         """Train up to ``cfg.steps``, validating, logging and checkpointing every ``cfg.val_every``.
 
+        With ``cfg.stop_patience`` the run ends earlier once validation has plateaued
+        (:mod:`nucleikit.train.stopping`); the last log record then says why (``stopped``).
+
         Parameters
         ----------
         progress : bool
@@ -583,8 +587,11 @@ class Trainer:
         # in a thread while torch computes the current one.
         pool = ThreadPoolExecutor(max_workers=1)
         pending = pool.submit(self.batch, state.step)
+        # early stopping reads the scores the log already holds, so a resumed run decides as an unbroken one
+        scores = scores_from_log(self.out / "log.jsonl", state.step) if dist.main else []
+        stop = self._plateaued(scores)
         try:
-            while state.step < total:
+            while state.step < total and not stop:
                 self.train_mode()
                 t_step = time.perf_counter()
                 batch = pending.result()
@@ -595,8 +602,13 @@ class Trainer:
                 bar.update(completed=state.step, loss=float(np.mean(running[-50:])))
                 if state.step % every == 0 or state.step == total:
                     record = self._validation_round(running, t0)
+                    if record is not None:
+                        scores.append(record["score"])
+                    stop = self._plateaued(scores)
                     if record is None:
                         continue  # not process 0
+                    if stop:
+                        record["stopped"] = f"plateau: {cfg.stop_patience} validations without a gain of {cfg.stop_min_delta:g}"
                     running = []
                     log.write(json.dumps(record) + "\n")
                     log.flush()
@@ -612,6 +624,11 @@ class Trainer:
             dist.close()
         return TrainResult(self.best_path, state.best_step, state.best, state.step, time.perf_counter() - t0,
                            self.model)
+
+    def _plateaued(self, scores: list[float]) -> bool:
+        """Whether to stop now (``cfg.stop_patience``); process 0 decides from its scores, every process follows."""
+        decision = plateaued(scores, self.cfg.stop_patience, self.cfg.stop_min_delta) if self.dist.main else None
+        return bool(self.dist.broadcast(decision))
 
     def _validation_round(self, running: list[float], t0: float) -> dict | None:
         """Validate (process 0), step the schedule (every process), save the best weights.
