@@ -25,8 +25,8 @@ def _check_columns(columns: Mapping[str, Any]) -> dict[str, np.dtype]:
         if not str(name).isidentifier():
             raise ValueError(f"column name {name!r} must be an identifier (letters, digits, _)")
         dt = np.dtype(dtype)
-        if dt.kind not in "biuf":
-            raise ValueError(f"column {name!r} must be numeric, got dtype {dt}")
+        if dt.kind not in "biufU":
+            raise ValueError(f"column {name!r} must be numeric or text (str), got dtype {dt}")
         out[str(name)] = dt
     return out
 

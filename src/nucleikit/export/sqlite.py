@@ -49,7 +49,7 @@ def has_rtree() -> bool:
     return True
 
 
-_SQL_TYPES = {"f": "REAL", "i": "INTEGER", "u": "INTEGER", "b": "INTEGER"}
+_SQL_TYPES = {"f": "REAL", "i": "INTEGER", "u": "INTEGER", "b": "INTEGER", "U": "TEXT"}
 
 
 def write_points_sqlite(
@@ -70,7 +70,7 @@ def write_points_sqlite(
     chunks : iterable of (xy, columns) or (xy, columns, geometry)
         See :func:`write_points_csv_chunks`; ``geometry`` is needed with ``geometry=True``.
     columns : mapping of str to dtype
-        Extra columns; floats become ``REAL``, integers ``INTEGER``.
+        Extra columns; floats become ``REAL``, integers ``INTEGER``, text (``str``) ``TEXT``.
     table : str
         Table name; the R*Tree is ``<table>_rtree``, the fallback index ``<table>_xy``.
     rtree : bool or None
@@ -146,8 +146,8 @@ def query_region(
     xy : (n, 2) float64 ndarray
         (x, y) of the points inside, in id order.
     columns : dict of str to (n,) ndarray
-        The table's other numeric columns (without ``id``; outlines: :func:`query_polygons`),
-        float64 or int64.
+        The table's other columns (without ``id``; outlines: :func:`query_polygons`),
+        float64, int64 or str (``TEXT``).
     """
     if not table.isidentifier():
         raise ValueError(f"table name {table!r} must be an identifier")
@@ -168,13 +168,11 @@ def query_region(
             sql = f"SELECT {select} FROM {table} AS n WHERE {exact} ORDER BY n.id"
         bounds = {"x0": window.x0, "x1": window.x1, "y0": window.y0, "y1": window.y1}
         rows = con.execute(sql, bounds).fetchall()
-    data = np.array(rows, dtype=np.float64).reshape(-1, 2 + len(extra))
-    xy = data[:, :2].copy()
+    values = list(zip(*rows)) if rows else [()] * (2 + len(extra))
+    xy = np.column_stack([np.asarray(values[0], np.float64), np.asarray(values[1], np.float64)]).reshape(-1, 2)
+    kinds = {"INTEGER": np.int64, "TEXT": str}
     types = {row[1]: row[2].upper() for row in info}
-    columns = {
-        c: data[:, 2 + k].astype(np.int64) if types.get(c) == "INTEGER" else data[:, 2 + k]
-        for k, c in enumerate(extra)
-    }
+    columns = {c: np.asarray(values[2 + k], dtype=kinds.get(types.get(c), np.float64)) for k, c in enumerate(extra)}
     return xy, columns
 
 

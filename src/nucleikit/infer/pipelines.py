@@ -27,6 +27,7 @@ __all__ = [
     "TypedNuclei",
     "analyze_file",
     "analyze_image",
+    "analyze_slide",
     "classify_file",
     "detect_file",
     "resolve_mpp",
@@ -291,6 +292,141 @@ def analyze_file(
         outputs=outputs,
         typed=typed,
     )
+
+
+#: Side, in pixels of the level read, of the blocks a slide's nuclei are typed in (each block
+#: read once, with a margin holding every patch that reaches beyond it).
+TYPING_BLOCK = 1024
+
+
+def analyze_slide(
+    slide_path: str | Path,
+    detector: Detector,
+    classifier: Classifier,
+    out_dir: str | Path,
+    *,
+    mpp: float | None = None,
+    level: int | None = None,
+    tile: int | None = None,
+    tissue_mask=None,
+    resume: bool = True,
+    formats=None,
+    threshold_rel: float | None = None,
+    min_distance: float | None = None,
+    progress: bool = True,
+):
+    """Detect and type the nuclei of a whole slide: ``detect_slide``, then a patch per nucleus.
+
+    The nuclei are those :func:`~nucleikit.infer.wsi.detect_slide` finds with the same options
+    (tissue tiles, seam-exact peaks, bounded memory, resume); its tables go to a working
+    folder ``OUTDIR/.<stem>_typed.work/`` that is removed once the slide is done, so a shared
+    ``-o`` keeps ``detect``'s own ``<stem>.csv`` apart. Each nucleus is then typed on a patch
+    read from the slide at the classifier's resolution: the coarsest pyramid level at least
+    as fine as the classifier (the level detection read when the slide records no pixel
+    size), read in blocks of :data:`TYPING_BLOCK` pixels with a margin, resampled and cut as
+    :meth:`~nucleikit.infer.classify.Classifier.classify` does for an image.
+
+    Writes ``<stem>_typed.csv`` (``x,y,score,class,class_prob`` in level-0 pixels, as
+    :func:`analyze_file` writes an image's), ``.geojson`` (QuPath detections classified by
+    type), ``.parquet`` and ``.sqlite`` (``class`` as text) as ``formats`` asks (default: the
+    slides' default formats), and ``<stem>_typed_tissue.png``.
+
+    Returns
+    -------
+    result : SlideResult
+        :func:`~nucleikit.infer.wsi.detect_slide`'s, with ``outputs`` the typed files and
+        ``seconds`` the whole run's.
+    typed : TypedNuclei
+        The nuclei (level-0 pixels), their classes and class probabilities.
+
+    Notes
+    -----
+    With ``stain_normalise``, each block's patches are matched to the training stain together.
+    """
+    import dataclasses
+    import shutil
+
+    from ..export import SlideTable, check_slide_formats, output_stem, slide_formats, write_slide_outputs
+    from ..export.files import atomic_write
+    from .wsi import detect_slide
+
+    t0 = time.perf_counter()
+    slide_path, out = Path(slide_path), Path(out_dir)
+    formats = check_slide_formats(slide_formats() if formats is None else formats)
+    named = output_stem(slide_path.stem, "analyze")
+    work = out / f".{named}.work"
+    found = detect_slide(slide_path, detector, work, mpp=mpp, level=level, tile=tile, tissue_mask=tissue_mask,
+                         resume=resume, formats=("csv",), threshold_rel=threshold_rel, min_distance=min_distance,
+                         progress=progress)
+    xy, scores = _read_points_table(found.outputs["csv"])
+    labels, probs = _type_slide_nuclei(slide_path, classifier, xy, mpp=mpp, level=found.level)
+    typed = TypedNuclei(xy, scores, labels, probs, tuple(classifier.classes))
+    nuclei = _typed_nuclei(typed, f"{detector.name} score")
+    schema = {"score": "float32", "class": "str", "class_prob": "float32"}
+    outputs = write_slide_outputs(out, slide_path.stem, "analyze", formats,
+                                  SlideTable(lambda: [nuclei], schema=schema, mpp=found.mpp))
+    tissue = found.outputs.get("tissue")
+    if tissue is not None and Path(tissue).exists():
+        target = out / f"{named}_tissue.png"
+        with atomic_write(target, "wb") as handle:
+            handle.write(Path(tissue).read_bytes())
+        outputs["tissue"] = target
+    shutil.rmtree(work, ignore_errors=True)  # the slide is done: no resume needed
+    return dataclasses.replace(found, count=len(typed), outputs=outputs, seconds=time.perf_counter() - t0), typed
+
+
+def _read_points_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) x, y and (N,) score of a points CSV nucleikit wrote (header ``x,y,score``)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = csv.reader(handle)
+        header = next(rows)
+        ix, iy, iscore = header.index("x"), header.index("y"), header.index("score")
+        data = np.array([(float(r[ix]), float(r[iy]), float(r[iscore])) for r in rows], dtype=np.float64)
+    data = data.reshape(-1, 3)
+    return data[:, :2].copy(), data[:, 2].astype(np.float32)
+
+
+def _type_slide_nuclei(slide_path: Path, classifier: Classifier, xy: np.ndarray, *, mpp: float | None,
+                       level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities of nuclei at level-0 ``xy`` of a slide, typed block by block."""
+    import math
+
+    from ..io.slides import open_slide
+    from ..windows import Window
+
+    names = np.asarray(classifier.classes, dtype=str)
+    probs = np.zeros((len(xy), len(names)), np.float32)
+    if not len(xy):
+        return np.zeros(0, dtype=names.dtype), probs
+    with open_slide(slide_path, mpp=mpp) as slide:
+        if slide.mpp is not None:
+            level, level_mpp = slide.best_level_for_mpp(classifier.mpp)
+        else:  # no pixel size: the level detection read, taken to be at the classifier's resolution
+            level_mpp = None
+        w0, h0 = slide.dimensions
+        wl, hl = slide.level_dimensions[level]
+        sx, sy = w0 / wl, h0 / hl
+        at_level = np.column_stack([(xy[:, 0] + 0.5) / sx - 0.5, (xy[:, 1] + 0.5) / sy - 0.5])
+        # every patch cut from a block lies inside its margin, with room for the resampling kernel
+        stretch = classifier.mpp / level_mpp if level_mpp else 1.0
+        margin = int(math.ceil(classifier.patch * max(1.0, stretch))) + 8
+        b = TYPING_BLOCK
+        blocks = np.floor(at_level / b).astype(np.int64)
+        order = np.lexsort((blocks[:, 0], blocks[:, 1]))
+        keys = blocks[order]
+        starts = np.flatnonzero(np.r_[True, np.any(keys[1:] != keys[:-1], axis=1)])
+        for start, stop in zip(starts, np.r_[starts[1:], len(order)]):
+            idx = order[start:stop]
+            bx, by = keys[start]
+            window = Window(int(by) * b - margin, int(bx) * b - margin, int(by + 1) * b + margin,
+                            int(bx + 1) * b + margin)
+            pixels = slide.read_region(window, level)
+            local = at_level[idx] - (window.x0, window.y0)
+            _, probs[idx] = classifier.classify(pixels, local, mpp=level_mpp)
+    labels = names[probs.argmax(axis=1)]
+    return labels, probs
 
 
 def classify_file(
