@@ -147,3 +147,21 @@ def test_slide_geojson_carries_its_resolution(tmp_path):
     table = SlideTable(lambda: iter([Nuclei(np.array([[1.0, 2.0]]))]), schema={}, mpp=0.2527)
     path = write_slide_outputs(tmp_path, "s", "detect", ("geojson",), table)["geojson"]
     assert json.loads(path.read_text())["nucleikit"]["mpp"] == 0.2527
+
+
+def test_label_tiff_is_what_a_napari_labels_layer_takes(tmp_path):
+    """One page, one 2-D uint16 greyscale plane with the labels as stored: napari's labels layer (and
+    ``viewer.open(..., layer_type="labels")``) takes it as is (issue 16)."""
+    import tifffile
+
+    from nucleikit.export.label_tiff import write_label_tiff
+
+    labels = np.zeros((30, 40), np.int32)
+    labels[2:8, 3:9], labels[20:25, 30:38] = 1, 7
+    path = write_label_tiff(tmp_path / "a_labels.tif", labels)
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.pages) == 1 and len(tif.series) == 1
+        page = tif.pages[0]
+        assert page.shape == (30, 40) and page.dtype == np.uint16 and page.photometric == tifffile.PHOTOMETRIC.MINISBLACK
+        assert tif.series[0].axes == "YX"
+        np.testing.assert_array_equal(tif.asarray(), labels)
