@@ -127,3 +127,16 @@ def test_analyze_slide_options_are_checked_when_parsing(slide, tmp_path, capsys)
             main(["analyze", str(slide), "-o", str(tmp_path / "out"), *bad])
         assert exc.value.code == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_a_blank_slide_gives_no_nuclei_with_the_bundled_models(tmp_path, capsys):
+    """The detector's absolute floor reaches slides through detect and analyze alike: glass with
+    every tile processed (--tissue-mask all) holds no nucleus."""
+    noise = np.random.default_rng(1).normal(0, 4, (256, 256, 3))
+    glass = _pyramid(tmp_path / "glass.tif", np.clip(GLASS + noise, 0, 255).astype(np.uint8))
+    out = tmp_path / "out"
+    for command in ("detect", "analyze"):
+        assert main([command, str(glass), "-o", str(out), "--tissue-mask", "all", "--threads", "1",
+                     "--formats", "csv", "-q"]) == 0
+    assert (out / "glass.csv").read_text().splitlines() == ["x,y,score"]
+    assert (out / "glass_typed.csv").read_text().splitlines() == ["x,y,score,class,class_prob"]
