@@ -225,6 +225,17 @@ def _evaluate(f: Files, truth_files: dict[str, bytes | str], *extra: str) -> lis
     return ["evaluate", "detection", "--pred", pred, "--truth", truth, "--radius", "5", *extra]
 
 
+def _mat_bytes(**variables) -> bytes:
+    """A MATLAB .mat file's bytes (default: one point, as CRCHisto stores them)."""
+    import io
+
+    from scipy.io import savemat
+
+    buffer = io.BytesIO()
+    savemat(buffer, variables or {"detection": np.array([[10.0, 12.0]])})
+    return buffer.getvalue()
+
+
 def _experiment(f: Files, **changes) -> list[str]:
     return ["experiment", "lambda", "--config", f.experiment_config(**changes), "-o", f.out]
 
@@ -348,8 +359,14 @@ CASES = [
                                                                   "a/img1.csv": "x,y\n50,50\n"}),
          "2 truth files for img1: a/img1.csv and img1.csv"),
     Case("evaluate-zero-byte-truth", lambda f: _evaluate(f, {"img1.csv": b""}), "img1.csv: file is empty (0 bytes"),
-    Case("evaluate-garbage-mat-truth", lambda f: _evaluate(f, {"img1.mat": os.urandom(300)}),
+    Case("evaluate-garbage-mat-truth", lambda f: _evaluate(f, {"img1.mat": np.random.default_rng(16).bytes(300)}),
          "not a readable MATLAB .mat file"),
+    Case("evaluate-truncated-mat-truth", lambda f: _evaluate(f, {"img1.mat": _mat_bytes()[:200]}),
+         "not a readable MATLAB .mat file"),
+    Case("evaluate-mat-header-then-garbage", lambda f: _evaluate(f, {"img1.mat": _mat_bytes()[:128] + b"\x07" * 300}),
+         "not a readable MATLAB .mat file"),
+    Case("evaluate-mat-without-points", lambda f: _evaluate(f, {"img1.mat": _mat_bytes(detection=np.ones((3, 3)))}),
+         "variable 'detection' has shape (3, 3), expected (N, 2) points"),
     Case("evaluate-zero-byte-prediction", lambda f: _evaluate_empty_prediction(f), "img1.csv: file is empty (0 bytes"),
     Case("evaluate-zero-byte-geojson-truth", lambda f: _evaluate(f, {"img1.geojson": b""}),
          "img1.geojson: file is empty (0 bytes): a file for an image without nuclei still holds an empty FeatureCollection"),
@@ -547,3 +564,16 @@ def test_full_disk_fails_one_slide_and_the_batch_goes_on(files, monkeypatch, cap
     assert "slide.csv: cannot write: No space left on device" in err
     assert (files.tmp / "out" / "second.csv").exists() and (files.tmp / "out" / "second.sqlite").exists()
     assert not (files.tmp / "out" / "slide.csv").exists()
+
+
+@pytest.mark.parametrize("truth", ["x,y\n400,400\n", "mat"])
+def test_evaluate_without_a_true_positive_says_the_distance_is_undefined(files, capsys, truth):
+    # no pair within the radius: the mean distance of matched pairs has no value (a TypeError traceback before)
+    content = _mat_bytes(detection=np.array([[400.0, 400.0]])) if truth == "mat" else truth
+    argv = _evaluate(files, {"img1.mat" if truth == "mat" else "img1.csv": content})
+    assert _run(argv) == 0
+    out = capsys.readouterr().out
+    assert "TP 0  FP 1  FN 1  ED n/a" in out
+    assert _run([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["tp"], result["ed"]) == (0, None)
