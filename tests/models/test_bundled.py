@@ -24,7 +24,10 @@ def test_bundled_weights_metadata_matches_reality(path):
         assert key in meta, key
     assert meta["test"].get("protocol", True) is True  # never weights shipped from a --limit-images check
     if meta["task"] == "detection":
-        assert 0 < meta["postprocess"]["threshold_rel"] < 1 and meta["postprocess"]["min_distance"] >= 1
+        post = meta["postprocess"]
+        assert 0 <= post["threshold_rel"] < 1 and post["min_distance"] >= 1
+        # the absolute rule (xi 0) relies on its floor alone
+        assert post["threshold_rel"] > 0 or post["threshold_abs"] > 0
         assert meta["halo"] % 16 == 0
         t = meta["test"]
         assert 0 < t["f1_r6"] <= t["f1_r8"] <= 1  # a larger radius never loses pairs
