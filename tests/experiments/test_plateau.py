@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from nucleikit.experiments.plateau import main, plateau, plateau_of_log, plateau_rows, read_history
+from nucleikit.experiments.plateau import main, plateau, plateau_of_log, plateau_rows, read_history, stopped_early
 
 
 def _log(path, records):
@@ -46,9 +46,21 @@ def test_rows_of_the_cells_and_the_command_line(tmp_path, capsys):
              {"label": "train-b", "key": "456", "steps": 4, "best_step": 2, "cell": {"config": {"seed": 7}}}]
     rows = plateau_rows(tmp_path, cells)
     assert rows == [{"training": "train-a", "seed": 7, "steps": 4, "best_step": 4, "plateau_step": 2,
-                     "plateaued": "yes", "best_val_f1": 0.805},
+                     "plateaued": "yes", "stopped_early": False, "best_val_f1": 0.805},
                     {"training": "train-b", "seed": 7, "steps": 4, "best_step": 2, "plateau_step": None,
-                     "plateaued": None, "best_val_f1": None}]
+                     "plateaued": None, "stopped_early": False, "best_val_f1": None}]
     assert main([str(tmp_path / "train-a-123" / "log.jsonl")]) == 0
     assert "plateaued: within 0.01 of the best F1 0.805 from step 2" in capsys.readouterr().out
     assert main([str(tmp_path / "nothing.jsonl")]) == 2
+
+
+def test_a_run_stopped_early_by_the_loop_counts_as_plateaued(tmp_path):
+    # noisy validation: never within 0.01 of the best for the rest of the run, but the loop's rule stopped it
+    (tmp_path / "noisy-1").mkdir()
+    log = _log(tmp_path / "noisy-1" / "log.jsonl", [
+        {"step": 2, "val_f1": 0.80, "score": 0.80}, {"step": 4, "val_f1": 0.78, "score": 0.78},
+        {"step": 6, "val_f1": 0.805, "score": 0.805, "stopped": "plateau: 2 validations without a gain of 0.01"}])
+    assert stopped_early(log) and not stopped_early(tmp_path / "missing.jsonl")
+    assert not plateau_of_log(log).reached
+    row = plateau_rows(tmp_path, [{"label": "noisy", "key": "1", "steps": 10, "cell": {"config": {"seed": 0}}}])[0]
+    assert row["plateaued"] == "yes" and row["stopped_early"] is True and row["steps"] == 10

@@ -10,7 +10,9 @@ plateaued, and its budget was too short to tell how many steps it needs.
 
 ``python -m nucleikit.experiments.plateau RUNDIR/log.jsonl ...`` prints one
 line per log; the studies put the plateau of each headline training in their
-report next to the budget (:func:`plateau_rows`).
+report next to the budget (:func:`plateau_rows`). A run the training loop
+stopped early (``stop_patience``, :mod:`nucleikit.train.stopping`: its last
+record says ``stopped``) counts as plateaued by that rule too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["Plateau", "read_history", "plateau", "plateau_of_log", "plateau_rows", "main"]
+__all__ = ["Plateau", "read_history", "plateau", "plateau_of_log", "stopped_early", "plateau_rows", "main"]
 
 #: Default tolerance on validation F1.
 TOLERANCE = 0.01
@@ -102,6 +104,15 @@ def plateau_of_log(path: str | Path, tol: float = TOLERANCE) -> Plateau | None:
     return plateau(history, tol) if history else None
 
 
+def stopped_early(path: str | Path) -> bool:
+    """Whether the training loop ended the run of this ``log.jsonl`` at a plateau (its last record says so)."""
+    try:
+        lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        return bool(lines) and bool(json.loads(lines[-1]).get("stopped"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
 def plateau_rows(runs_dir: str | Path, results: Iterable[dict]) -> list[dict]:
     """One row per distinct training: its budget and the plateau of its ``log.jsonl``.
 
@@ -117,8 +128,8 @@ def plateau_rows(runs_dir: str | Path, results: Iterable[dict]) -> list[dict]:
     -------
     list of dict
         ``training``, ``seed``, ``steps`` (its budget), ``best_step``,
-        ``plateau_step``, ``plateaued`` ("yes"/"no"; None without a log) and
-        ``best_val_f1``.
+        ``plateau_step``, ``plateaued`` ("yes"/"no"; None without a log; "yes"
+        for a run stopped early at its plateau), ``stopped_early`` and ``best_val_f1``.
     """
     rows, seen = [], set()
     for r in results:
@@ -126,12 +137,15 @@ def plateau_rows(runs_dir: str | Path, results: Iterable[dict]) -> list[dict]:
         if key in seen:
             continue
         seen.add(key)
-        p = plateau_of_log(Path(runs_dir) / f"{r['label']}-{key}" / "log.jsonl")
+        log = Path(runs_dir) / f"{r['label']}-{key}" / "log.jsonl"
+        p = plateau_of_log(log)
+        stopped = p is not None and stopped_early(log)
         rows.append({
             "training": r["label"], "seed": r.get("cell", {}).get("config", {}).get("seed"), "steps": r["steps"],
             "best_step": p.best_step if p else r.get("best_step"),
             "plateau_step": p.step if p else None,
-            "plateaued": None if p is None else ("yes" if p.reached else "no"),
+            "plateaued": None if p is None else ("yes" if p.reached or stopped else "no"),
+            "stopped_early": stopped,
             "best_val_f1": p.best_f1 if p else None,
         })
     return rows
