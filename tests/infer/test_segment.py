@@ -171,8 +171,9 @@ def test_missing_bundled_name_is_a_weights_error():
 
 def test_bad_pixels_shape(make_segmenter_weights):
     seg = Segmenter.from_weights(make_segmenter_weights(), ONE_THREAD)
-    with pytest.raises(ValueError, match="pixels must be"):
-        seg.segment(np.zeros((10, 10), np.float32))
+    # a grey (H, W) array is an image (issue 16); five channels are not
+    with pytest.raises(ValueError, match="5 channels"):
+        seg.segment(np.zeros((10, 10, 5), np.float32))
 
 
 # --- instance heads -----------------------------------------------------------------------------

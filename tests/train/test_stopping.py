@@ -78,3 +78,19 @@ def test_early_stopping_is_not_part_of_an_experiment_cell_key():
 
     assert cell().key() == cell(stop_patience=3).key() == cell(stop_patience=5, stop_min_delta=0.0).key()
     assert cell().key() != cell(steps=8).key()
+
+
+def test_a_classifier_stops_on_a_plateau_of_weighted_f1_and_stays_stopped(tmp_path):
+    from nucleikit.train.classify import train_classifier
+    from tests.train.test_classify import synthetic
+    from tests.train.test_classify import tiny_config as classify_config
+
+    train, val = synthetic(32, 1), synthetic(16, 2)
+    cfg = classify_config(epochs=6, stop_patience=1, stop_min_delta=0.99)
+    res = train_classifier(train, val, cfg, tmp_path, progress=False)
+    assert res.epochs_done == 2 and len(res.history) == 2 and "plateau" in res.history[-1]["stopped"]
+    # a resumed run may change the stopping options (they decide where it ends, not its path)
+    again = train_classifier(train, val, classify_config(epochs=6, stop_patience=1), tmp_path, progress=False)
+    assert again.epochs_done >= 2
+    with pytest.raises(ConfigError, match="stop_patience"):
+        classify_config(stop_patience=0)

@@ -81,6 +81,7 @@ from .patches import (
     patch_stats,
 )
 from .runtime import Dist, machine
+from .stopping import check_stopping
 from .tasks import ClassificationTask, Validation
 
 __all__ = [
@@ -110,7 +111,7 @@ CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "best", "best_epoch", "history
                    "torch_rng", "config")
 
 #: Configuration fields a resumed run may change (everything else must match).
-_RESUMABLE = ("epochs", "threads")
+_RESUMABLE = ("epochs", "threads", "stop_patience", "stop_min_delta")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -174,6 +175,11 @@ class ClassifyConfig:
         :class:`~nucleikit.infer.classify.Classifier` then uses unless told
         otherwise. With more than one view the log also gives the one-view
         weighted F1 (``val_weighted_f1_one_view``), so one run measures its worth.
+    stop_patience, stop_min_delta : int or None, float
+        Stop before ``epochs`` once this many epochs in a row have not improved
+        the best validation weighted F1 by ``stop_min_delta``
+        (:mod:`nucleikit.train.stopping`); None trains every epoch. A resumed
+        run may change them.
 
     A larger context around the nucleus needs no option of its own: ``patch``
     64 at the recipe's 0.55 um/px, or ``patch`` 32 at ``mpp`` 1.1 (the same
@@ -201,6 +207,8 @@ class ClassifyConfig:
     channels_last: bool = True
     label_smoothing: float = 0.0
     tta: int = 1
+    stop_patience: int | None = None
+    stop_min_delta: float = 0.005
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -216,6 +224,7 @@ class ClassifyConfig:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        check_stopping(self.stop_patience, self.stop_min_delta)
         if self.tta not in TTA_SIZES:
             raise ConfigError(f"tta must be one of {', '.join(map(str, TTA_SIZES))} views, got {self.tta!r}")
         for name in ("batch_size", "patch", "threads"):
@@ -555,6 +564,13 @@ class ClassificationTrainer(Trainer):
         images = list(dict.fromkeys(self.val_set.image_ids.tolist()))
         meta = {**self.meta_base, "epoch": self.epoch, "validation": {**res.record, "images": images}}
         save_weights(self.best_path, self.model, meta)
+
+    def _score_history(self) -> list[float]:
+        return [float(h["val_weighted_f1"]) for h in self.history]
+
+    @staticmethod
+    def _record_score(record: dict) -> float:
+        return float(record["val_weighted_f1"])
 
     def _validation_round(self, running: list[float], t0: float) -> dict:
         """Validate after an epoch, save the best weights; the epoch's log record."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .augment import AugmentConfig
+from .stopping import check_stopping
 
 __all__ = ["TrainConfig"]
 
@@ -122,11 +123,7 @@ class TrainConfig:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if self.val_every < 1:
             raise ConfigError(f"val_every must be at least 1, got {self.val_every}")
-        if self.stop_patience is not None and (isinstance(self.stop_patience, bool)
-                                               or not isinstance(self.stop_patience, int) or self.stop_patience < 1):
-            raise ConfigError(f"stop_patience must be a whole number >= 1 or null, got {self.stop_patience!r}")
-        if not isinstance(self.stop_min_delta, (int, float)) or not 0 <= self.stop_min_delta < 1:
-            raise ConfigError(f"stop_min_delta must be a number in [0, 1), got {self.stop_min_delta!r}")
+        check_stopping(self.stop_patience, self.stop_min_delta)
         if self.freeze_blocks < 0:
             raise ConfigError(f"freeze_blocks must be >= 0, got {self.freeze_blocks}")
         if self.colour not in ("rgb", "grey"):

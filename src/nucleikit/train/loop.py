@@ -588,7 +588,7 @@ class Trainer:
         pool = ThreadPoolExecutor(max_workers=1)
         pending = pool.submit(self.batch, state.step)
         # early stopping reads the scores the log already holds, so a resumed run decides as an unbroken one
-        scores = scores_from_log(self.out / "log.jsonl", state.step) if dist.main else []
+        scores = self._score_history() if dist.main else []
         stop = self._plateaued(scores)
         try:
             while state.step < total and not stop:
@@ -603,7 +603,7 @@ class Trainer:
                 if state.step % every == 0 or state.step == total:
                     record = self._validation_round(running, t0)
                     if record is not None:
-                        scores.append(record["score"])
+                        scores.append(self._record_score(record))
                     stop = self._plateaued(scores)
                     if record is None:
                         continue  # not process 0
@@ -624,6 +624,15 @@ class Trainer:
             dist.close()
         return TrainResult(self.best_path, state.best_step, state.best, state.step, time.perf_counter() - t0,
                            self.model)
+
+    def _score_history(self) -> list[float]:
+        """Validation scores so far, in order (from the log, which a resumed run keeps)."""
+        return scores_from_log(self.out / "log.jsonl", self.state.step)
+
+    @staticmethod
+    def _record_score(record: dict) -> float:
+        """The selection score of one validation's log record."""
+        return float(record["score"])
 
     def _plateaued(self, scores: list[float]) -> bool:
         """Whether to stop now (``cfg.stop_patience``); process 0 decides from its scores, every process follows."""

@@ -18,7 +18,17 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["rounds_since_improvement", "plateaued", "scores_from_log"]
+from ..errors import ConfigError
+
+__all__ = ["rounds_since_improvement", "plateaued", "scores_from_log", "check_stopping"]
+
+
+def check_stopping(patience, min_delta) -> None:
+    """Refuse stopping options a training configuration cannot use (``ConfigError``, one line)."""
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ConfigError(f"stop_patience must be a whole number >= 1 or null, got {patience!r}")
+    if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not 0 <= min_delta < 1:
+        raise ConfigError(f"stop_min_delta must be a number in [0, 1), got {min_delta!r}")
 
 
 def rounds_since_improvement(scores: Sequence[float], min_delta: float) -> int:
