@@ -68,3 +68,22 @@ def test_scoring_at_the_common_resolution_pairs_as_in_native_pixels():
     assert 0 < native["tp"] < 40
     assert (native["tp"], native["fp"], native["fn"]) == (common["tp"], common["fp"], common["fn"])
     assert common["ed"] == pytest.approx(native["ed"] / 2)
+
+
+def test_a_warm_start_is_keyed_by_its_tensors_not_its_path(tmp_path):
+    import shutil
+
+    from nucleikit.experiments.cells import Cell, TrainSet
+    from nucleikit.models.weights import resolve_weights
+    from nucleikit.train.config import TrainConfig
+
+    bundled = resolve_weights("micronet")
+    copy = tmp_path / "elsewhere.safetensors"
+    shutil.copy(bundled, copy)
+
+    def key(init):
+        return Cell("c", (TrainSet("a", 1.0, 1.0),), "a", TrainConfig(), init_weights=str(init)).key()
+
+    assert key(bundled) == key(copy)  # another checkout, the same network
+    assert key(bundled) != key(resolve_weights("micronet_he"))
+    assert key(bundled) != Cell("c", (TrainSet("a", 1.0, 1.0),), "a", TrainConfig()).key()

@@ -277,3 +277,24 @@ def test_a_converted_state_dict_gets_its_architectures_task(tmp_path, trained):
     assert read_weights_meta(path)["task"] == "detection"
     named = save_weights(tmp_path / "n.safetensors", trained, {**META, "task": "segmentation"})
     assert read_weights_meta(named)["task"] == "segmentation"  # the caller's word wins
+
+
+def test_tensor_fingerprint_follows_the_tensors_not_the_metadata_or_the_path(tmp_path):
+    import torch
+
+    from nucleikit.errors import WeightsError
+    from nucleikit.models import build_model
+    from nucleikit.models.weights import save_weights, tensor_fingerprint
+
+    torch.manual_seed(0)
+    net = build_model("micronet", width=4)
+    meta = {"model": "micronet", "model_kwargs": {"width": 4}, "mpp": 0.5, "mean": [0.5] * 3, "std": [0.2] * 3}
+    a = save_weights(tmp_path / "a.safetensors", net, meta)
+    b = save_weights(tmp_path / "b.safetensors", net, {**meta, "note": "calibrated later", "mpp": 0.25})
+    assert tensor_fingerprint(a) == tensor_fingerprint(b)
+    with torch.no_grad():
+        next(net.parameters()).view(-1)[0] += 1.0
+    c = save_weights(tmp_path / "c.safetensors", net, meta)
+    assert tensor_fingerprint(c) != tensor_fingerprint(a)
+    with pytest.raises(WeightsError):
+        tensor_fingerprint(tmp_path / "missing.safetensors")

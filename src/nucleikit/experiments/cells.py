@@ -120,7 +120,7 @@ class Cell:
             "snapshots": self.snapshots,
         }
         if self.init_weights is not None:
-            spec["init_weights"] = self.init_weights
+            spec["init_weights"] = _weights_identity(self.init_weights)
         return spec
 
     def key(self, fingerprint: Callable[[str], str] | None = None) -> str:
@@ -299,6 +299,17 @@ def _to_common(run, factors: Sequence[float]):
 
     return DetectionRun(run.ids, [scale_points(p, f) for p, f in zip(run.xy, factors)], run.rel_scores,
                         [scale_points(t, f) for t, f in zip(run.truths, factors)], run.seconds)
+
+
+def _weights_identity(weights: str) -> str:
+    """What a warm start's key records: the file's tensors (not where it is stored), else the name as given.
+
+    Keying the path made one run of the same weights two runs when it was started from
+    another checkout, and kept one key when bundled weights of the same name changed.
+    """
+    from ..models.weights import tensor_fingerprint
+
+    return f"tensors:{tensor_fingerprint(weights)[:16]}" if Path(weights).is_file() else weights
 
 
 def _read_json(path: Path) -> dict | None:

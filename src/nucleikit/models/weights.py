@@ -60,6 +60,7 @@ __all__ = [
     "save_weights",
     "load_weights",
     "read_weights_meta",
+    "tensor_fingerprint",
     "bundled_weights_dir",
     "resolve_weights",
 ]
@@ -281,6 +282,31 @@ def _finite_numbers(values: Any) -> bool:
 def _non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors holding NaN or infinity."""
     return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def tensor_fingerprint(path: str | PathLike[str]) -> str:
+    """SHA-256 (hex) of a weights file's tensors: names, dtypes, shapes and values, not its metadata.
+
+    Two files with the same fingerprint start a training from the same network,
+    wherever they are stored and whatever their metadata (a calibration or a note
+    added later with ``tools/weights_meta.py`` does not change it).
+
+    Raises
+    ------
+    WeightsError
+        As :func:`read_weights_meta` for a missing or unreadable file.
+    """
+    import hashlib
+
+    path = Path(path)
+    read_weights_meta(path)  # one-line errors for a missing, damaged or foreign file
+    digest = hashlib.sha256()
+    with safe_open(path, framework="pt") as handle:
+        for name in sorted(handle.keys()):
+            tensor = handle.get_tensor(name).contiguous()
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def read_weights_meta(path: str | PathLike[str]) -> dict[str, Any]:
