@@ -6,7 +6,8 @@ import pytest
 
 from nucleikit.errors import ConfigError
 from nucleikit.experiments.cells import Cell, TrainSet
-from nucleikit.train.stopping import plateaued, rounds_since_improvement, scores_from_log
+from nucleikit.train.stopping import (plateaued, rounds_since_improvement, scores_from_log, stop_reason,
+                                     stopped_reason)
 from tests.train.test_loop import disc_image, tiny_config
 
 from nucleikit.train.loop import train_detector
@@ -66,6 +67,16 @@ def test_the_loop_stops_on_a_plateau_and_a_resume_stays_stopped(tmp_path):
     again = train_detector([disc_image(0)], [disc_image(2)], cfg, tmp_path, progress=False)
     assert again.steps_done == 4
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+    # a run that had plateaued before it knew early stopping says so once, in a record without a score
+    plain = tmp_path / "plain"
+    train_detector([disc_image(0)], [disc_image(2)], tiny_config(steps=4, val_every=2), plain, progress=False)
+    resumed = train_detector([disc_image(0)], [disc_image(2)], cfg, plain, progress=False)
+    assert resumed.steps_done == 4
+    train_detector([disc_image(0)], [disc_image(2)], cfg, plain, progress=False)
+    lines = [json.loads(l) for l in (plain / "log.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and lines[-1] == {"step": 4, "stopped": stop_reason(1, 0.99)}
+    assert stopped_reason(plain / "log.jsonl") == stop_reason(1, 0.99)
+    assert scores_from_log(plain / "log.jsonl", 4) == [r["score"] for r in lines[:2]]
     # without early stopping the same folder trains on to the end
     done = train_detector([disc_image(0)], [disc_image(2)], tiny_config(steps=6, val_every=2), tmp_path,
                           progress=False)

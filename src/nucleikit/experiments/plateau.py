@@ -106,11 +106,9 @@ def plateau_of_log(path: str | Path, tol: float = TOLERANCE) -> Plateau | None:
 
 def stopped_early(path: str | Path) -> bool:
     """Whether the training loop ended the run of this ``log.jsonl`` at a plateau (its last record says so)."""
-    try:
-        lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        return bool(lines) and bool(json.loads(lines[-1]).get("stopped"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
+    from ..train.stopping import stopped_reason
+
+    return stopped_reason(path) is not None
 
 
 def plateau_rows(runs_dir: str | Path, results: Iterable[dict]) -> list[dict]:

@@ -57,7 +57,7 @@ from ..transforms import channel_stats, standardise
 from .augment import random_crop
 from .config import TrainConfig
 from .runtime import Dist, ProgressBar, machine
-from .stopping import plateaued, scores_from_log
+from .stopping import plateaued, scores_from_log, stop_reason, stopped_reason
 from .tasks import PreparedImage, TaskAdapter, Validation, task_for
 
 __all__ = ["CHECKPOINT_KEYS", "Trainer", "TrainResult", "train_dense", "train_detector", "train_segmenter"]
@@ -590,6 +590,11 @@ class Trainer:
         # early stopping reads the scores the log already holds, so a resumed run decides as an unbroken one
         scores = self._score_history() if dist.main else []
         stop = self._plateaued(scores)
+        if stop and log is not None and stopped_reason(self.out / "log.jsonl") is None:
+            # plateaued before this resume (e.g. a run from before early stopping): say so once, without a score
+            log.write(json.dumps({"step": state.step, "stopped": stop_reason(cfg.stop_patience, cfg.stop_min_delta)})
+                      + "\n")
+            log.flush()
         try:
             while state.step < total and not stop:
                 self.train_mode()
@@ -608,7 +613,7 @@ class Trainer:
                     if record is None:
                         continue  # not process 0
                     if stop:
-                        record["stopped"] = f"plateau: {cfg.stop_patience} validations without a gain of {cfg.stop_min_delta:g}"
+                        record["stopped"] = stop_reason(cfg.stop_patience, cfg.stop_min_delta)
                     running = []
                     log.write(json.dumps(record) + "\n")
                     log.flush()

@@ -20,7 +20,8 @@ from typing import Sequence
 
 from ..errors import ConfigError
 
-__all__ = ["rounds_since_improvement", "plateaued", "scores_from_log", "check_stopping"]
+__all__ = ["rounds_since_improvement", "plateaued", "scores_from_log", "check_stopping", "stop_reason",
+           "stopped_reason"]
 
 
 def check_stopping(patience, min_delta) -> None:
@@ -87,3 +88,19 @@ def scores_from_log(path: str | Path, up_to_step: int) -> list[float]:
         if isinstance(record, dict) and "score" in record and int(record.get("step", -1)) <= up_to_step:
             by_step[int(record["step"])] = float(record["score"])
     return [by_step[s] for s in sorted(by_step)]
+
+
+def stop_reason(patience: int, min_delta: float) -> str:
+    """What the log's last record of a run stopped early says (its ``stopped`` value)."""
+    return f"plateau: {patience} validations without a gain of {min_delta:g}"
+
+
+def stopped_reason(path: str | Path) -> str | None:
+    """The ``stopped`` value of a ``log.jsonl``'s last record: why the loop ended the run early, or None."""
+    try:
+        lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        record = json.loads(lines[-1]) if lines else {}
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    reason = record.get("stopped") if isinstance(record, dict) else None
+    return str(reason) if reason else None
