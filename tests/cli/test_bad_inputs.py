@@ -337,6 +337,14 @@ CASES = [
                                              "--freeze-blocks", "-1"], "--freeze-blocks: must be 0 or more"),
     Case("train-lam-nan", lambda f: ["train", "detection", "--images", str(f.tmp), "-o", f.out, "--lam", "nan"],
          "--lam: must be a finite number"),
+    Case("train-seed-negative", lambda f: ["train", "detection", "--images", str(f.tmp), "-o", f.out, "--seed", "-1"],
+         "--seed: must be 0 or more"),
+    Case("train-classification-seed-negative", lambda f: ["train", "classification", "-o", f.out, "--seed", "-1"],
+         "--seed: must be 0 or more"),
+    Case("train-crop-huge", lambda f: ["train", "detection", "--images", str(f.tmp), "-o", f.out,
+                                       "--crop", "100000"], "--crop: must be between 16 and 2048 pixels"),
+    Case("train-stop-patience-0", lambda f: ["train", "detection", "--images", str(f.tmp), "-o", f.out,
+                                             "--stop-patience", "0"], "--stop-patience: must be at least 1"),
     # the output folder, checked before any model runs
     Case("detect-out-is-a-file", lambda f: ["detect", f.image, "-o", f.file("taken.txt", "x")],
          "taken.txt exists and is not a folder"),
@@ -483,6 +491,9 @@ def test_min_distance_accepts_whole_numbers(text, value):
     ({"xi_grid": []}, "xi_grid must be a non-empty list"),
     ({"batch_size": 0}, "batch_size must be at least 1"),
     ({"lr": "fast"}, "lr must be a number"),
+    ({"seed": -1}, "seed must be 0 or more"),
+    ({"crop": 100000}, "crop must be between 16 and 2048 pixels"),
+    ({"stop_patience": 0}, "stop_patience must be at least 1"),
 ])
 def test_train_config_file_values_are_checked_before_the_data(files, capsys, fields, message):
     config = files.file("train.json", json.dumps(fields))

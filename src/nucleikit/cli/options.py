@@ -83,6 +83,16 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def crop_side(text: str) -> int:
+    """A training crop side in pixels, within ``TrainConfig``'s bounds."""
+    from ..train.config import MAX_CROP, MIN_CROP
+
+    value = _int_at_least(text, 1)
+    if not MIN_CROP <= value <= MAX_CROP:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_CROP} and {MAX_CROP} pixels, got {text}")
+    return value
+
+
 def mpp_value(text: str) -> float:
     """Microns per pixel within :data:`MPP_RANGE`."""
     value = positive_float(text)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from .options import mpp_value, non_negative_float, non_negative_int, output_folder, positive_float, positive_int
+from .options import crop_side, mpp_value, non_negative_float, non_negative_int, output_folder, positive_float, positive_int
 
 DESCRIPTION = """Train a point detector, or fine-tune one (--init, --freeze-blocks), with
 validation F1 every --val-every steps; the best weights (with the threshold and peak distance tuned
@@ -92,10 +92,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--steps", type=positive_int, default=None, help="optimisation steps")
     m.add_argument("--val-every", type=positive_int, default=None, help="steps between validations/checkpoints")
     m.add_argument("--batch-size", type=positive_int, default=None)
-    m.add_argument("--crop", type=positive_int, default=None, help="training crop side in pixels")
+    m.add_argument("--crop", type=crop_side, default=None, help="training crop side in pixels (16-2048)")
     m.add_argument("--lr", type=positive_float, default=None)
     m.add_argument("--lam", type=non_negative_float, default=None, help="background weight lambda of the weighted MSE")
-    m.add_argument("--seed", type=int, default=None)
+    m.add_argument("--seed", type=non_negative_int, default=None)
+    m.add_argument("--stop-patience", type=positive_int, default=None, metavar="N",
+                   help="stop once N validations (epochs for classification) in a row have not improved the "
+                        "best score by --stop-min-delta (default: train every step)")
+    m.add_argument("--stop-min-delta", type=non_negative_float, default=None, metavar="D",
+                   help="smallest validation gain that counts for --stop-patience (default 0.005)")
     m.add_argument("--threads", type=positive_int, default=None)
     m.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     m.add_argument("--config", default=None, metavar="FILE",
@@ -164,6 +169,8 @@ def _config(args: argparse.Namespace):
         "seed": args.seed,
         "threads": args.threads,
         "bf16": True if args.bf16 else None,
+        "stop_patience": args.stop_patience,
+        "stop_min_delta": args.stop_min_delta,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     # checked as the experiments check theirs: a bad value names its field before any data is read
@@ -271,6 +278,8 @@ def _classify_config(args: argparse.Namespace):
         "seed": args.seed,
         "threads": args.threads,
         "bf16": True if args.bf16 else None,
+        "stop_patience": args.stop_patience,
+        "stop_min_delta": args.stop_min_delta,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     try:

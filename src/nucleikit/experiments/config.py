@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError, InputError
-from ..train.config import TrainConfig
+from ..train.config import MAX_CROP, MIN_CROP, TrainConfig
 from .collection import Collection, DatasetSpec, load_collection
 
 __all__ = ["ExperimentConfig", "check_train_options", "load_config", "parse_config", "parse_params", "prepare"]
@@ -178,11 +178,11 @@ def _coerce(name: str, value: Any, annotation: Any, where: str) -> Any:
 
 #: Training options that must be at least 1 (a batch of 0 "trains" on nothing, silently).
 _AT_LEAST_ONE = ("batch_size", "crop", "steps", "val_every", "threads", "plateau_patience", "dilation",
-                 "seg_min_distance")
+                 "seg_min_distance", "stop_patience")
 #: Training options that must be positive and finite.
 _POSITIVE = ("lr", "d_microns", "alpha", "sigma_px", "val_radius_um", "mpp")
 #: Training options that must be at least 0 and finite.
-_NON_NEGATIVE = ("lam", "momentum", "weight_decay", "freeze_blocks", "seg_min_size")
+_NON_NEGATIVE = ("lam", "momentum", "weight_decay", "freeze_blocks", "seg_min_size", "seed", "stop_min_delta")
 
 
 def check_train_options(d: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -228,6 +228,8 @@ def check_train_options(d: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}")
         if name in _NON_NEGATIVE and not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{where}: {name} must be 0 or more, got {value!r}")
+        if name == "crop" and not MIN_CROP <= value <= MAX_CROP:
+            raise ConfigError(f"{where}: crop must be between {MIN_CROP} and {MAX_CROP} pixels, got {value!r}")
         if name == "xi_grid" and (not value or not all(math.isfinite(v) and 0 <= v < 1 for v in value)):
             raise ConfigError(f"{where}: xi_grid must be a non-empty list of fractions in [0, 1), got {d[name]!r}")
         if name == "min_distance_grid" and (not value or not all(math.isfinite(v) and v >= 1 and float(v).is_integer()

@@ -20,6 +20,11 @@ from .stopping import check_stopping
 __all__ = ["TrainConfig"]
 
 
+#: Training crop sides accepted (pixels): below 16 a network that downsamples 16 times sees one
+#: pixel; above 2048 a batch of crops needs tens of GiB on a CPU (a crop of 100,000 asked for 149 GiB).
+MIN_CROP, MAX_CROP = 16, 2048
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a detector training run.
@@ -124,6 +129,10 @@ class TrainConfig:
         if self.val_every < 1:
             raise ConfigError(f"val_every must be at least 1, got {self.val_every}")
         check_stopping(self.stop_patience, self.stop_min_delta)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.crop is not None and not MIN_CROP <= self.crop <= MAX_CROP:
+            raise ConfigError(f"crop must be between {MIN_CROP} and {MAX_CROP} pixels, got {self.crop!r}")
         if self.freeze_blocks < 0:
             raise ConfigError(f"freeze_blocks must be >= 0, got {self.freeze_blocks}")
         if self.colour not in ("rgb", "grey"):
