@@ -396,6 +396,8 @@ CASES = [
          "train: xi_grid must be a list, got '0.5'"),
     Case("experiment-batch-size-0", lambda f: _experiment(f, train__batch_size=0), "train: batch_size must be at least 1"),
     Case("experiment-seed-null", lambda f: _experiment(f, seed=None), "exp.json: seed must be an integer, got null"),
+    Case("experiment-seed-negative", lambda f: _experiment(f, seed=-1), "seed"),
+    Case("experiment-crop-huge", lambda f: _experiment(f, train__crop=100000), "crop must be between 16 and 2048"),
 ]
 
 

@@ -214,8 +214,22 @@ def _data(args: argparse.Namespace):
             raise ConfigError("--val-images is required with --images (xi and the best step are chosen on it)")
         train = point_folder(args.images, points_dir=args.points, mpp=args.mpp)
         val = point_folder(args.val_images, points_dir=args.val_points, mpp=args.mpp)
+        note = clipped_points_note(train + val)
+        if note:
+            print(note)
         return train, val, {"dataset": str(args.images), "split": "user folders"}
     raise ConfigError("give --dataset crchisto or --images DIR --val-images DIR")
+
+
+def clipped_points_note(samples) -> str:
+    """One line on the points less than 1 px outside their image that the readers moved onto its edge ("" if none)."""
+    hit = [s for s in samples if getattr(s, "clipped", 0)]
+    if not hit:
+        return ""
+    n = sum(s.clipped for s in hit)
+    names = ", ".join(s.id for s in hit[:5]) + (f" and {len(hit) - 5} more" if len(hit) > 5 else "")
+    which = "1 annotated point lay" if n == 1 else f"{n} annotated points lay"
+    return f"note: {which} less than 1 px outside the image and moved onto its edge ({names})"
 
 
 #: Keys every resumable checkpoint holds (detection/segmentation: "step"; classification: "epoch").

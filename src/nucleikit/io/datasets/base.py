@@ -74,6 +74,9 @@ class PointSample:
         Microns per pixel of the image.
     classes : (N,) ndarray of str, or None
         Class name of each point, or ``None`` for a detection-only sample.
+    clipped : int
+        How many of the annotated points lay less than 1 px outside the image
+        and were moved onto its edge by the reader (farther ones are refused).
     """
 
     id: str
@@ -81,6 +84,7 @@ class PointSample:
     points: np.ndarray
     mpp: float
     classes: np.ndarray | None = None
+    clipped: int = 0
 
     def __post_init__(self) -> None:
         points = np.asarray(self.points, dtype=np.float64)

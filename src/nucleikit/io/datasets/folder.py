@@ -103,8 +103,9 @@ def point_folder(
             raise InputError(path, "resolution unknown: give the microns per pixel (--mpp)")
         xy = np.zeros((0, 2)) if pfile is None else read_points(pfile, allow_empty=True).xy
         check_points_in_image(xy, img.pixels.shape[:2], pfile or path)
-        xy, _ = clip_points_to_image(xy, img.pixels.shape[:2])  # less than 1 px outside: onto the image
-        samples.append(PointSample(id=path.stem, image_path=path, points=xy, mpp=float(image_mpp), classes=None))
+        xy, clipped = clip_points_to_image(xy, img.pixels.shape[:2])  # less than 1 px outside: onto the image
+        samples.append(PointSample(id=path.stem, image_path=path, points=xy, mpp=float(image_mpp), classes=None,
+                                   clipped=int(clipped)))
     return samples
 
 
