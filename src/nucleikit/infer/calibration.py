@@ -52,16 +52,13 @@ class ScoreCalibration:
     fitted_on: str = ""
 
     def __post_init__(self) -> None:
+        from ..models.weights_meta import check_calibration  # the one rule, shared with the weights' check
+
         x = np.asarray(self.map_values, float)
         y = np.asarray(self.probabilities, float)
         if x.ndim != 1 or x.shape != y.shape or x.size == 0:
             raise ValueError("calibration: map_values and probabilities must be non-empty lists of one length")
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-            raise ValueError("calibration: values must be finite")
-        if np.any(np.diff(x) <= 0):
-            raise ValueError("calibration: map_values must be strictly increasing")
-        if np.any(np.diff(y) < 0) or y.min() < 0 or y.max() > 1:
-            raise ValueError("calibration: probabilities must be non-decreasing and in [0, 1]")
+        check_calibration(x.tolist(), y.tolist())
 
     def __call__(self, scores: Any) -> np.ndarray:
         """Calibrated probabilities of raw scores, (N,) float32 (linear between knots, constant outside)."""
@@ -72,6 +69,12 @@ class ScoreCalibration:
         return {"map_values": [float(v) for v in self.map_values],
                 "probabilities": [float(v) for v in self.probabilities],
                 "n_peaks": int(self.n_peaks), "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_record(cls, record: Any) -> "ScoreCalibration":
+        """From the weights' checked calibration (:class:`~nucleikit.models.weights_meta.Calibration`)."""
+        return cls(tuple(float(v) for v in record.map_values), tuple(float(v) for v in record.probabilities),
+                   int(record.n_peaks), str(record.fitted_on))
 
     @classmethod
     def from_meta(cls, d: Mapping[str, Any]) -> "ScoreCalibration":

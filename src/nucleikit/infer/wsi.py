@@ -416,8 +416,8 @@ def detect_slide(
         batch = predictor.plan(geometry.model_shape, halo=halo, tile=grid.core_shape).batch_size
         settings = {"task": "detection", "min_distance": md, "xi": xi, "threshold_abs": floor,
                     "bf16": predictor.precision.bf16}
-        fingerprint = _fingerprint(slide_path, detector.meta, predictor.model, geometry, grid, plan.selected,
-                                   settings)
+        fingerprint = _fingerprint(slide_path, detector.meta.to_dict(), predictor.model, geometry, grid,
+                                   plan.selected, settings)
         store = _TileStore(resume_path(out, named), fingerprint, resume=resume, slide=slide_path)
         try:
             done_before, pending = _pending(store, plan)

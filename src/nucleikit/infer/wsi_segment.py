@@ -370,8 +370,8 @@ def segment_slide(
         A slide :func:`~nucleikit.io.slides.open_slide` reads (SVS, NDPI, pyramidal TIFF...).
     segmenter : Segmenter
         Used through ``segment(pixels, mpp=...)`` on each window, read at its ``mpp`` (None:
-        the level's own pixels), and its ``meta``; its context ``predictor.halo`` (else
-        ``meta["halo"]``) sets the margin.
+        the level's own pixels), and its ``meta`` (a :class:`~nucleikit.models.weights_meta.WeightsMeta`);
+        its context ``predictor.halo`` (else ``meta.halo``) sets the margin.
     out_dir : str or Path
         Output folder (created).
     mpp : float or None
@@ -431,7 +431,8 @@ def segment_slide(
         geometry, grid = plan.geometry, plan.grid
         settings = _segment_settings(segmenter, margin, threshold)
         model = getattr(getattr(segmenter, "predictor", None), "model", None)
-        fingerprint = _fingerprint(slide_path, segmenter.meta, model, geometry, grid, plan.selected, settings)
+        fingerprint = _fingerprint(slide_path, _meta(segmenter).to_dict(), model, geometry, grid, plan.selected,
+                                   settings)
         store = _TileStore(resume_path(out, named), fingerprint, resume=resume, slide=slide_path)
         try:
             done_before, pending = _pending(store, plan)
@@ -487,13 +488,20 @@ def _slide_tile(segmenter: Any, tile: int | None, margin: int, halo: int, align:
     return lambda shape: predictor.plan(shape, halo=margin + lattice_halo(halo, align)).tile
 
 
+def _meta(segmenter: Any) -> Any:
+    """The segmenter's metadata as a :class:`~nucleikit.models.weights_meta.WeightsMeta` (a Segmenter's own)."""
+    from ..models.weights_meta import as_weights_meta
+
+    return as_weights_meta(getattr(segmenter, "meta", None) or {}, task="segmentation")
+
+
 def _context(segmenter: Any) -> int:
     """The segmenter's context radius in model pixels (its tiling halo)."""
     halo = getattr(getattr(segmenter, "predictor", None), "halo", None)
     if halo is None:
-        halo = segmenter.meta.get("halo")
+        halo = _meta(segmenter).halo
     if halo is None:
-        raise ConfigError(f"segmenter {segmenter.meta.get('name', '')!r} records no halo (receptive field); "
+        raise ConfigError(f"segmenter {_meta(segmenter).name or ''!r} records no halo (receptive field); "
                           "cannot choose the margin between tiles")
     return int(halo)
 
@@ -506,13 +514,14 @@ def _alignment(segmenter: Any) -> int:
     align = getattr(getattr(segmenter, "predictor", None), "align", None)
     if align is not None:
         return int(align)
-    meta = getattr(segmenter, "meta", {})
-    if "model" not in meta:
-        raise ConfigError(f"segmenter {meta.get('name', '')!r} names no model: its alignment (total downsampling "
+    meta = _meta(segmenter)
+    if meta.model is None:
+        raise ConfigError(f"segmenter {meta.name or ''!r} names no model: its alignment (total downsampling "
                           "factor) is unknown, so its windows cannot be laid on its pooling lattice")
     from ..models import get_spec
+    from ..models.weights_meta import to_json
 
-    return get_spec(meta["model"]).alignment_for(**meta.get("model_kwargs", {}))
+    return get_spec(meta.model).alignment_for(**to_json(meta.model_kwargs))
 
 
 def _segment_tiles(segmenter: Any, pixels: _ModelGrid, geometry: SlideGeometry, grid: TileGrid,

@@ -186,7 +186,8 @@ def _fingerprint(slide_path: Path, meta: dict, model: Any, geometry: SlideGeomet
                  selected: np.ndarray, settings: dict[str, Any]) -> str:
     """Everything that decides a slide's tiles, as one string (:mod:`nucleikit.infer.wsi`, step 6).
 
-    ``meta`` and ``model`` (its ``state_dict``, when it has one) identify the weights;
+    ``meta`` (the weights' metadata as its JSON object, ``WeightsMeta.to_dict()``) and ``model``
+    (its ``state_dict``, when it has one) identify the weights;
     ``settings`` holds the task and its post-processing (JSON-serialisable).
     """
     stat = slide_path.stat()

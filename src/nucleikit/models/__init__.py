@@ -16,6 +16,7 @@ from . import densenet  # noqa: F401  (registers "densenet" and "dcrn")
 from .blocks import freeze_blocks
 from .registry import ModelSpec, build_model, get_spec, list_models, register_model
 from .weights import load_weights, read_weights_meta, resolve_weights, save_weights
+from .weights_meta import WeightsMeta
 
 __all__ = [
     "ModelSpec",
@@ -28,4 +29,5 @@ __all__ = [
     "register_model",
     "resolve_weights",
     "save_weights",
+    "WeightsMeta",
 ]

@@ -29,6 +29,12 @@ optional key is read by inference:
     measurement that decided it may travel as ``bf16_evidence``
     (``tools/weights_meta.py`` sets both without touching the tensors).
 
+Reading a file checks its metadata once and types it: :func:`read_weights_meta`
+and :func:`load_weights` return a frozen
+:class:`~nucleikit.models.weights_meta.WeightsMeta` (typed attributes for every
+key nucleikit reads, the legacy defaults of older files, everything else kept in
+``extra``; ``to_dict()`` gives the JSON object back exactly).
+
 Loading never executes code from the file: the tensors are read by
 safetensors and the model is rebuilt through the registry by name. Every
 problem with a file is a :class:`~nucleikit.errors.WeightsError` naming the
@@ -38,9 +44,9 @@ file and the reason.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
+from collections.abc import Mapping
 from importlib import resources
 from os import PathLike
 from pathlib import Path
@@ -53,6 +59,7 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError, dangling_link_reason
 from .registry import build_model, get_spec
+from .weights_meta import FORMAT_VERSION, WeightsMeta, to_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -62,10 +69,10 @@ __all__ = [
     "read_weights_meta",
     "tensor_fingerprint",
     "bundled_weights_dir",
+    "WeightsMeta",
     "resolve_weights",
 ]
 
-FORMAT_VERSION = 1
 META_KEY = "nucleikit"
 SUFFIX = ".safetensors"
 
@@ -128,7 +135,7 @@ def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor])
 
 
 def save_weights(
-    path: str | PathLike[str], model: nn.Module, meta: dict[str, Any], *, storage: str = "float32"
+    path: str | PathLike[str], model: nn.Module, meta: Mapping[str, Any], *, storage: str = "float32"
 ) -> Path:
     """Write ``model``'s weights and ``meta`` to one safetensors file, atomically.
 
@@ -140,8 +147,9 @@ def save_weights(
     model : nn.Module
         The trained model; it must be what ``build_model(meta["model"],
         **meta["model_kwargs"])`` builds (same tensor names and shapes).
-    meta : dict
-        JSON-serialisable; must contain ``"model"`` (registry name) and
+    meta : dict or WeightsMeta
+        A JSON object (a :class:`~nucleikit.models.weights_meta.WeightsMeta` is
+        written as its ``to_dict()``); must contain ``"model"`` (registry name) and
         ``"model_kwargs"`` (dict). The file stores ``model_kwargs``
         completed with the builder's defaults
         (:meth:`~nucleikit.models.registry.ModelSpec.full_kwargs`) and adds
@@ -174,6 +182,8 @@ def save_weights(
     file and a failed save leaves any previous file intact.
     """
     path = Path(path)
+    if isinstance(meta, WeightsMeta):
+        meta = meta.to_dict()
     if not isinstance(meta, dict) or "model" not in meta or "model_kwargs" not in meta:
         raise ConfigError("weights metadata must be a dict with 'model' and 'model_kwargs'")
     if not isinstance(meta["model_kwargs"], dict):
@@ -243,42 +253,6 @@ def _not_safetensors_reason(path: Path, exc: Exception) -> str:
     return f"not a readable safetensors file ({exc})"
 
 
-def _check_meta_values(path: Path, meta: dict[str, Any]) -> None:
-    """Refuse metadata values that would make inference fail later (e.g. ``mpp: -1``, no ``mean``)."""
-    _check_bf16_ok(path, meta)
-    mean, std = meta.get("mean"), meta.get("std")
-    if mean is None and std is None:
-        return _check_mpp(path, meta)  # load_weights requires them; metadata alone may lack them
-    if not (_finite_numbers(mean) and _finite_numbers(std) and len(mean) == len(std) >= 1):
-        raise WeightsError(path, f"metadata mean and std must be lists of numbers of one length, got {mean!r} "
-                                 f"and {std!r}")
-    if min(std) <= 0:
-        raise WeightsError(path, f"metadata std must be positive, got {std!r}")
-    _check_mpp(path, meta)
-
-
-def _check_bf16_ok(path: Path, meta: dict[str, Any]) -> None:
-    """Refuse a ``bf16_ok`` that is not true, false or absent (``"yes"`` would be read as a verdict)."""
-    if meta.get("bf16_ok") is not None and not isinstance(meta["bf16_ok"], bool):
-        raise WeightsError(path, f"metadata bf16_ok must be true, false or absent, got {meta['bf16_ok']!r}")
-
-
-def _check_mpp(path: Path, meta: dict[str, Any]) -> None:
-    """Refuse an ``mpp`` that is not a positive finite number (null: the model records none)."""
-    mpp = meta.get("mpp")
-    if mpp is not None:
-        ok = isinstance(mpp, (int, float)) and not isinstance(mpp, bool) and math.isfinite(mpp) and mpp > 0
-        if not ok:
-            raise WeightsError(path, f"metadata mpp must be a positive number of microns per pixel or null, got {mpp!r}")
-
-
-def _finite_numbers(values: Any) -> bool:
-    """A list of finite real numbers (not booleans)."""
-    return isinstance(values, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
-    )
-
-
 def _non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors holding NaN or infinity."""
     return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
@@ -309,8 +283,8 @@ def tensor_fingerprint(path: str | PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def read_weights_meta(path: str | PathLike[str]) -> dict[str, Any]:
-    """The ``"nucleikit"`` metadata of a weights file, without reading tensors.
+def read_weights_meta(path: str | PathLike[str]) -> WeightsMeta:
+    """The ``"nucleikit"`` metadata of a weights file, checked and typed, without reading tensors.
 
     Parameters
     ----------
@@ -319,17 +293,22 @@ def read_weights_meta(path: str | PathLike[str]) -> dict[str, Any]:
 
     Returns
     -------
-    dict
-        The metadata, with at least ``model`` (str) and ``model_kwargs``
-        (dict).
+    WeightsMeta
+        The metadata (:class:`~nucleikit.models.weights_meta.WeightsMeta`: ``model``,
+        ``model_kwargs``, ``mpp``, ``postprocess`` ... as typed attributes; ``meta["key"]``
+        and ``to_dict()`` read the JSON object). ``mean`` and ``std`` may be None here;
+        :func:`load_weights` refuses that.
 
     Raises
     ------
     WeightsError
         Missing file (or a folder, or a symbolic link loop), not a safetensors
         file (damaged, truncated, a PyTorch pickle), no nucleikit metadata,
-        invalid JSON, missing keys, an ``mpp`` that is not a positive number,
-        or a format version newer than this nucleikit reads.
+        invalid JSON, missing keys, a format version newer than this nucleikit
+        reads, or any value nucleikit cannot use (an ``mpp`` that is not a
+        positive number, malformed ``mean``/``std``, an unknown ``colour``, a
+        detector's ``postprocess`` without its xi ...:
+        :meth:`WeightsMeta.from_dict <nucleikit.models.weights_meta.WeightsMeta.from_dict>`).
     """
     path = Path(path)
     if not path.is_file():
@@ -345,21 +324,10 @@ def read_weights_meta(path: str | PathLike[str]) -> dict[str, Any]:
         meta = json.loads(header[META_KEY])
     except json.JSONDecodeError as exc:
         raise WeightsError(path, f"metadata is not valid JSON ({exc.msg})") from None
-    if not isinstance(meta, dict):
-        raise WeightsError(path, "metadata is not a JSON object")
-    if not isinstance(meta.get("model"), str):
-        raise WeightsError(path, "metadata names no model")
-    if not isinstance(meta.get("model_kwargs"), dict):
-        raise WeightsError(path, "metadata has no model_kwargs object")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
-        readable = f"1..{FORMAT_VERSION}"
-        raise WeightsError(path, f"format version {version!r} is not readable (this nucleikit reads {readable})")
-    _check_meta_values(path, meta)
-    return meta
+    return WeightsMeta.from_dict(meta, path)
 
 
-def load_weights(path: str | PathLike[str], *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_weights(path: str | PathLike[str], *, device: str | torch.device = "cpu") -> tuple[nn.Module, WeightsMeta]:
     """Rebuild a model from a weights file.
 
     Parameters
@@ -372,10 +340,11 @@ def load_weights(path: str | PathLike[str], *, device: str | torch.device = "cpu
     Returns
     -------
     model : nn.Module
-        Built through the registry from ``meta["model"]`` and
-        ``meta["model_kwargs"]``, state loaded strictly, in eval mode.
-    meta : dict
-        The file's metadata (see :func:`read_weights_meta`).
+        Built through the registry from ``meta.model`` and
+        ``meta.model_kwargs``, state loaded strictly, in eval mode.
+    meta : WeightsMeta
+        The file's metadata, checked and typed (see :func:`read_weights_meta`);
+        ``meta.mean`` and ``meta.std`` are set.
 
     Raises
     ------
@@ -389,7 +358,7 @@ def load_weights(path: str | PathLike[str], *, device: str | torch.device = "cpu
     path = Path(path)
     meta = read_weights_meta(path)
     try:
-        model = build_model(meta["model"], **meta["model_kwargs"])
+        model = build_model(meta.model, **to_json(meta.model_kwargs))
     except ConfigError as exc:
         raise WeightsError(path, str(exc)) from None
     try:
@@ -398,18 +367,16 @@ def load_weights(path: str | PathLike[str], *, device: str | torch.device = "cpu
         raise WeightsError(path, f"cannot read the tensors ({exc})") from None
     problem = _mismatch(model.state_dict(), tensors)
     if problem:
-        raise WeightsError(path, f"tensors do not fit model {meta['model']!r}: {problem}")
+        raise WeightsError(path, f"tensors do not fit model {meta.model!r}: {problem}")
     # A diverged training saves NaN; such a model answers every input with NaN or one class.
     bad = _non_finite_tensors(tensors)
     if bad:
         raise WeightsError(path, f"{len(bad)} tensors hold NaN or infinite values (e.g. {bad[0]}): "
                                  "the training diverged or the file is damaged")
     model.load_state_dict(tensors, strict=True)
-    if meta.get("num_params") != _num_params(model):
-        raise WeightsError(
-            path, f"metadata says {meta.get('num_params')!r} parameters, the model has {_num_params(model)}"
-        )
-    if meta.get("mean") is None:
+    if meta.num_params != _num_params(model):
+        raise WeightsError(path, f"metadata says {meta.num_params!r} parameters, the model has {_num_params(model)}")
+    if meta.mean is None:
         # every command standardises its input with these: without them the outputs are meaningless
         raise WeightsError(path, "metadata has no input normalisation ('mean' and 'std' per channel, "
                                  "as the network was trained with)")
