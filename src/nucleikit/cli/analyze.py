@@ -63,7 +63,7 @@ def _load_detector(name: str, config):
     from ..models.weights import read_weights_meta, resolve_weights
 
     path = resolve_weights(name)
-    task = read_weights_meta(path).get("task")
+    task = read_weights_meta(path).task
     if task not in (None, "detection"):
         raise WeightsError(path, f"holds a {task} model, not a nucleus detector (--detector)")
     return Detector.from_weights(path, config=config)

@@ -41,14 +41,15 @@ def run(args: argparse.Namespace) -> int:
     bundled = []
     for path in sorted(bundled_weights_dir().glob("*.safetensors")):
         meta = read_weights_meta(path)
+        record = meta.to_dict()  # the JSON object: post-processing and figures as the file stores them
         bundled.append({
             "name": path.stem,
-            "model": meta.get("model"),
-            "task": meta.get("task"),
-            "mpp": meta.get("mpp"),
-            "num_params": meta.get("num_params"),
-            "postprocess": meta.get("postprocess"),
-            "test": meta.get("test"),
+            "model": meta.model,
+            "task": meta.task,
+            "mpp": meta.mpp,
+            "num_params": meta.num_params,
+            "postprocess": record.get("postprocess"),
+            "test": record.get("test"),
         })
     if args.json:
         print(json.dumps({

@@ -262,7 +262,7 @@ class CellRunner:
             res = self._train(cell, steps=stage)
             trained = True
             if cell.snapshots:
-                meta = read_weights_meta(res.best_weights)
+                meta = read_weights_meta(res.best_weights).to_dict()
                 save_weights(folder / f"snapshot_{stage}.safetensors", res.model, {**meta, "step": stage})
             result = self._result(cell, res, tests, stage)
             _write_json(path, result)

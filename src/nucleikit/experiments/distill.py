@@ -36,7 +36,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from .cells import Cell, CellRunner, TrainSet
 from .pooled import check_sets, needs_of, report
 from .report import StudyResult
 from .subsets import fraction_of
+
+if TYPE_CHECKING:
+    from ..models.weights_meta import WeightsMeta
 
 __all__ = ["Params", "run", "TITLE", "DistillCell", "DistillRunner", "SlideSource", "FolderSource", "BOUND",
            "resolve_data_path"]
@@ -174,8 +177,8 @@ def _check_weights(name: str, what: str, *, detector: bool) -> None:
         meta = read_weights_meta(resolve_weights(name))
     except NucleikitError as exc:
         raise ConfigError(f"study: {what} {name!r}: {exc}".splitlines()[0]) from None
-    if detector and meta.get("task", "detection") != "detection":
-        raise ConfigError(f"study: {what} {name!r} is a {meta.get('task')} model, not a detector")
+    if detector and meta.task not in (None, "detection"):
+        raise ConfigError(f"study: {what} {name!r} is a {meta.task} model, not a detector")
 
 
 def resolve_data_path(path: str) -> Path:
@@ -328,7 +331,7 @@ class DistillRunner(CellRunner):
                            task="detection", adapter=adapter)
 
 
-def _check_student(config, teacher_meta: dict) -> None:
+def _check_student(config, teacher_meta: WeightsMeta) -> None:
     """Before any work: a dense student at the teacher's resolution."""
     from ..models import get_spec
     from ..transforms import MPP_TOLERANCE
@@ -336,8 +339,10 @@ def _check_student(config, teacher_meta: dict) -> None:
     spec = get_spec(config.train.model)
     if spec.target == "boxes":
         raise ConfigError(f"study: the student {config.train.model!r} is a box detector; a student regresses maps")
-    if abs(float(teacher_meta["mpp"]) / config.mpp - 1.0) > MPP_TOLERANCE:
-        raise ConfigError(f"study: the teacher works at {teacher_meta['mpp']:g} um/px, the study at {config.mpp:g}: "
+    if teacher_meta.mpp is None:
+        raise ConfigError("study: the teacher records no mpp (the resolution its maps are at)")
+    if abs(float(teacher_meta.mpp) / config.mpp - 1.0) > MPP_TOLERANCE:
+        raise ConfigError(f"study: the teacher works at {teacher_meta.mpp:g} um/px, the study at {config.mpp:g}: "
                           "set the top-level mpp to the teacher's")
 
 
@@ -350,8 +355,7 @@ def cost_rows(config, teacher_path: Path) -> list[dict]:
     teacher, meta = load_weights(teacher_path)
     student = build_model(config.train.model, **config.train.model_kwargs)
     rows = []
-    for name, model, kwargs, model_name in ((config.params.teacher, teacher, meta.get("model_kwargs", {}),
-                                             meta["model"]),
+    for name, model, kwargs, model_name in ((config.params.teacher, teacher, meta.model_kwargs, meta.model),
                                             (f"{config.params.label} (this study)", student,
                                              config.train.model_kwargs, config.train.model)):
         rows.append({"model": name, "architecture": model_name, "width": kwargs.get("width"),

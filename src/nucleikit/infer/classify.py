@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -58,7 +58,7 @@ from ..errors import WeightsError
 from ..io.points import OUTSIDE_TOLERANCE, clip_points_to_image
 from ..targets import extract_patches
 from ..transforms import reinhard_normalise, resample, scale_factor, scale_points
-from .precision import requested_precision, resolve_precision
+from .precision import choose_precision, cpu_flags, requested_precision
 from .tta import TTA_SIZES, dihedral_transforms
 
 __all__ = ["PatchInferenceConfig", "Classifier", "to_uint8"]
@@ -152,17 +152,20 @@ class Classifier:
 
     Build one with :meth:`from_weights` (a bundled name or a ``.safetensors``
     file written by :func:`nucleikit.train.classify.train_classifier`), or
-    from a model and its metadata dict.
+    from a model and its metadata (a :class:`~nucleikit.models.weights_meta.WeightsMeta`,
+    or a dict checked as one; without a ``task`` it is a classifier's), kept as
+    ``self.meta``, typed.
 
     Parameters
     ----------
     model : torch.nn.Module
         Maps (B, C, s, s) standardised patches to (B, K) logits and has a
         ``features`` method (B, C, s, s) -> (B, F).
-    meta : dict
+    meta : WeightsMeta or dict
         Must hold ``classes`` (K names, in output order), ``mpp`` (um/px),
         ``patch`` (side s in pixels), ``mean`` and ``std`` (C values each, on
-        the [0, 1] scale).
+        the [0, 1] scale); optional ``tta`` (views, default 1) and
+        ``lab_mean``/``lab_std`` (the training stain).
     config : PatchInferenceConfig
     source : str or Path
         Where the weights came from, named in errors.
@@ -177,45 +180,42 @@ class Classifier:
     def __init__(
         self,
         model: Any,
-        meta: dict,
+        meta: Mapping[str, Any],
         *,
         config: PatchInferenceConfig = PatchInferenceConfig(),
         source: str | Path = "<classifier>",
     ) -> None:
         import torch
 
-        task = meta.get("task")
-        if task is not None and task != "classification":
-            raise WeightsError(source, f"holds a {task} model, not a nucleus classifier")
-        missing = [key for key in _REQUIRED_META if key not in meta]
+        from ..models.weights_meta import as_weights_meta
+
+        meta = as_weights_meta(meta, source, task="classification")
+        if meta.task != "classification":
+            raise WeightsError(source, f"holds a {meta.task} model, not a nucleus classifier")
+        missing = [key for key in _REQUIRED_META if getattr(meta, key) is None]
         if missing:
             raise WeightsError(source, f"classifier metadata lacks {', '.join(missing)}")
         self.meta = meta
-        self.classes: tuple[str, ...] = tuple(str(c) for c in meta["classes"])
-        self.mpp = float(meta["mpp"])
-        self.patch = int(meta["patch"])
-        self.mean = np.asarray(meta["mean"], dtype=np.float32)
-        self.std = np.asarray(meta["std"], dtype=np.float32)
+        self.classes: tuple[str, ...] = tuple(meta.classes)
+        self.mpp = float(meta.mpp)
+        self.patch = int(meta.patch)
+        self.mean = np.asarray(meta.mean, dtype=np.float32)
+        self.std = np.asarray(meta.std, dtype=np.float32)
         n_out = getattr(model, "n_classes", None)
         if n_out is not None and n_out != len(self.classes):
             raise WeightsError(
                 source, f"the model has {n_out} outputs but the metadata names {len(self.classes)} classes"
             )
-        if self.mean.shape != self.std.shape or self.mean.ndim != 1:
-            raise WeightsError(source, "mean and std must be lists of the same length")
-        if config.stain_normalise and ("lab_mean" not in meta or "lab_std" not in meta):
+        if config.stain_normalise and (meta.lab_mean is None or meta.lab_std is None):
             raise WeightsError(
                 source, "has no training stain (lab_mean/lab_std) to normalise to; retrain it, or run without "
                 "stain normalisation"
             )
-        tta = config.tta if config.tta is not None else meta.get("tta", 1)
-        if tta not in TTA_SIZES:
-            raise WeightsError(source, f"records tta = {tta!r}; expected one of {', '.join(map(str, TTA_SIZES))}")
-        #: Test-time augmentation views of :meth:`predict_patches`.
-        self.tta = int(tta)
+        #: Test-time augmentation views of :meth:`predict_patches`: the configuration's, else the weights'.
+        self.tta = int(config.tta if config.tta is not None else meta.tta)
         self.config = config
         #: What the network runs in and why (:class:`~nucleikit.infer.precision.Precision`).
-        self.precision = resolve_precision(config.requested_precision, meta)
+        self.precision = choose_precision(config.requested_precision, cpu_flags=cpu_flags(), bf16_ok=meta.bf16_ok)
         self.torch = torch
         if config.threads is not None:
             torch.set_num_threads(int(config.threads))
@@ -248,7 +248,7 @@ class Classifier:
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("name", self.meta.get("model", "classifier")))
+        return self.meta.name if self.meta.name is not None else (self.meta.model or "classifier")
 
     # ------------------------------------------------------------------ patches
 
@@ -421,7 +421,7 @@ class Classifier:
         """
         patches = self.patches(pixels, xy, mpp=mpp)
         if self.config.stain_normalise and len(patches):
-            patches = reinhard_normalise(patches, self.meta["lab_mean"], self.meta["lab_std"])
+            patches = reinhard_normalise(patches, self.meta.lab_mean, self.meta.lab_std)
         probs = self.predict_patches(patches)
         names = np.asarray(self.classes, dtype=str)
         labels = names[probs.argmax(axis=1)] if len(probs) else np.zeros(0, dtype=names.dtype)

@@ -110,7 +110,7 @@ def choose_precision(requested: str, *, cpu_flags: Iterable[str], bf16_ok: Any) 
     cpu_flags : iterable of str
         The CPU's feature flags as ``/proc/cpuinfo`` names them (:func:`cpu_flags`).
     bf16_ok : bool or None
-        The weights' stored verdict (``meta.get("bf16_ok")``); only ``True`` counts as yes.
+        The weights' stored verdict (``WeightsMeta.bf16_ok``); only ``True`` counts as yes.
 
     Examples
     --------

@@ -27,7 +27,7 @@ import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -118,7 +118,7 @@ class DensePredictor:
         (:mod:`nucleikit.infer.tiling`). None reads ``model.alignment``, which
         :func:`~nucleikit.models.registry.build_model` sets from the model's spec.
     bf16_ok : bool or None
-        The weights' stored verdict on bf16 (``meta["bf16_ok"]``), which
+        The weights' stored verdict on bf16 (``meta.bf16_ok``), which
         ``precision="auto"`` needs to choose bf16; None: not measured (fp32).
 
     Attributes
@@ -287,27 +287,43 @@ class Detector:
     """A point detector: trained network, its resolution and its tuned post-processing.
 
     Build one with :meth:`from_weights` (a bundled name such as ``"micronet"`` or
-    a ``.safetensors`` path) or from a model and its metadata dict.
+    a ``.safetensors`` path) or from a model and its metadata: a
+    :class:`~nucleikit.models.weights_meta.WeightsMeta`, or a dict checked as one
+    (:func:`~nucleikit.models.weights_meta.as_weights_meta`; metadata without a
+    ``task`` is a detector's). The tuned xi, peak distance and floor are the
+    metadata's :class:`~nucleikit.models.weights_meta.DetectionPost`, whose
+    legacy defaults live there. ``meta`` is kept as the typed record.
+
+    Raises
+    ------
+    WeightsError
+        The metadata is not a detector's, records no ``mpp``, ``mean`` or ``std``,
+        or holds a value nucleikit cannot use.
     """
 
-    def __init__(self, model: Any, meta: dict, *, config: InferenceConfig = InferenceConfig()) -> None:
-        task = meta.get("task", "detection")
-        if task != "detection":
+    def __init__(self, model: Any, meta: Mapping[str, Any], *, config: InferenceConfig = InferenceConfig()) -> None:
+        from ..models.weights_meta import DetectionPost, as_weights_meta  # (torch: imported when first used)
+
+        meta = as_weights_meta(meta, task="detection")
+        source = meta.name if meta.name is not None else "weights"
+        if meta.task != "detection":
             # refused at once: a segmenter would "detect" its foreground, a classifier crash later
-            hint = {"segmentation": "nucleikit segment", "classification": "nucleikit classify"}.get(task, "")
-            raise WeightsError(meta.get("name", "weights"),
-                               f"is a {task} model, not a detector" + (f" (`{hint}` runs it)" if hint else ""))
+            hint = {"segmentation": "nucleikit segment", "classification": "nucleikit classify"}.get(meta.task or "")
+            raise WeightsError(source,
+                               f"is a {meta.task} model, not a detector" + (f" (`{hint}` runs it)" if hint else ""))
+        if meta.mpp is None or meta.mean is None or meta.std is None:
+            missing = [k for k in ("mpp", "mean", "std") if getattr(meta, k) is None]
+            raise WeightsError(source, f"detector metadata lacks {', '.join(missing)}")
+        post = meta.postprocess
+        assert isinstance(post, DetectionPost)  # a detector's, by WeightsMeta.from_dict
         self.meta = meta
-        self.mpp = float(meta["mpp"])
-        post = meta.get("postprocess", {})
-        self.threshold_rel = float(post.get("threshold_rel", 0.3))
-        # Weights tuned before the floor existed have none: 0 keeps their results bit for bit.
-        self.threshold_abs = _floor(post.get("threshold_abs", 0.0), meta.get("name", "weights"))
-        self.min_distance = float(post.get("min_distance", 3))
-        self.calibration = _calibration(meta.get("calibration"), meta.get("name", "weights"))
+        self.mpp = float(meta.mpp)
+        self.threshold_rel = float(post.threshold_rel)
+        self.threshold_abs = float(post.threshold_abs)
+        self.min_distance = float(post.min_distance)
+        self.calibration = None if meta.calibration is None else ScoreCalibration.from_record(meta.calibration)
         self.predictor = DensePredictor(
-            model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config,
-            bf16_ok=meta.get("bf16_ok"),
+            model, mean=meta.mean, std=meta.std, halo=meta.halo, config=config, bf16_ok=meta.bf16_ok,
         )
 
     @property
@@ -328,7 +344,7 @@ class Detector:
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("name", self.meta.get("model", "detector")))
+        return self.meta.name if self.meta.name is not None else (self.meta.model or "detector")
 
     def image(self, pixels: Any) -> np.ndarray:
         """An image array as the network's input: (H, W, C) float32 in [0, 1].
@@ -373,7 +389,7 @@ class Detector:
         """
         xi = self.threshold_rel if threshold_rel is None else float(threshold_rel)
         md = self.min_distance if min_distance is None else float(min_distance)
-        floor = self.threshold_abs if threshold_abs is None else _floor(threshold_abs, None)
+        floor = self.threshold_abs if threshold_abs is None else _floor(threshold_abs)
         pmax = float(prob.max()) if prob.size else 0.0
         if pmax <= 0:
             return np.zeros((0, 2)), np.zeros(0, np.float32), pmax
@@ -449,25 +465,12 @@ def model_alignment(model: Any) -> int:
     return align
 
 
-def _calibration(value: Any, weights: str) -> ScoreCalibration | None:
-    """The weights' score calibration, None when they carry none; bad metadata is a WeightsError."""
-    if value is None:
-        return None
-    try:
-        return ScoreCalibration.from_meta(value)
-    except (ValueError, TypeError) as exc:
-        raise WeightsError(weights, f"bad score calibration in the metadata: {exc}") from None
-
-
-def _floor(value: Any, weights: str | None) -> float:
-    """``threshold_abs`` as a float >= 0; bad metadata is a WeightsError, a bad override a ConfigError."""
+def _floor(value: Any) -> float:
+    """An overriding ``threshold_abs`` as a float >= 0, else a ConfigError (the weights' own: WeightsMeta)."""
     try:
         floor = float(value)
     except (TypeError, ValueError):
         floor = float("nan")
     if not (np.isfinite(floor) and floor >= 0.0):
-        reason = f"threshold_abs must be a finite number >= 0, got {value!r}"
-        if weights is None:
-            raise ConfigError(reason)
-        raise WeightsError(weights, f"postprocess {reason}")
+        raise ConfigError(f"threshold_abs must be a finite number >= 0, got {value!r}")
     return floor

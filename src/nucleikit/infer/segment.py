@@ -43,13 +43,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError, WeightsError
 from ..io.images import convert_mode
-from ..postprocess import MARKER_KINDS, instances_from_maps, instances_from_probability, label_measurements
+from ..postprocess import instances_from_maps, instances_from_probability, label_measurements
 from ..transforms import percentile_normalise, resample, resize_labels, scale_factor, scale_points, standardise
 from .predict import DensePredictor, Detector, InferenceConfig
 from .tiling import aligned_window, predict_aligned
@@ -230,21 +230,22 @@ class Segmenter:
     ----------
     model : torch.nn.Module
         A network mapping (B, C, h, w) to (B, 1, h, w) foreground probabilities.
-    meta : dict
-        The weights' metadata: ``mean``, ``std``, ``colour`` ("rgb"/"grey"),
-        ``intensity`` ("none" or "percentile"; absent = "none"), ``mpp`` (None:
-        run at input resolution), ``halo`` and ``postprocess``
-        {``threshold``, ``min_distance``, ``min_size``, optional ``seeds`` and
-        ``seed_detector``}.
+    meta : WeightsMeta or dict
+        The weights' metadata (:class:`~nucleikit.models.weights_meta.WeightsMeta`,
+        or a dict checked as one; without a ``task`` it is a segmenter's): ``mean``,
+        ``std``, ``colour``, ``intensity``, ``mpp`` (None: run at input resolution),
+        ``halo``, ``target`` (the head: "mask" or "instance") and ``postprocess``
+        (:class:`~nucleikit.models.weights_meta.SegmentationPost`: threshold, seed
+        distance, smallest size, seeds and seed detector, markers; the legacy
+        defaults of older weights live there). Kept as ``self.meta``, typed.
     config : InferenceConfig
     seeds : {"distance", "detector"} or None
-        Watershed markers; None takes ``meta["postprocess"]["seeds"]`` (the
-        kind chosen on validation when the weights were shipped), else
-        "distance".
+        Watershed markers; None takes ``meta.postprocess.seeds`` (the kind
+        chosen on validation when the weights were shipped).
     detector : Detector or None
         The detector giving the seeds for ``seeds="detector"``; None loads
-        ``meta["postprocess"]["seed_detector"]`` (default the bundled
-        ``micronet``) when first needed.
+        ``meta.postprocess.seed_detector`` (default the bundled ``micronet``)
+        when first needed.
     tta : {1, 2, 4, 8}
         Test-time augmentation: the network's maps averaged over this many
         flipped / transposed views of the image
@@ -269,7 +270,7 @@ class Segmenter:
     def __init__(
         self,
         model: Any,
-        meta: dict,
+        meta: Mapping[str, Any],
         *,
         config: InferenceConfig = InferenceConfig(),
         seeds: str | None = None,
@@ -277,37 +278,36 @@ class Segmenter:
         tta: int = 1,
         padding: str = "halo",
     ) -> None:
-        if meta.get("task", "segmentation") != "segmentation":
-            raise WeightsError(meta.get("name", "weights"), f"is a {meta.get('task')} model, not a segmenter")
+        from ..models.weights_meta import SegmentationPost, as_weights_meta  # (torch: imported when first used)
+
+        meta = as_weights_meta(meta, task="segmentation")
+        source = meta.name if meta.name is not None else "weights"
+        if meta.task != "segmentation":
+            raise WeightsError(source, f"is a {meta.task} model, not a segmenter")
+        if meta.target not in HEAD_KINDS:
+            raise WeightsError(source, f"is a {meta.target!r} model, not a segmenter (heads: {', '.join(HEAD_KINDS)})")
+        if meta.mean is None or meta.std is None:
+            raise WeightsError(source, "segmenter metadata lacks mean and std")
+        post = meta.postprocess
+        assert isinstance(post, SegmentationPost)  # a segmenter's, by WeightsMeta.from_dict
         self.meta = meta
         self.config = config
-        self.colour = str(meta.get("colour", "rgb"))
-        if self.colour not in ("rgb", "grey"):
-            raise WeightsError(meta.get("name", "weights"), f"unknown colour {self.colour!r} in the metadata")
-        self.intensity = str(meta.get("intensity", "none"))
-        if self.intensity not in INTENSITY_MODES:
-            raise WeightsError(meta.get("name", "weights"), f"unknown intensity normalisation {self.intensity!r}")
-        self.mpp = float(meta["mpp"]) if meta.get("mpp") is not None else None
-        self.head = str(meta.get("target", "mask"))
-        if self.head not in HEAD_KINDS:
-            raise WeightsError(meta.get("name", "weights"), f"is a {self.head!r} model, not a segmenter "
-                                                            f"(heads: {', '.join(HEAD_KINDS)})")
-        post = dict(meta.get("postprocess", {}))
-        self.markers = str(post.get("markers", "distance"))
-        if self.markers not in MARKER_KINDS:
-            raise WeightsError(meta.get("name", "weights"), f"unknown watershed markers {self.markers!r}")
-        self.marker_threshold = float(post.get("marker_threshold", 0.5))
-        self.threshold = float(post.get("threshold", 0.5))
-        self.min_distance = int(post.get("min_distance", 5))
-        self.min_size = int(post.get("min_size", 10))
-        self.seeds = _check_seeds(seeds if seeds is not None else str(post.get("seeds", "distance")))
-        self.seed_detector_name = str(post.get("seed_detector", DEFAULT_SEED_DETECTOR))
+        self.colour = meta.colour
+        self.intensity = meta.intensity
+        self.mpp = float(meta.mpp) if meta.mpp is not None else None
+        self.head = meta.target
+        self.markers = post.markers
+        self.marker_threshold = float(post.marker_threshold)
+        self.threshold = float(post.threshold)
+        self.min_distance = int(post.min_distance)
+        self.min_size = int(post.min_size)
+        self.seeds = _check_seeds(seeds if seeds is not None else post.seeds)
+        self.seed_detector_name = post.seed_detector
         self._detector = detector
         self.tta = _check_tta(tta)
         self.padding = _check_padding(padding)
         self.predictor = DensePredictor(
-            model, mean=meta["mean"], std=meta["std"], halo=meta.get("halo"), config=config,
-            bf16_ok=meta.get("bf16_ok"),
+            model, mean=meta.mean, std=meta.std, halo=meta.halo, config=config, bf16_ok=meta.bf16_ok,
         )
 
     @property
@@ -337,14 +337,14 @@ class Segmenter:
 
         path = resolve_weights(name_or_path)
         model, meta = load_weights(path)
-        if meta.get("task") != "segmentation":
-            raise WeightsError(path, f"is a {meta.get('task')!r} model, not a segmentation model "
+        if meta.task != "segmentation":
+            raise WeightsError(path, f"is a {meta.task!r} model, not a segmentation model "
                                      "(`nucleikit detect` runs detectors)")
         return cls(model, meta, config=config, seeds=seeds, detector=detector, tta=tta, padding=padding)
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("name", self.meta.get("model", "segmenter")))
+        return self.meta.name if self.meta.name is not None else (self.meta.model or "segmenter")
 
     @property
     def detector(self) -> Detector:

@@ -164,8 +164,9 @@ class BoxTrainer(Trainer):
             raise ConfigError(f"{cfg.model!r} has no numbered blocks to freeze")
         if cfg.init:
             from ..models.weights import read_weights_meta, resolve_weights
+            from ..models.weights_meta import to_json
 
-            model_kwargs = read_weights_meta(resolve_weights(cfg.init)).get("model_kwargs", {})
+            model_kwargs = to_json(read_weights_meta(resolve_weights(cfg.init)).model_kwargs)
         else:
             cfg = _with_model_mpp(cfg)
             model_kwargs = cfg.model_kwargs

@@ -102,8 +102,8 @@ class TeacherMaps:
         The teacher's weights file.
     sha256 : str
         Its content hash: part of every cache key.
-    meta : dict
-        Its metadata (``name``, ``mpp``, ``halo``, ...).
+    meta : WeightsMeta
+        Its metadata, typed (``name``, ``mpp``, ``halo``, ...).
     computed, reused : int
         Maps computed by the teacher and maps read from the cache (memory or disk) so far.
     seconds : float
@@ -115,11 +115,13 @@ class TeacherMaps:
 
         self.path = Path(resolve_weights(teacher))
         self.meta = read_weights_meta(self.path)
-        if self.meta.get("task", "detection") != "detection":
-            raise ConfigError(f"teacher {teacher!r} is a {self.meta.get('task')} model, not a detector")
+        if self.meta.task not in (None, "detection"):
+            raise ConfigError(f"teacher {teacher!r} is a {self.meta.task} model, not a detector")
+        if self.meta.mpp is None:
+            raise ConfigError(f"teacher {teacher!r} records no mpp (the resolution its maps are at)")
         self.sha256 = file_sha256(self.path)
-        self.mpp = float(self.meta["mpp"])
-        self.name = str(self.meta.get("name", self.path.stem))
+        self.mpp = float(self.meta.mpp)
+        self.name = self.meta.name if self.meta.name is not None else self.path.stem
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.threads = threads
         self._detector = None
@@ -185,9 +187,11 @@ class TeacherMaps:
 
     def describe(self) -> dict:
         """What the weights record about the teacher."""
+        from ..models.weights_meta import to_json
+
         return {"teacher": self.name, "teacher_file": self.path.name, "teacher_sha256": self.sha256,
-                "teacher_mpp": self.mpp, "teacher_halo": self.meta.get("halo"),
-                "teacher_model_kwargs": self.meta.get("model_kwargs")}
+                "teacher_mpp": self.mpp, "teacher_halo": self.meta.halo,
+                "teacher_model_kwargs": to_json(self.meta.model_kwargs)}
 
 
 class DistillationTask(DetectionTask):

@@ -48,7 +48,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -59,6 +59,9 @@ from .config import TrainConfig
 from .runtime import Dist, ProgressBar, machine
 from .stopping import plateaued, scores_from_log, stop_reason, stopped_reason
 from .tasks import PreparedImage, TaskAdapter, Validation, task_for
+
+if TYPE_CHECKING:
+    from ..models.weights_meta import WeightsMeta
 
 __all__ = ["CHECKPOINT_KEYS", "Trainer", "TrainResult", "train_dense", "train_detector", "train_segmenter"]
 
@@ -325,16 +328,17 @@ class Trainer:
         from ..models import build_model
         from ..models.blocks import freeze_blocks
         from ..models.weights import load_weights, resolve_weights
+        from ..models.weights_meta import WeightsMeta, to_json
 
         cfg = self.cfg
-        self.init_meta: dict = {}
+        self.init_meta: WeightsMeta | None = None  # the --init weights' metadata
         if cfg.init:
             model, self.init_meta = load_weights(resolve_weights(cfg.init))
-            if self.init_meta.get("model") != cfg.model:
-                raise ConfigError(f"--init weights are a {self.init_meta.get('model')!r} model, not {cfg.model!r}")
-            self.model_kwargs = dict(self.init_meta.get("model_kwargs", {}))
-            self.mean = np.asarray(self.init_meta["mean"], np.float32)
-            self.std = np.asarray(self.init_meta["std"], np.float32)
+            if self.init_meta.model != cfg.model:
+                raise ConfigError(f"--init weights are a {self.init_meta.model!r} model, not {cfg.model!r}")
+            self.model_kwargs = to_json(self.init_meta.model_kwargs)
+            self.mean = np.asarray(self.init_meta.mean, np.float32)
+            self.std = np.asarray(self.init_meta.std, np.float32)
         else:
             self.model_kwargs = dict(cfg.model_kwargs)
             model = build_model(cfg.model, **self.model_kwargs)
@@ -391,7 +395,7 @@ class Trainer:
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
             "train_config": cfg.to_dict(),
-            "init": self.init_meta.get("name") if cfg.init else None,
+            "init": self.init_meta.name if self.init_meta is not None else None,
             "machine": machine(),
             **self.adapter.meta(),
             **(extra_meta or {}),
@@ -691,18 +695,20 @@ def _prepare(adapter: TaskAdapter, train_sets, weights: list[float], val_samples
     return _Data(train, val, sizes / sizes.sum())
 
 
-def _inherit_input_format(cfg: TrainConfig, init_meta: dict) -> TrainConfig:
+def _inherit_input_format(cfg: TrainConfig, init_meta: WeightsMeta) -> TrainConfig:
     """A fine-tuned segmenter sees its input as the ``--init`` weights were trained to.
 
     Colour and per-image intensity normalisation always come from the initial weights (the
     network's first layer and its stored mean/std were fitted to them); the resolution too,
-    unless the configuration names one.
+    unless the configuration names one. Weights that record no colour or intensity keep the
+    configuration's (not the metadata's legacy defaults).
     """
     import dataclasses
 
-    changes = {"colour": init_meta.get("colour", cfg.colour), "intensity": init_meta.get("intensity", cfg.intensity)}
-    if cfg.mpp is None and init_meta.get("mpp") is not None:
-        changes["mpp"] = float(init_meta["mpp"])
+    changes = {"colour": init_meta.colour if init_meta.recorded("colour") else cfg.colour,
+               "intensity": init_meta.intensity if init_meta.recorded("intensity") else cfg.intensity}
+    if cfg.mpp is None and init_meta.mpp is not None:
+        changes["mpp"] = float(init_meta.mpp)
     return dataclasses.replace(cfg, **changes)
 
 
