@@ -69,17 +69,20 @@ def main() -> None:
         sys.exit(f"{root}: no CRCHisto folder (use --data-root)")
     val = list(CRCHisto(root, split="fixed", subset="validation"))
     for path in args.weights:
-        model, meta = load_weights(path)
-        if meta.get("task", "detection") != "detection":
-            sys.exit(f"{path}: not detector weights (task {meta.get('task')!r})")
-        det = Detector(model, meta, config=InferenceConfig(threads=args.threads))
+        model, checked = load_weights(path)
+        if checked.task != "detection":
+            sys.exit(f"{path}: not detector weights (task {checked.task!r})")
+        det = Detector(model, checked, config=InferenceConfig(threads=args.threads))
+        meta = checked.to_dict()  # the JSON object, every key kept, rewritten below
         maps = [det.probability_map(s.load_image()) for s in val]  # CRCHisto is at the detectors' 0.55 um/px
         res = tune_floor(maps, [s.points for s in val], radius=RADIUS_PX, xi=det.threshold_rel,
                          min_distance=det.min_distance, lowest_xi=LOWEST_XI, threshold_abs_grid=FLOOR_GRID,
                          tolerance=FLOOR_TOLERANCE)
         blanks = blank_maxima(det)
         zero = res.table[0]
-        meta = {**meta, "postprocess": {**meta.get("postprocess", {}), "threshold_abs": res.threshold_abs}}
+        # weights that record no post-processing (a converted state dict) get the xi and distance they ran with
+        post = {"threshold_rel": det.threshold_rel, "min_distance": det.min_distance, **meta.get("postprocess", {})}
+        meta = {**meta, "postprocess": {**post, "threshold_abs": res.threshold_abs}}
         meta["validation"] = {**meta.get("validation", {}), "floor": {
             "threshold_abs": res.threshold_abs,
             "criterion": (f"largest floor costing <= {FLOOR_TOLERANCE} of F1 at xi {det.threshold_rel:g} and of "

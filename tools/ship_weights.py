@@ -489,8 +489,9 @@ def main() -> None:
     from nucleikit.models.weights import load_weights, save_weights
 
     torch.set_num_threads(args.threads)
-    model, meta = load_weights(args.run / "best.safetensors")
-    task = get_spec(meta["model"]).task
+    model, checked = load_weights(args.run / "best.safetensors")
+    meta = checked.to_dict()  # the JSON object, every key kept; the shippers add to it
+    task = get_spec(checked.model).task
     if task not in SHIPPERS:
         sys.exit(f"no shipping recipe for {task!r} models")
     out = output_path(args.run, args.name, args.limit_images, args.out)

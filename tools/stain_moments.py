@@ -34,7 +34,8 @@ def main() -> None:
         sys.exit(f"{root}: no CRCHisto folder (use --data-root)")
     samples = {s.id: s for s in CRCHisto(root, split="fixed", subset="all", task="classification")}
     for path in args.weights:
-        model, meta = load_weights(path)
+        model, checked = load_weights(path)
+        meta = checked.to_dict()  # the JSON object, every key kept, rewritten below
         ids = meta.get("train_images")
         if meta.get("task") != "classification" or not ids:
             sys.exit(f"{path}: not classifier weights listing their train_images")
