@@ -23,6 +23,7 @@ import torch
 from nucleikit.train.augment import AugmentConfig
 from nucleikit.train.config import TrainConfig
 from nucleikit.train.loop import train_detector, train_segmenter
+from tests.train.test_loop import Disc  # the samples of the loop's tests
 
 DATA = Path(__file__).with_name("data")
 #: Every key a checkpoint holds; a run in progress was written with exactly these.
@@ -30,17 +31,6 @@ CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "step", "best", "best_step
                    "std", "torch_rng", "config"}
 #: Log fields that measure time (they differ from run to run).
 CLOCKS = {"elapsed_s", "train_s"}
-
-
-@dataclass
-class Disc:
-    id: str
-    points: np.ndarray
-    mpp: float
-    pixels: np.ndarray
-
-    def load_image(self, mode="rgb"):
-        return self.pixels
 
 
 def disc_image(seed: int, n: int = 12, size: int = 64) -> Disc:

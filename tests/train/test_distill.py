@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -20,17 +19,7 @@ from nucleikit.train.distill import (DistillationTask, TeacherMaps, UnlabelledSa
 from nucleikit.train.loop import Trainer, train_dense
 from nucleikit.train.tasks import make_target
 from nucleikit.transforms import resample
-
-
-@dataclass
-class Disc:
-    id: str
-    points: np.ndarray
-    mpp: float
-    pixels: np.ndarray
-
-    def load_image(self, mode="rgb"):
-        return self.pixels
+from tests.train.test_loop import Disc  # the samples of the loop's tests
 
 
 def disc(seed, size=64, mpp=0.5):
