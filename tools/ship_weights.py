@@ -334,23 +334,34 @@ def instance_grid() -> list[dict]:
     return grid
 
 
-def instance_data(meta: dict, limit: int | None):
-    """(validation, test, split names, criterion, organ of each test id) of an instance head's data set."""
+def label_data(meta: dict, subset: str, limit: int | None):
+    """(samples, split name, criterion, organ of each id) of a segmenter's data set.
+
+    ``subset`` is "validation" or "test". MoNuSeg weights (``dataset`` starting with "MoNuSeg"):
+    the per-organ split at the weights' ``mpp_overrides``, tuned by mean AJI; otherwise DSB2018
+    (validation: the 134 ids with the weights' ``labels``; test: stage1_test), tuned by mean DSB
+    score, no organs.
+    """
     root = _shared_data()
     if str(meta.get("dataset", "")).startswith("MoNuSeg"):
         from nucleikit.io.datasets.monuseg import per_organ_labels
 
-        overrides = meta.get("mpp_overrides", {})
-        val, _ = per_organ_labels(root / "monuseg", "validation", mpp_overrides=overrides)
-        test, organ_of = per_organ_labels(root / "monuseg", "test", mpp_overrides=overrides)
-        return limited(val, limit), limited(test, limit), ("monuseg per_organ validation",
-                                                           "monuseg per_organ test"), "aji", organ_of
+        samples, organ_of = per_organ_labels(root / "monuseg", subset, mpp_overrides=meta.get("mpp_overrides", {}))
+        return limited(samples, limit), f"monuseg per_organ {subset}", "aji", organ_of
     from nucleikit.io.datasets.dsb2018 import DSB2018
 
-    labels = meta.get("labels", "fixed")
-    val = limited(DSB2018(root / "dsb2018", subset="validation", labels=labels), limit)
-    test = limited(DSB2018(root / "dsb2018", subset="test"), limit)
-    return val, test, ("dsb2018 validation", "dsb2018 stage1_test, stage1_solution.csv"), "dsb_score", {}
+    if subset == "validation":
+        samples = DSB2018(root / "dsb2018", subset="validation", labels=meta.get("labels", "fixed"))
+        return limited(samples, limit), "dsb2018 validation", "dsb_score", {}
+    samples = DSB2018(root / "dsb2018", subset="test")
+    return limited(samples, limit), "dsb2018 stage1_test, stage1_solution.csv", "dsb_score", {}
+
+
+def instance_data(meta: dict, limit: int | None):
+    """(validation, test, split names, criterion, organ of each test id) of an instance head's data set."""
+    val, val_name, criterion, _ = label_data(meta, "validation", limit)
+    test, test_name, _, organ_of = label_data(meta, "test", limit)
+    return val, test, (val_name, test_name), criterion, organ_of
 
 
 def ship_instance_segmenter(args, model, meta: dict, log: list[dict]) -> dict:
@@ -388,7 +399,6 @@ def ship_segmenter(args, model, meta: dict, log: list[dict]) -> dict:
     from nucleikit.infer.predict import Detector, InferenceConfig
     from nucleikit.infer.segment import Segmenter
     from nucleikit.infer.segment_eval import run_segmenter, score_instances, tune_instances
-    from nucleikit.io.datasets.dsb2018 import DSB2018
 
     halo = trained_halo(model, len(meta["mean"]))
     meta = dict(meta, name=args.name, halo=halo)
@@ -396,9 +406,7 @@ def ship_segmenter(args, model, meta: dict, log: list[dict]) -> dict:
     config = InferenceConfig(threads=args.threads)
     detector = Detector.from_weights(SEED_DETECTOR, config=config)
     seg = Segmenter(model, meta, config=config, seeds="distance", detector=detector)
-    root = _shared_data() / "dsb2018"
-    labels = meta.get("labels", "fixed")
-    val = limited(DSB2018(root, subset="validation", labels=labels), args.limit_images)
+    val, _, _, _ = label_data(meta, "validation", args.limit_images)
     run = run_segmenter(seg, val, detector_seeds=True)
     print(f"validation: {len(val)} images through the network and {SEED_DETECTOR} in {run.seconds:.0f} s")
     tuned = {
@@ -428,9 +436,9 @@ def ship_segmenter(args, model, meta: dict, log: list[dict]) -> dict:
     )
     meta["training"] = training_summary(log, score_key="score", count_key="step", name=args.name,
                                         command=args.command)
-    test = limited(DSB2018(root, subset="test"), args.limit_images)
+    test, test_name, _, _ = label_data(meta, "test", args.limit_images)
     run = run_segmenter(seg, test, detector_seeds=True)
-    figures = figures_label("dsb2018 stage1_test, stage1_solution.csv", len(test), args.limit_images)
+    figures = figures_label(test_name, len(test), args.limit_images)
     for kind, t in tuned.items():
         figures[kind] = score_instances(seg, run, seeds=kind, threshold=t.threshold, min_distance=t.min_distance)
     figures["shipped_seeds"] = chosen.seeds
@@ -438,27 +446,38 @@ def ship_segmenter(args, model, meta: dict, log: list[dict]) -> dict:
     return meta
 
 
-def ship_classifier(args, model, meta: dict, log: list[dict]) -> dict:
-    from nucleikit.infer.classify import Classifier, PatchInferenceConfig
+def classified_images(subset: str, limit: int | None) -> list:
+    """The CRCHisto fixed-split images of ``subset`` with their classified nuclei (the first ``limit``)."""
     from nucleikit.io.datasets.crchisto import CRCHisto
+
+    return limited(CRCHisto(_shared_data() / "crchisto", split="fixed", subset=subset, task="classification"), limit)
+
+
+def classify_patches(clf, samples: Sequence[Any]) -> tuple[dict, np.ndarray]:
+    """(nucleikit.metrics.classification_report, (N, K) probabilities) of a classifier on the patches of ``samples``."""
     from nucleikit.metrics import classification_report
     from nucleikit.train.classify import PatchSet
+
+    patches = PatchSet.from_samples(samples, classes=clf.classes, patch=clf.patch, mpp=clf.mpp)
+    probs = clf.predict_patches(patches.patches)
+    names = np.asarray(clf.classes)
+    return classification_report(names[patches.labels], names[probs.argmax(axis=1)], probs, clf.classes), probs
+
+
+def ship_classifier(args, model, meta: dict, log: list[dict]) -> dict:
+    from nucleikit.infer.classify import Classifier, PatchInferenceConfig
 
     meta = dict(meta, name=args.name)
     meta["training"] = training_summary(log, score_key="val_weighted_f1", count_key="epoch", name=args.name,
                                         command=args.command)
     clf = Classifier(model, meta, config=PatchInferenceConfig(threads=args.threads))
-    root = _shared_data() / "crchisto"
-    test = limited(CRCHisto(root, split="fixed", subset="test", task="classification"), args.limit_images)
+    test = classified_images("test", args.limit_images)
     leak = sorted(set(meta.get("train_images", [])) & {s.id for s in test})
     if leak:
         # e.g. a run of another fold: its training images include fixed-split test images
         sys.exit(f"the run was trained on {len(leak)} fixed-split test image(s) ({', '.join(leak[:3])}...): "
                  "ship the fixed-split run (fold 4)")
-    patches = PatchSet.from_samples(test, classes=clf.classes, patch=clf.patch, mpp=clf.mpp)
-    probs = clf.predict_patches(patches.patches)
-    names = np.asarray(clf.classes)
-    report = classification_report(names[patches.labels], names[probs.argmax(axis=1)], probs, clf.classes)
+    report, _ = classify_patches(clf, test)
     meta["test"] = {**figures_label("crchisto fixed test", len(test), args.limit_images), **report}
     print(f"test: accuracy {report['accuracy']:.4f}, weighted F1 {report['weighted_f1']:.4f}, "
           f"macro F1 {report['macro_f1']:.4f} ({report['n']} patches)")

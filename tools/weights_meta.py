@@ -75,8 +75,11 @@ def with_meta(raw: bytes, updates: dict) -> bytes:
     return join_file(dict(header, __metadata__=extra), data)
 
 
-def set_meta(path: Path, updates: dict) -> Path:
-    """Rewrite ``path`` with ``updates`` in its metadata, its tensor bytes unchanged (checked)."""
+def set_meta(path: Path, updates: dict, out: Path | None = None) -> Path:
+    """Rewrite ``path`` with ``updates`` in its metadata, its tensor bytes unchanged (checked).
+
+    ``out``: write the result there instead (``path`` is left as it is). Returns the file written.
+    """
     from nucleikit.models.weights import load_weights
 
     raw = path.read_bytes()
@@ -85,7 +88,8 @@ def set_meta(path: Path, updates: dict) -> Path:
     after = hashlib.sha256(split_file(new)[1]).hexdigest()
     if before != after:  # cannot happen by construction; checked because a shipped file is at stake
         raise RuntimeError("tensor data changed")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    target = path if out is None else out
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(new)
@@ -94,11 +98,11 @@ def set_meta(path: Path, updates: dict) -> Path:
         missing = [k for k in updates if meta.get(k) != updates[k]]
         if missing:
             raise RuntimeError(f"metadata not written: {missing}")
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return target
 
 
 def _assignment(text: str) -> tuple[str, object]:

@@ -123,7 +123,7 @@ def test_a_shipped_student_is_rebuilt_at_its_width(ship, tmp_path):
     assert det.probability_map(np.full((64, 64, 3), 0.8, np.float32)).shape == (64, 64)
 
 
-def _discs(folder, stem, seed, n=10, size=64):
+def write_discs(folder, stem, seed, n=10, size=64):
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -151,7 +151,7 @@ def test_ship_a_distilled_student_of_a_tiny_study(ship, tmp_path):
 
     for subset, n in (("train", 2), ("validation", 1), ("test", 1)):
         for i in range(n):
-            _discs(tmp_path / "a" / subset, f"a{subset[0]}{i}", 10 * len(subset) + i)
+            write_discs(tmp_path / "a" / subset, f"a{subset[0]}{i}", 10 * len(subset) + i)
     torch.manual_seed(0)
     teacher = tmp_path / "teacher.safetensors"
     save_weights(teacher, build_model("micronet", width=4), {
