@@ -5,8 +5,9 @@ bf16 instructions (AMX tiles, ``amx_bf16``, or AVX-512 BF16, ``avx512_bf16``) it
 doubles a convolution's speed. Without them oneDNN emulates bf16 and the same network can
 run *slower* than in fp32 (an AVX-512 Xeon without AVX512-BF16: 0.5-0.7x for MicroNet,
 measured). And it changes the network's outputs slightly, so whether a model keeps its
-accuracy under it is a fact about that model, measured on its test data and stored with its
-weights (metadata key ``bf16_ok``, :mod:`nucleikit.models.weights`).
+accuracy under it is a fact about that model, measured on its validation data (fp32 against
+forced bf16, ``tools/bf16_verdict.py``; ``micronet``'s older verdict compared its test figures)
+and stored with its weights (metadata key ``bf16_ok``, :mod:`nucleikit.models.weights`).
 
 ``auto`` (the default) therefore runs bf16 only when both hold: the CPU has native bf16 and
 the weights say their figures hold under it. Absent or false means fp32. ``fp32`` and
@@ -43,7 +44,7 @@ __all__ = [
 PRECISIONS = ("auto", "fp32", "bf16")
 #: /proc/cpuinfo flags of CPUs that run bf16 natively (AMX tiles; AVX-512 BF16 dot products).
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-#: Metadata key of the stored verdict: does the model keep its test figures under bf16?
+#: Metadata key of the stored verdict: does the model keep its figures under bf16?
 BF16_META_KEY = "bf16_ok"
 
 

@@ -485,7 +485,8 @@ class WeightsMeta(_Record, Mapping):
     halo : int or None
         Receptive-field radius in model pixels (the tiling halo); None: measured when run.
     bf16_ok : bool or None
-        Whether the test figures hold under bfloat16 autocast; None: not measured.
+        Whether the model's figures hold under bfloat16 autocast (``tools/bf16_verdict.py``:
+        validation figures, fp32 against bf16); None: not measured.
     postprocess : DetectionPost, SegmentationPost or None
         The task's tuned post-processing (None for other tasks, whose ``postprocess`` if any
         stays in ``extra``).
