@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from nucleikit.errors import ConfigError
 from nucleikit.models.blocks import freeze_blocks
 from nucleikit.models.micronet import MICRONET_NUM_PARAMS, MicroNet
+from nucleikit.models.optimize import fold_batchnorm
 from nucleikit.models.unet import UNet
+from nucleikit.models.weights import bundled_weights_dir, read_weights_meta
 
 
 def _n(module: nn.Module) -> int:
@@ -87,6 +90,72 @@ def test_constructor_is_keyword_only_and_validates():
         MicroNet(width=0)
     with pytest.raises(ConfigError, match="dropout"):
         MicroNet(dropout=1.0)
+
+
+# memory-lean inference -----------------------------------------------------------
+
+
+def _forward_spying_on_cat(model: nn.Module, x: torch.Tensor, monkeypatch) -> tuple[torch.Tensor, set]:
+    """``model(x)`` and the spatial sizes of the maps ``torch.cat`` made on the way."""
+    sizes: set = set()
+    cat = torch.cat
+
+    def spy(tensors, dim=0):
+        out = cat(tensors, dim)
+        sizes.add(tuple(out.shape[-2:]))
+        return out
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "cat", spy)
+        return model(x), sizes
+
+
+@pytest.mark.parametrize("width,out_channels", [(8, 1), (16, 2)])
+@pytest.mark.parametrize("folded", [False, True], ids=["bn", "folded"])
+@pytest.mark.parametrize("no_autograd", [torch.inference_mode, torch.no_grad], ids=["inference_mode", "no_grad"])
+def test_inference_without_autograd_equals_the_standard_forward(randomise_bn, monkeypatch, width, out_channels,
+                                                                folded, no_autograd):
+    model = MicroNet(width=width, out_channels=out_channels)
+    randomise_bn(model)
+    model.eval()
+    if folded:  # as the predictor runs it
+        model = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 37, 50) * 2
+    standard, standard_cats = _forward_spying_on_cat(model, x, monkeypatch)  # eval, autograd on
+    with no_autograd():
+        lean, lean_cats = _forward_spying_on_cat(model, x, monkeypatch)
+    assert lean.shape == standard.shape == (2, out_channels, 37, 50)
+    assert float((lean - standard.detach()).abs().max()) <= 1e-5
+    # the lean route never concatenates at full resolution (blocks 9 and 10)
+    assert (37, 50) in standard_cats and (37, 50) not in lean_cats
+
+
+def test_training_forward_takes_the_standard_route_and_stays_differentiable(randomise_bn, monkeypatch):
+    model = MicroNet(width=8, dropout=0.0)
+    randomise_bn(model)
+    model.train()
+    x = torch.randn(2, 3, 37, 50)
+    with torch.no_grad():  # training mode: batch statistics and the standard route, even without autograd
+        quiet, quiet_cats = _forward_spying_on_cat(model, x, monkeypatch)
+    y, cats = _forward_spying_on_cat(model, x, monkeypatch)
+    assert (37, 50) in quiet_cats and (37, 50) in cats
+    assert torch.equal(quiet, y.detach())
+    y.mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_bf16_autocast_keeps_the_standard_route(monkeypatch):
+    model = MicroNet(width=8).eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, cats = _forward_spying_on_cat(model, torch.randn(1, 3, 37, 50), monkeypatch)
+    assert (37, 50) in cats  # the route the weights' bf16 verdicts were measured on
+
+
+def test_state_dict_keys_are_those_of_the_bundled_weights():
+    path = bundled_weights_dir() / "micronet.safetensors"
+    with safe_open(path, framework="pt") as handle:
+        stored = set(handle.keys())
+    assert set(MicroNet(**read_weights_meta(path).model_kwargs).state_dict()) == stored
 
 
 # freeze_blocks -------------------------------------------------------------------

@@ -43,9 +43,13 @@ __all__ = ["InferenceConfig", "DensePredictor", "Detections", "Detector", "model
 
 #: Default memory budget of one forward pass (``InferenceConfig.memory``, ``--memory``): 1 GiB.
 DEFAULT_MEMORY = 2 ** 30
-#: Measured tensor bytes of a forward pass times this is what the process really holds (oneDNN
-#: reorders and scratch, allocator slack): MicroNet windows of 704-1568 px, peak RSS growth over
-#: the probe's estimate, 1.37-1.45x; :meth:`DensePredictor.bytes_per_pixel`.
+#: Measured tensor bytes of a forward pass times this is meant to cover what the process really
+#: holds (:meth:`DensePredictor.bytes_per_pixel`). The excess is glibc's heap keeping freed blocks
+#: (with a fixed mmap threshold the growth equals the tensor trace): 0-230 MiB whatever the window,
+#: so small windows exceed the factor. Peak RSS growth of one fp32 forward over the probe's
+#: estimate: MicroNet-HE 1.00-1.46x at 1024 and 1536 px, 1.41-1.86x at 704 px (1.25-1.62x before
+#: its lean route); width 8 1.00-1.63x at 1024 and 1536 px. Plans for budgets of 768 MiB and more
+#: used 0.63-0.85 of them, 512 MiB up to 1.05, 256 MiB up to 1.10.
 WORKSPACE_FACTOR = 1.5
 
 
@@ -183,9 +187,12 @@ class DensePredictor:
         One forward pass over a small random window (``4 * align``, at least 128 px a side)
         with hooks on every module that note each tensor going in or out and drop it once
         it is freed (weak references); the peak of the live bytes (what a tensor-level
-        allocation trace gives: MicroNet 774 B/px in fp32, 393 in bf16; the bundled U-Nets
-        about 320 in fp32) times :data:`WORKSPACE_FACTOR`. Activations grow with the
-        window's area, so one small probe gives the rate for any window.
+        allocation trace gives: MicroNet 326 B/px in fp32 on its memory-lean inference
+        route, 345 in bf16; the bundled U-Nets about 320 in fp32) times
+        :data:`WORKSPACE_FACTOR`. Activations grow with the window's area, so one small probe
+        gives the rate for any window. Tensors made and freed inside one module's forward,
+        between two hooks, go unseen: a network must not hold its peak there (MicroNet's
+        lean route calls a module on each map alive at its peak).
         """
         torch = self.torch
         live: dict[int, tuple[Any, int]] = {}
