@@ -65,7 +65,8 @@ kept, for a whole grid), is 2.07x for a 512 px core with MicroNet's 112 px slide
 only as the core grows: it is at most ``r`` once ``core >= 2 * halo / (sqrt(r) - 1)``, 14.3 halos
 for 1.3x (:func:`tile_for_overhead`; 8 halos still give 1.56x). Larger windows cost memory,
 though: a network holds several full-resolution activations at once (MicroNet in fp32 about
-1.1 KiB per window pixel, :meth:`~nucleikit.infer.predict.DensePredictor.bytes_per_pixel`).
+0.5 KiB per window pixel on its lean inference route, 1.1 KiB before it,
+:meth:`~nucleikit.infer.predict.DensePredictor.bytes_per_pixel`).
 :func:`plan_tiles` therefore works within a memory budget for one forward pass:
 
 1. the **whole image in one window** when that window fits the budget (one window has the
