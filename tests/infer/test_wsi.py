@@ -139,7 +139,9 @@ def test_default_tiles_come_from_the_memory_budget_and_keep_the_nuclei(mosaic, t
     path, pixels = mosaic
     one_pass = Detector.from_weights("micronet", config=InferenceConfig(threads=1, tile=1024)).detect(
         pixels.astype(np.float32) / 255, mpp=MOSAIC_MPP)
-    budget = 200 * 2**20  # MicroNet, fp32: ~1.1 KiB per window pixel -> cores of 176 px at most
+    # a budget that holds 400 px windows: cores of 176 px at most around a 112 px halo
+    rate = Detector.from_weights("micronet", config=InferenceConfig(threads=1, precision="fp32")).predictor
+    budget = int(rate.bytes_per_pixel * 400**2)
     small = Detector.from_weights("micronet", config=InferenceConfig(threads=1, memory=budget, precision="fp32"))
     plan = small.predictor.plan((320, 480), halo=112)
     assert plan.tile == (160, 160) and plan.window_bytes <= budget
